@@ -1,0 +1,125 @@
+"""Audio in: probe headers, decode any supported format to mono float32 at 16 kHz, trim, peak-normalize.
+
+Decoding uses soundfile (libsndfile: wav, flac, mp3, ogg/opus, aiff) and soxr for resampling; no ffmpeg.
+Every failure is an AudioError whose message is a reason a user understands.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .constants import SAMPLE_RATE_HZ
+from .errors import AudioError
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int       # Hz
+    channels: int
+    frames: int            # samples per channel, as the header says
+    duration: float        # seconds
+    format: str            # e.g. WAV, FLAC, MP3, OGG
+    subtype: str           # e.g. PCM_16, FLOAT, MPEG_LAYER_III
+
+
+def probe(path: Path | str) -> AudioInfo:
+    """Read the header only. Raises AudioError for missing, empty or non-audio files."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError("file not found")
+    if p.is_dir():
+        raise AudioError("is a folder, not an audio file")
+    try:
+        size = p.stat().st_size
+    except OSError as err:
+        raise AudioError(f"cannot read file ({err.strerror})") from None
+    if size == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        info = sf.info(str(p))
+    except (RuntimeError, sf.LibsndfileError, OSError) as err:
+        raise AudioError(f"not a readable audio file ({_short(err)})") from None
+    if info.samplerate <= 0 or info.channels <= 0:
+        raise AudioError("audio header has no sample rate or channels")
+    return AudioInfo(
+        sample_rate=int(info.samplerate),
+        channels=int(info.channels),
+        frames=int(info.frames),
+        duration=float(info.frames) / float(info.samplerate),
+        format=str(info.format),
+        subtype=str(info.subtype),
+    )
+
+
+def decode(path: Path | str) -> tuple[np.ndarray, int]:
+    """Decode the whole file: (samples float32 of shape (frames, channels), sample rate)."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError("file not found")
+    try:
+        data, sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as err:
+        raise AudioError(f"cannot decode audio ({_short(err)})") from None
+    return data, int(sr)
+
+
+def to_mono_16k(data: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Average channels and resample to 16 kHz with soxr (high quality)."""
+    mono = data.mean(axis=1) if data.ndim == 2 else data
+    mono = np.ascontiguousarray(mono, dtype=np.float32)
+    if sample_rate != SAMPLE_RATE_HZ and mono.size:
+        import soxr
+
+        mono = soxr.resample(mono, sample_rate, SAMPLE_RATE_HZ, quality="HQ").astype(np.float32, copy=False)
+    return mono
+
+
+def load(path: Path | str) -> np.ndarray:
+    """Decode to mono float32 at 16 kHz. Raises AudioError for undecodable, empty, NaN or infinite audio."""
+    data, sr = decode(path)
+    if data.size == 0:
+        raise AudioError("no audio samples")
+    if not np.isfinite(data).all():
+        raise AudioError("audio contains NaN or infinite samples")
+    return to_mono_16k(data, sr)
+
+
+def trim(samples: np.ndarray, top_db: float) -> np.ndarray:
+    """Remove leading and trailing silence quieter than peak - top_db (librosa.effects.trim); 0 = no trim."""
+    if top_db <= 0 or samples.size == 0:
+        return samples
+    import librosa
+
+    trimmed, _ = librosa.effects.trim(samples, top_db=top_db)
+    return trimmed
+
+
+def peak_normalize(samples: np.ndarray) -> np.ndarray:
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
+    if peak > 0:
+        samples = samples / peak
+    return samples.astype(np.float32, copy=False)
+
+
+def prepare(samples: np.ndarray, *, top_db: float, normalize: bool) -> np.ndarray:
+    """The clean clip: trimmed, then peak-normalized. Raises AudioError when nothing audible is left."""
+    if samples.size == 0 or float(np.max(np.abs(samples))) == 0.0:
+        raise AudioError("silent audio (all samples are zero)")
+    out = trim(samples, top_db)
+    if out.size == 0:
+        raise AudioError(f"nothing left after trimming silence (top_db={top_db})")
+    if normalize:
+        out = peak_normalize(out)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:160]

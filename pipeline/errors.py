@@ -1,0 +1,34 @@
+"""User-facing errors. Each names the value received, what was expected, and the flag or file that fixes it.
+
+Only the CLI turns these into a message and a non-zero exit; library code raises them.
+"""
+
+
+class WhisperTuneError(Exception):
+    """Base class: anything the user can fix. The CLI prints str(err) on one line and exits 1."""
+
+    exit_code = 1
+
+
+class ConfigError(WhisperTuneError):
+    """A config file or flag value is wrong."""
+
+
+class CsvError(WhisperTuneError):
+    """The CSV as a whole is unusable (missing, empty, unreadable, no audio/text column)."""
+
+
+class ManifestError(WhisperTuneError):
+    """The manifest is missing or was written by something else; re-run `whisper-tune validate`."""
+
+
+class AudioError(WhisperTuneError):
+    """One audio file cannot be used; the message says why. Stages report these per clip and go on."""
+
+
+class CacheError(WhisperTuneError):
+    """The feature cache is missing, corrupted, foreign or locked; the message says how to rebuild it."""
+
+
+class ModelError(WhisperTuneError):
+    """A --model value cannot be resolved or imported."""

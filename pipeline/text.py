@@ -1,0 +1,35 @@
+"""Transcript normalization: the guide's rule (lowercase, drop punctuation, collapse spaces), made Unicode-aware.
+
+The guide's `[^a-z0-9\\s]` deletes every non-ASCII letter (Arabic, accented French, ...); here letters, marks
+and digits of every script are kept. Used for labels (pipeline) and for WER/CER (train), so both agree.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_KEEP_CATEGORIES = ("L", "N", "M")  # letters, numbers, combining marks (Arabic harakat, Devanagari vowel signs)
+
+
+def normalize_text(text: str, mode: str = "basic") -> str:
+    """Return `text` normalized for training labels and scoring.
+
+    mode "basic": NFC, lowercase (casefold for scripts with case), every character that is not a letter,
+    digit or combining mark becomes a space (apostrophes inside words are dropped, like the guide),
+    whitespace collapsed. mode "none": only surrounding whitespace stripped.
+    """
+    if mode == "none":
+        return text.strip()
+    if mode != "basic":
+        raise ValueError(f"unknown text normalization {mode!r}; expected 'basic' or 'none'")
+    text = unicodedata.normalize("NFC", text).lower()
+    out = []
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat[0] in _KEEP_CATEGORIES:
+            out.append(ch)
+        elif ch in "'\u2019\u02bc":       # word-internal apostrophes: "don't" -> "dont" as in the guide
+            continue
+        else:
+            out.append(" ")
+    return " ".join("".join(out).split())
