@@ -100,3 +100,21 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ModelError(f"cannot read {path}: {err}") from None
+
+
+def load_processor(model: str, language: str = "", task: str = "transcribe"):
+    """WhisperProcessor for a resolved model (see resolve_model), its tokenizer's prefix set to language and task.
+
+    English-only vocabularies take no language/task tokens; multilingual ones default to English."""
+    from transformers import WhisperProcessor
+
+    try:
+        processor = WhisperProcessor.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a Whisper processor from {model}: {str(err).splitlines()[0]}") from None
+    tok = processor.tokenizer
+    if is_multilingual(tok):
+        tok.set_prefix_tokens(language=language or "english", task=task, predict_timestamps=False)
+    else:
+        tok.set_prefix_tokens(predict_timestamps=False)
+    return processor
