@@ -6,6 +6,7 @@ Every failure is an AudioError whose message is a reason a user understands.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,52 @@ def probe(path: Path | str) -> AudioInfo:
         format=str(info.format),
         subtype=str(info.subtype),
     )
+
+
+# MP3 headers give an estimated length (Xing/VBR tables survive truncation), so MP3s are decoded in full to count
+# their frames; every other format's length is checked by reading its last frames.
+FULL_DECODE_FORMATS = ("MP3",)
+_TAIL_FRAMES = 4096
+_DECODE_BLOCK_FRAMES = 1 << 16
+
+
+def verify(path: Path | str) -> AudioInfo:
+    """probe() plus proof that the audio really reaches the length its header claims.
+
+    Truncated or corrupt files (an MP3 cut short, a FLAC missing its end, ...) raise AudioError. For MP3 the
+    returned duration is the decoded one. Cost: a seek and a few thousand frames, or one decode for MP3
+    (hundreds of times faster than real time)."""
+    import soundfile as sf
+
+    info = probe(path)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            if info.format in FULL_DECODE_FORMATS:
+                decoded = 0
+                while True:
+                    block = f.read(_DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True)
+                    if block.shape[0] == 0:
+                        break
+                    decoded += block.shape[0]
+                tolerance = max(2 * 1152, int(0.002 * info.frames))   # two MP3 frames, or 0.2 %
+                if decoded + tolerance < info.frames:
+                    raise AudioError(
+                        f"truncated or corrupt file: the header says {info.duration:.2f} s but only "
+                        f"{decoded / info.sample_rate:.2f} s decodes"
+                    )
+                return AudioInfo(info.sample_rate, info.channels, decoded, decoded / info.sample_rate,
+                                 info.format, info.subtype)
+            start = max(0, info.frames - _TAIL_FRAMES)
+            f.seek(start)
+            got = f.read(info.frames - start, dtype="float32", always_2d=True).shape[0]
+    except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as err:
+        raise AudioError(f"truncated or corrupt file: its end cannot be decoded ({_short(err)})") from None
+    if got < info.frames - start:
+        raise AudioError(
+            f"truncated or corrupt file: the header says {info.duration:.2f} s but the audio ends at "
+            f"{(start + got) / info.sample_rate:.2f} s"
+        )
+    return info
 
 
 def decode(path: Path | str) -> tuple[np.ndarray, int]:
@@ -122,4 +169,7 @@ def prepare(samples: np.ndarray, *, top_db: float, normalize: bool) -> np.ndarra
 
 def _short(err: BaseException) -> str:
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return text[:160]
+    text = re.sub(r"^Error opening '.*?': ", "", text)   # libsndfile repeats the path; callers name the file
+    if text.startswith("File does not exist or is not a regular file"):   # what libsndfile says for garbage data
+        text = "format not recognised or data corrupt"
+    return text.rstrip(".")[:160]

@@ -1,0 +1,119 @@
+"""The manifest: WORK/manifest.parquet, one row per CSV row, written by `whisper-tune validate`.
+
+Columns (every later stage uses only rows with status == "ok"):
+
+    id           str    stable clip id: a hash of the path relative to the CSV's folder
+    path         str    absolute, resolved path of the audio file ("" when the CSV cell is empty)
+    source       str    the path exactly as written in the CSV
+    text         str    the transcript exactly as written in the CSV
+    duration     f64    seconds (null when the file could not be read)
+    sample_rate  i64    Hz (null when the file could not be read)
+    channels     i64    (null when the file could not be read)
+    split        str    "train" or "test": a seeded hash of the relative path, so adding rows never moves a clip
+    status       str    "ok" or "rejected"
+    reason       str    why a row was rejected, in plain words; "" when ok
+    csv_row      i64    1-based data row of the CSV (the header is not counted)
+    ...                 the CSV's other columns, as text (renamed csv_<name> if the name is taken above)
+
+Rejected rows get a split too (the one they would have once fixed), so the column is never empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import polars as pl
+
+from .errors import ManifestError
+
+MANIFEST_NAME = "manifest.parquet"
+
+SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "path": pl.String(),
+    "source": pl.String(),
+    "text": pl.String(),
+    "duration": pl.Float64(),
+    "sample_rate": pl.Int64(),
+    "channels": pl.Int64(),
+    "split": pl.String(),
+    "status": pl.String(),
+    "reason": pl.String(),
+    "csv_row": pl.Int64(),
+}
+COLUMNS: tuple[str, ...] = tuple(SCHEMA)
+
+STATUS_OK = "ok"
+STATUS_REJECTED = "rejected"
+SPLITS = ("train", "test")
+
+
+def manifest_path(work_dir: Path | str) -> Path:
+    return Path(work_dir) / MANIFEST_NAME
+
+
+def clip_id(relpath: str) -> str:
+    """Stable id of a clip: 16 hex digits of blake2b over its path relative to the CSV's folder (posix form)."""
+    return hashlib.blake2b(relpath.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def split_position(relpath: str, seed: int) -> float:
+    """Where a clip falls in [0, 1): blake2b(seed, relative path) as a uniform number. Depends on nothing else."""
+    digest = hashlib.blake2b(f"{seed}\x00{relpath}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def assign_split(relpath: str, *, seed: int, test_share: float) -> str:
+    """"test" for clips whose split_position is below test_share, else "train"."""
+    return "test" if split_position(relpath, seed) < test_share else "train"
+
+
+def write_manifest(frame: pl.DataFrame, work_dir: Path | str) -> Path:
+    """Write WORK/manifest.parquet atomically (temporary name in the same folder, then rename)."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"manifest frame lacks the columns {', '.join(missing)}")
+    out = manifest_path(work_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        frame.write_parquet(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def read_manifest(work_dir: Path | str) -> pl.DataFrame:
+    """The manifest as a polars DataFrame. ManifestError when it is missing, unreadable or not ours."""
+    path = manifest_path(work_dir)
+    rerun = f"run `whisper-tune validate --csv YOUR.csv --work {work_dir}` to write it"
+    if not path.is_file():
+        raise ManifestError(f"no manifest at {path}; {rerun}")
+    try:
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ManifestError(f"{path} is not a readable manifest ({reason[:160]}); {rerun}") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path} lacks the columns {', '.join(missing)}; it was not written by "
+                            f"whisper-tune validate; {rerun}")
+    wrong = [f"{c} ({frame.schema[c]}, expected {dtype})" for c, dtype in SCHEMA.items()
+             if frame.schema[c] != dtype and frame.schema[c] != pl.Null]
+    if wrong:
+        raise ManifestError(f"{path} has columns of the wrong type: {', '.join(wrong)}; {rerun}")
+    bad_status = set(frame["status"].unique().to_list()) - {STATUS_OK, STATUS_REJECTED}
+    if bad_status:
+        raise ManifestError(f"{path} has unknown status values {sorted(map(str, bad_status))}; {rerun}")
+    return frame
+
+
+def usable(frame: pl.DataFrame, split: str | None = None) -> pl.DataFrame:
+    """Rows with status "ok", optionally of one split only."""
+    rows = frame.filter(pl.col("status") == STATUS_OK)
+    if split is not None:
+        rows = rows.filter(pl.col("split") == split)
+    return rows

@@ -1,0 +1,425 @@
+"""The `validate` stage: check every CSV row before any expensive work, write WORK/manifest.parquet.
+
+    result = run_validate(csv_path=Path("data/clips.csv"), work_dir=Path("work"), cfg=load_config(None),
+                          use_model=False)
+
+Per row, in this order (a row may collect one audio problem and one transcript problem):
+path present and local -> inside the CSV's folder (unless data.allow_outside) -> not a duplicate of an earlier
+row (same resolved file; the first is kept) -> file exists -> not empty -> supported extension -> readable audio
+to its end (header, last frames; MP3s decoded in full) -> duration strictly between data.min_seconds and
+data.max_seconds; transcript not empty -> longer than data.min_text_chars (stripped) -> has letters or digits
+after normalization -> with a model: label (prefix + text + end token) within the decoder's 448 tokens.
+
+Rejected rows stay in the manifest with status "rejected" and the reason in words; the run goes on. The CSV as a
+whole being unusable is a CsvError. Writes WORK/manifest.parquet and WORK/durations.png, prints a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import polars as pl
+
+from .audio import AudioInfo, verify
+from .config import Config
+from .constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
+from .csvfile import CsvTable, read_table
+from .errors import AudioError, ModelError, WhisperTuneError
+from .manifest import (COLUMNS, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, assign_split, clip_id,
+                       manifest_path, write_manifest)
+from .text import normalize_text
+
+PLOT_NAME = "durations.png"
+EXAMPLES_PER_PROBLEM = 3
+PARALLEL_MIN_ROWS = 64          # below this, threads cost more than they save
+MAX_THREADS = 8                 # header reads are I/O bound; MP3 decoding releases the GIL
+
+# Problem kinds, in the order the summary lists them.
+NO_PATH = "no audio path"
+NOT_LOCAL = "not a local file"
+OUTSIDE = "outside the CSV folder"
+DUPLICATE = "duplicate path"
+MISSING = "file not found"
+EMPTY_FILE = "empty file"
+BAD_TYPE = "unsupported file type"
+UNREADABLE = "not readable audio"
+TOO_SHORT = "audio too short"
+TOO_LONG = "audio too long"
+NO_TEXT = "empty transcript"
+SHORT_TEXT = "transcript too short"
+NO_WORDS = "transcript has no words"
+LONG_LABEL = "label too long"
+KINDS = (NO_PATH, NOT_LOCAL, OUTSIDE, DUPLICATE, MISSING, EMPTY_FILE, BAD_TYPE, UNREADABLE, TOO_SHORT, TOO_LONG,
+         NO_TEXT, SHORT_TEXT, NO_WORDS, LONG_LABEL)
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str        # one of KINDS: what the summary counts
+    detail: str      # the reason written to the manifest, with the numbers and the fix
+
+
+@dataclass(frozen=True)
+class Location:
+    relpath: str             # posix path relative to the CSV's folder: the clip's identity (id, split)
+    path: Path | None        # absolute, resolved; None when there is nothing to look at
+    problem: Problem | None
+
+
+@dataclass(frozen=True)
+class AudioCheck:
+    info: AudioInfo | None
+    problem: Problem | None
+
+
+@dataclass(frozen=True)
+class Example:
+    csv_row: int
+    source: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    csv_path: Path
+    manifest_path: Path
+    plot_path: Path
+    rows: int
+    kept: int
+    rejected: int
+    reasons: dict[str, int] = field(default_factory=dict)            # problem kind -> rows with it
+    clips: dict[str, int] = field(default_factory=dict)              # split -> kept clips
+    seconds: dict[str, float] = field(default_factory=dict)          # split -> kept audio, seconds
+    examples: dict[str, tuple[Example, ...]] = field(default_factory=dict)   # kind -> first few rows
+    audio_column: str = ""
+    text_column: str = ""
+
+
+# ---------------------------------------------------------------------------------------------- per-row checks
+
+def locate(source: str, csv_dir: Path, *, allow_outside: bool) -> Location:
+    """Where the CSV cell points: relative path for identity, resolved path for reading, or a problem."""
+    s = source.strip()
+    if not s:
+        return Location("", None, Problem(NO_PATH, "no audio path: the audio cell is empty"))
+    if _URL.match(s):
+        return Location(s, None, Problem(NOT_LOCAL, f"not a local file: {s} (download the audio and "
+                                                    "write its path relative to the CSV)"))
+    if "\\" in s and os.sep == "/":
+        s = s.replace("\\", "/")                      # a CSV written on Windows
+    joined = Path(os.path.normpath(csv_dir / s))      # lexical: a symlinked audio folder stays inside
+    resolved = joined.resolve()
+    rel = os.path.relpath(joined, csv_dir)
+    inside = _is_inside(rel)
+    if not inside:
+        rel_resolved = os.path.relpath(resolved, csv_dir.resolve())
+        if _is_inside(rel_resolved):
+            rel, inside = rel_resolved, True
+    rel = Path(rel).as_posix()
+    if not inside and not allow_outside:
+        return Location(rel, resolved, Problem(
+            OUTSIDE, f"outside the CSV folder: {resolved} is not under {csv_dir} (move it there, or pass "
+                     "--allow-outside)"))
+    return Location(rel, resolved, None)
+
+
+def _is_inside(rel: str) -> bool:
+    return rel != ".." and not rel.startswith(".." + os.sep) and not os.path.isabs(rel)
+
+
+def check_audio(path: Path, *, min_seconds: float, max_seconds: float) -> AudioCheck:
+    """Existence, size, type, readability to the end, duration. Pure: reads the file, changes nothing."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return AudioCheck(None, Problem(MISSING, f"file not found: {path}"))
+    except OSError as err:
+        return AudioCheck(None, Problem(UNREADABLE, f"cannot read the file ({err.strerror or err})"))
+    if path.is_dir():
+        return AudioCheck(None, Problem(UNREADABLE, "is a folder, not an audio file"))
+    if size == 0:
+        return AudioCheck(None, Problem(EMPTY_FILE, "empty file (0 bytes)"))
+    if path.suffix.lower() not in AUDIO_EXTENSIONS:
+        kinds = ", ".join(e.lstrip(".") for e in AUDIO_EXTENSIONS)
+        return AudioCheck(None, Problem(BAD_TYPE, f"unsupported file type '{path.suffix or '(none)'}' "
+                                                  f"(supported: {kinds}); convert it to flac or wav"))
+    try:
+        info = verify(path)
+    except AudioError as err:
+        detail = str(err) if str(err).startswith("not a readable audio") else f"not readable audio: {err}"
+        return AudioCheck(None, Problem(UNREADABLE, detail))
+    if info.duration <= min_seconds:
+        return AudioCheck(info, Problem(TOO_SHORT, f"audio too short: {info.duration:.2f} s (must be longer than "
+                                                   f"{min_seconds:g} s; data.min_seconds / --min-seconds)"))
+    if info.duration >= max_seconds:
+        return AudioCheck(info, Problem(TOO_LONG, f"audio too long: {info.duration:.2f} s (must be shorter than "
+                                                  f"{max_seconds:g} s; data.max_seconds / --max-seconds)"))
+    return AudioCheck(info, None)
+
+
+def check_text(text: str, *, min_chars: int, normalization: str) -> Problem | None:
+    stripped = text.strip()
+    if not stripped:
+        return Problem(NO_TEXT, "empty transcript")
+    if len(stripped) <= min_chars:
+        return Problem(SHORT_TEXT, f"transcript too short: {len(stripped)} characters (must be longer than "
+                                   f"{min_chars}; data.min_text_chars / --min-text-chars)")
+    if not normalize_text(text, normalization):
+        return Problem(NO_WORDS, "transcript has no letters or digits")
+    return None
+
+
+def label_lengths(tokenizer, texts: Sequence[str], normalization: str) -> list[int]:
+    """Token count of each label as training builds it: prefix tokens + normalized text + end token."""
+    if not texts:
+        return []
+    encoded = tokenizer([normalize_text(t, normalization) for t in texts])
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
+def _load_tokenizer(cfg: Config):
+    from .models import load_processor, resolve_model
+
+    spec = cfg.model.name
+    try:
+        return load_processor(resolve_model(spec), cfg.model.language, cfg.model.task).tokenizer
+    except WhisperTuneError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"cannot load the tokenizer of --model {spec} to check label lengths: {first[:200]}; "
+                         "validate without --model to skip that check") from None
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool,
+                 echo: Callable[[str], None] | None = print) -> ValidateResult:
+    """Check every row of csv_path, write work_dir/manifest.parquet and durations.png, print a summary.
+
+    use_model: also check label lengths with cfg.model.name's tokenizer (ModelError when it cannot load).
+    echo: where the summary goes (None = silent)."""
+    csv_path, work_dir = Path(csv_path), Path(work_dir)
+    d = cfg.data
+    table = read_table(csv_path, audio_column=d.audio_column, text_column=d.text_column)
+    tokenizer = _load_tokenizer(cfg) if use_model else None        # fail before the slow part
+
+    csv_dir = Path(os.path.abspath(csv_path.parent))
+    n = len(table)
+    audio_problem: list[Problem | None] = [None] * n
+    infos: list[AudioInfo | None] = [None] * n
+    locations = [locate(s, csv_dir, allow_outside=d.allow_outside) for s in table.sources]
+
+    first_row: dict[Path, int] = {}
+    to_read: list[int] = []
+    for i, loc in enumerate(locations):
+        if loc.problem is not None or loc.path is None:
+            audio_problem[i] = loc.problem
+            continue
+        if loc.path in first_row:
+            audio_problem[i] = Problem(DUPLICATE, f"duplicate path: same file as row {first_row[loc.path]} "
+                                                  "(the first row naming a file is the one kept)")
+            continue
+        first_row[loc.path] = table.rows[i]
+        to_read.append(i)
+
+    checks = _check_all([locations[i].path for i in to_read if locations[i].path], min_seconds=d.min_seconds,
+                        max_seconds=d.max_seconds)
+    for i, check in zip(to_read, checks):
+        infos[i], audio_problem[i] = check.info, check.problem
+
+    norm = cfg.features.text_normalization
+    text_problem = [check_text(t, min_chars=d.min_text_chars, normalization=norm) for t in table.texts]
+    if tokenizer is not None:
+        todo = [i for i in range(n) if text_problem[i] is None]
+        for i, length in zip(todo, label_lengths(tokenizer, [table.texts[i] for i in todo], norm)):
+            if length > MAX_LABEL_TOKENS:
+                text_problem[i] = Problem(LONG_LABEL, f"label too long: {length} tokens with the model's prefix "
+                                                      f"and end tokens (the decoder takes at most "
+                                                      f"{MAX_LABEL_TOKENS}); split the clip")
+
+    problems = [[p for p in (audio_problem[i], text_problem[i]) if p is not None] for i in range(n)]
+    frame = _manifest_frame(table, locations, infos, problems, seed=d.seed, test_share=d.test_share)
+    out = write_manifest(frame, work_dir)
+    plot = write_duration_plot(frame, work_dir / PLOT_NAME)
+    result = _result(table, frame, problems, out, plot)
+    if echo is not None:
+        echo(format_summary(result))
+    return result
+
+
+def _check_all(paths: list[Path], *, min_seconds: float, max_seconds: float) -> list[AudioCheck]:
+    def one(path: Path) -> AudioCheck:
+        return check_audio(path, min_seconds=min_seconds, max_seconds=max_seconds)
+
+    with _quiet_native_stderr():          # libmpg123 prints warnings for damaged MP3s; the reasons say it better
+        if len(paths) < PARALLEL_MIN_ROWS:
+            return [one(p) for p in paths]
+        from joblib import Parallel, delayed
+
+        threads = max(1, min(MAX_THREADS, os.cpu_count() or 1))
+        return list(Parallel(n_jobs=threads, prefer="threads")(delayed(one)(p) for p in paths))
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null while native decoders run (they write there directly)."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[AudioInfo | None],
+                    problems: list[list[Problem]], *, seed: int, test_share: float) -> pl.DataFrame:
+    ids: list[str] = []
+    seen: set[str] = set()
+    for loc, row in zip(locations, table.rows):
+        cid = clip_id(loc.relpath)
+        if cid in seen:                   # a later duplicate (rejected): keep ids unique within the manifest
+            cid = f"{cid}-r{row}"
+        seen.add(cid)
+        ids.append(cid)
+    data = {
+        "id": ids,
+        "path": [str(loc.path) if loc.path is not None else "" for loc in locations],
+        "source": list(table.sources),
+        "text": list(table.texts),
+        "duration": [info.duration if info else None for info in infos],
+        "sample_rate": [info.sample_rate if info else None for info in infos],
+        "channels": [info.channels if info else None for info in infos],
+        "split": [assign_split(loc.relpath, seed=seed, test_share=test_share) for loc in locations],
+        "status": [STATUS_REJECTED if p else STATUS_OK for p in problems],
+        "reason": ["; ".join(x.detail for x in p) for p in problems],
+        "csv_row": list(table.rows),
+    }
+    frame = pl.DataFrame(data, schema=SCHEMA)
+    extras = {}
+    for name, values in table.extras.items():
+        column = name
+        while column in COLUMNS or column in extras:
+            column = f"csv_{column}"
+        extras[column] = pl.Series(column, list(values), dtype=pl.String)
+    return frame.with_columns(**extras) if extras else frame
+
+
+def _result(table: CsvTable, frame: pl.DataFrame, problems: list[list[Problem]], out: Path,
+            plot: Path) -> ValidateResult:
+    reasons: Counter[str] = Counter()
+    examples: dict[str, list[Example]] = {}
+    for row, source, row_problems in zip(table.rows, table.sources, problems):
+        for p in row_problems:
+            reasons[p.kind] += 1
+            shown = examples.setdefault(p.kind, [])
+            if len(shown) < EXAMPLES_PER_PROBLEM:
+                shown.append(Example(row, source, p.detail))
+    ok = frame.filter(pl.col("status") == STATUS_OK)
+    clips = {s: ok.filter(pl.col("split") == s).height for s in SPLITS}
+    seconds = {s: float(ok.filter(pl.col("split") == s)["duration"].sum() or 0.0) for s in SPLITS}
+    kept = ok.height
+    return ValidateResult(
+        csv_path=table.path, manifest_path=out, plot_path=plot, rows=len(table), kept=kept,
+        rejected=len(table) - kept,
+        reasons={k: reasons[k] for k in KINDS if reasons[k]},
+        clips=clips, seconds=seconds,
+        examples={k: tuple(v) for k, v in examples.items()},
+        audio_column=table.audio_column, text_column=table.text_column,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+
+def format_summary(result: ValidateResult) -> str:
+    r = result
+    lines = [
+        f"validated {r.csv_path} (audio column '{r.audio_column}', text column '{r.text_column}')",
+        f"  rows: {r.rows}   kept: {r.kept}   rejected: {r.rejected}",
+    ]
+    for split in SPLITS:
+        count = r.clips.get(split, 0)
+        lines.append(f"  {split:5}: {count} clip{'s' if count != 1 else ''}, {format_duration(r.seconds.get(split, 0.0))}")
+    if r.reasons:
+        lines.append("  rejected rows by reason" + (" (a row may have two)" if sum(r.reasons.values()) > r.rejected
+                                                  else "") + ":")
+        for kind, count in r.reasons.items():
+            lines.append(f"    {kind}: {count}")
+            for ex in r.examples.get(kind, ()):
+                lines.append(f"      row {ex.csv_row}: {_one_line(ex.source, 60) or '(empty)'} - {_one_line(ex.detail, 160)}")
+            if count > len(r.examples.get(kind, ())):
+                lines.append(f"      ... and {count - len(r.examples.get(kind, ()))} more (see the reason column)")
+    lines.append(f"  manifest: {r.manifest_path}")
+    lines.append(f"  durations: {r.plot_path}")
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def _one_line(text: str, limit: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def write_duration_plot(frame: pl.DataFrame, path: Path) -> Path:
+    """Histogram of kept-clip durations per split (matplotlib Agg, no display needed), written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ok = frame.filter(pl.col("status") == STATUS_OK)
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    durations = {s: ok.filter(pl.col("split") == s)["duration"].drop_nulls().to_list() for s in SPLITS}
+    everything = [x for values in durations.values() for x in values]
+    if everything:
+        lo, hi = min(everything), max(everything)
+        bins = 30 if hi > lo else 1
+        for split, values in durations.items():
+            if values:
+                ax.hist(values, bins=bins, range=(lo, hi if hi > lo else lo + 1.0), alpha=0.6,
+                        label=f"{split} ({len(values)} clips, {format_duration(sum(values))})")
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no usable clips", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("duration (s)")
+    ax.set_ylabel("clips")
+    ax.set_title("Durations of the usable clips")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+__all__ = ["ValidateResult", "run_validate", "locate", "check_audio", "check_text", "format_summary",
+           "manifest_path", "write_duration_plot"]
