@@ -1,0 +1,335 @@
+"""`whisper-tune evaluate`: WER / CER of a model (and optionally a baseline) on the cached clean clips.
+
+Reads the feature cache only (variant 0 of each clip in the split) and the manifest for the original transcripts;
+no audio library is imported. Both models decode exactly the same features, in batches, so a fine-tuned model,
+its baseline and its CTranslate2 export compare like for like, speed included.
+
+Scores, all in percent:
+- wer, cer: on normalize_text'd reference and hypothesis (lowercase, no punctuation; every script kept),
+- orthographic_wer: on the raw strings (case and punctuation count).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from pipeline.config import Config
+from pipeline.errors import CacheError, ManifestError, WhisperTuneError
+from pipeline.text import normalize_text
+
+from .decode import Decoder, DecodeOptions, open_decoder
+
+CLEAN_VARIANT = 0
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    model: str
+    backend: str                 # transformers or ctranslate2
+    clips: int
+    wer: float                   # percent, normalized text
+    cer: float                   # percent, normalized text
+    orthographic_wer: float      # percent, raw text
+    seconds: float               # decoding time (model loading excluded)
+    clips_per_second: float
+    hypotheses: tuple[str, ...] = field(repr=False, default=())
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    clip_id: str
+    reference: str
+    hypothesis: str
+    wer: float                   # percent, normalized text
+    errors: int                  # substitutions + deletions + insertions
+    baseline_hypothesis: str | None = None
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    split: str
+    clip_ids: tuple[str, ...]
+    references: tuple[str, ...]
+    scores: ModelScores
+    baseline: ModelScores | None
+    worst: tuple[ClipResult, ...]
+    wrong_words: tuple[tuple[str, int], ...]     # reference words substituted or deleted, most frequent first
+
+    @property
+    def wer(self) -> float:
+        return self.scores.wer
+
+    @property
+    def cer(self) -> float:
+        return self.scores.cer
+
+    def to_json(self) -> dict:
+        s = self.scores
+        out: dict = {
+            "model": s.model, "backend": s.backend, "split": self.split, "clips": s.clips,
+            "wer": s.wer, "cer": s.cer, "orthographic_wer": s.orthographic_wer,
+            "seconds": s.seconds, "clips_per_second": s.clips_per_second,
+        }
+        if self.baseline is not None:
+            b = self.baseline
+            out.update({
+                "baseline": b.model, "baseline_backend": b.backend,
+                "baseline_wer": b.wer, "baseline_cer": b.cer, "baseline_orthographic_wer": b.orthographic_wer,
+                "baseline_seconds": b.seconds, "baseline_clips_per_second": b.clips_per_second,
+                "wer_difference": s.wer - b.wer, "cer_difference": s.cer - b.cer,
+            })
+        out["worst"] = [asdict(c) for c in self.worst]
+        out["wrong_words"] = [{"word": w, "count": n} for w, n in self.wrong_words]
+        return out
+
+
+# ---------------------------------------------------------------- metrics (pure functions on strings)
+
+def _wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    import jiwer
+
+    return 100.0 * jiwer.wer(list(refs), list(hyps))
+
+
+def _cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    import jiwer
+
+    return 100.0 * jiwer.cer(list(refs), list(hyps))
+
+
+def normalized(texts: Iterable[str]) -> list[str]:
+    return [normalize_text(t, "basic") for t in texts]
+
+
+def clip_results(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str],
+                 baseline_hyps: Sequence[str] | None = None) -> list[ClipResult]:
+    """Per-clip normalized WER and error count (jiwer alignment of the normalized strings)."""
+    import jiwer
+
+    out = []
+    for i, (cid, ref, hyp) in enumerate(zip(ids, refs, hyps)):
+        r, h = normalize_text(ref, "basic"), normalize_text(hyp, "basic")
+        if r:
+            o = jiwer.process_words(r, h)
+            errors = o.substitutions + o.deletions + o.insertions
+            wer = 100.0 * errors / len(r.split())
+        else:
+            errors = len(h.split())
+            wer = 100.0 if errors else 0.0
+        out.append(ClipResult(cid, ref, hyp, wer, errors, None if baseline_hyps is None else baseline_hyps[i]))
+    return out
+
+
+def worst_clips(results: Sequence[ClipResult], n: int) -> tuple[ClipResult, ...]:
+    """The n clips with the highest WER (then most errors, then id); clips without errors are never listed."""
+    bad = [r for r in results if r.errors > 0]
+    bad.sort(key=lambda r: (-r.wer, -r.errors, r.clip_id))
+    return tuple(bad[:max(0, n)])
+
+
+def wrong_words(refs: Sequence[str], hyps: Sequence[str], top: int = 20) -> tuple[tuple[str, int], ...]:
+    """Reference words most often substituted or deleted (normalized text), with their counts."""
+    import jiwer
+
+    counts: Counter[str] = Counter()
+    for ref, hyp in zip(normalized(refs), normalized(hyps)):
+        if not ref:
+            continue
+        o = jiwer.process_words(ref, hyp)
+        words = o.references[0]
+        for chunk in o.alignments[0]:
+            if chunk.type in ("substitute", "delete"):
+                counts.update(words[chunk.ref_start_idx:chunk.ref_end_idx])
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top])
+
+
+def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], seconds: float) -> ModelScores:
+    """Corpus-level WER/CER on normalized text (clips whose reference normalizes to nothing are left out)
+    and orthographic WER on the raw strings."""
+    norm = [(r, h) for r, h in zip(normalized(refs), normalized(hyps)) if r]
+    raw = [(r.strip(), h.strip()) for r, h in zip(refs, hyps) if r.strip()]
+    nr, nh = ([p[0] for p in norm], [p[1] for p in norm]) if norm else ([], [])
+    rr, rh = ([p[0] for p in raw], [p[1] for p in raw]) if raw else ([], [])
+    clips = len(hyps)
+    return ModelScores(
+        model=label, backend=backend, clips=clips,
+        wer=_wer(nr, nh) if nr else 0.0, cer=_cer(nr, nh) if nr else 0.0,
+        orthographic_wer=_wer(rr, rh) if rr else 0.0,
+        seconds=seconds, clips_per_second=clips / seconds if seconds > 0 else float("inf"),
+        hypotheses=tuple(hyps),
+    )
+
+
+# ---------------------------------------------------------------- decoding the cache
+
+def feature_batches(cache, clip_ids: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
+    """Stacked float32 (batch, n_mels, 3000) features of the clean variant, batch by batch."""
+    for start in range(0, len(clip_ids), batch_size):
+        chunk = clip_ids[start:start + batch_size]
+        yield np.stack([cache.get(cid, CLEAN_VARIANT).padded() for cid in chunk]).astype(np.float32, copy=False)
+
+
+def decode_all(decoder: Decoder, batches: Iterable[np.ndarray], *, progress: bool = True,
+               total: int = 0) -> tuple[list[str], float]:
+    """Hypotheses for every batch and the seconds spent in the model (feature reading excluded)."""
+    hyps: list[str] = []
+    seconds = 0.0
+    for batch in batches:
+        start = time.perf_counter()
+        hyps.extend(decoder.decode(batch))
+        seconds += time.perf_counter() - start
+        if progress and total:
+            print(f"\r  {decoder.label}: {len(hyps)}/{total} clips", end="", flush=True)
+    if progress and total:
+        print()
+    return hyps, seconds
+
+
+def references(work_dir: Path, cache, clip_ids: Sequence[str]) -> list[str]:
+    """Original transcripts from the manifest (for orthographic WER); the cached normalized text otherwise."""
+    raw: dict[str, str] = {}
+    try:
+        from pipeline.manifest import read_manifest
+
+        df = read_manifest(work_dir)
+        raw = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
+    except (ImportError, ManifestError):
+        pass
+    return [raw.get(cid) or cache.get(cid, CLEAN_VARIANT).text for cid in clip_ids]
+
+
+def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str], *, options: DecodeOptions,
+                   batch_size: int) -> ModelScores:
+    decoder = open_decoder(spec, options)
+    n_mels = int(cache.meta.n_mels)
+    if decoder.n_mels != n_mels:
+        raise CacheError(
+            f"the cache holds {n_mels}-mel features but --model {spec} expects {decoder.n_mels}; "
+            f"rebuild it with `whisper-tune features --model {spec}` (or evaluate a model of the same family)"
+        )
+    hyps, seconds = decode_all(decoder, feature_batches(cache, clip_ids, batch_size), total=len(clip_ids))
+    label = spec if decoder.backend == "transformers" else f"{spec}"
+    return score(label, decoder.backend, refs, hyps, seconds)
+
+
+def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | None = None, split: str = "test",
+                 json_path: Path | None = None, report_path: Path | None = None, batch_size: int = 16,
+                 worst: int = 10) -> EvalResult:
+    from pipeline.cache import open_cache
+
+    if batch_size < 1:
+        raise WhisperTuneError(f"--batch-size {batch_size}: expected 1 or more")
+    if split not in ("test", "train"):
+        raise WhisperTuneError(f"--split {split}: expected test or train")
+    cache = open_cache(Path(work_dir))
+    clip_ids = sorted(cache.clip_ids(split))
+    if not clip_ids:
+        raise CacheError(
+            f"the cache in {Path(work_dir) / 'cache'} has no clip in the {split!r} split; "
+            f"pick another --split, or lower/raise data.test_share and re-run validate and features"
+        )
+    refs = references(Path(work_dir), cache, clip_ids)
+    options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)
+    print(f"evaluating {len(clip_ids)} clips of the {split} split (clean variant)")
+    main = evaluate_model(model, cache, clip_ids, refs, options=options, batch_size=batch_size)
+    base = None
+    if baseline:
+        base = evaluate_model(baseline, cache, clip_ids, refs, options=options, batch_size=batch_size)
+    per_clip = clip_results(clip_ids, refs, main.hypotheses, base.hypotheses if base else None)
+    result = EvalResult(
+        split=split, clip_ids=tuple(clip_ids), references=tuple(refs), scores=main, baseline=base,
+        worst=worst_clips(per_clip, worst), wrong_words=wrong_words(refs, main.hypotheses),
+    )
+    print(format_table(result))
+    if json_path is not None:
+        write_atomic(Path(json_path), json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {json_path}")
+    if report_path is not None:
+        write_atomic(Path(report_path), markdown_report(result))
+        print(f"wrote {report_path}")
+    return result
+
+
+# ---------------------------------------------------------------- output
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _rows(result: EvalResult) -> list[tuple[str, ...]]:
+    def row(s: ModelScores, name: str) -> tuple[str, ...]:
+        return (name, s.backend, f"{s.wer:.2f}", f"{s.cer:.2f}", f"{s.orthographic_wer:.2f}",
+                f"{s.clips_per_second:.2f}")
+
+    rows = [row(result.scores, result.scores.model)]
+    if result.baseline is not None:
+        b = result.baseline
+        rows.append(row(b, f"{b.model} (baseline)"))
+        s = result.scores
+        rows.append(("difference (model - baseline)", "", f"{s.wer - b.wer:+.2f}", f"{s.cer - b.cer:+.2f}",
+                     f"{s.orthographic_wer - b.orthographic_wer:+.2f}", ""))
+    return rows
+
+
+HEADER = ("model", "backend", "WER %", "CER %", "orth. WER %", "clips/s")
+
+
+def format_table(result: EvalResult) -> str:
+    rows = [HEADER, *_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    out = [f"\n{result.scores.clips} clips, split {result.split!r}; WER/CER on normalized text, "
+           "orthographic WER on raw text", *lines]
+    if result.worst:
+        out.append(f"\nworst {len(result.worst)} clips (normalized WER):")
+        for c in result.worst:
+            out.append(f"  {c.wer:6.1f}%  {c.clip_id}")
+            out.append(f"           ref: {c.reference}")
+            out.append(f"           hyp: {c.hypothesis}")
+            if c.baseline_hypothesis is not None:
+                out.append(f"      baseline: {c.baseline_hypothesis}")
+    if result.wrong_words:
+        out.append("\nwords most often wrong (substituted or deleted): "
+                   + ", ".join(f"{w} ({n})" for w, n in result.wrong_words[:15]))
+    return "\n".join(out)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_report(result: EvalResult) -> str:
+    s = result.scores
+    lines = [f"# Evaluation: {_md(s.model)}", "",
+             f"{s.clips} clips of the `{result.split}` split (clean variant of the feature cache). "
+             "WER and CER on normalized text (lowercase, punctuation removed); orthographic WER on the raw text.",
+             "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(result)]
+    if result.worst:
+        has_base = result.baseline is not None
+        lines += ["", f"## Worst {len(result.worst)} clips", "",
+                  "| clip | WER % | reference | hypothesis |" + (" baseline |" if has_base else ""),
+                  "|---|---|---|---|" + ("---|" if has_base else "")]
+        for c in result.worst:
+            cells = [c.clip_id, f"{c.wer:.1f}", c.reference, c.hypothesis]
+            if has_base:
+                cells.append(c.baseline_hypothesis or "")
+            lines.append("| " + " | ".join(_md(x) for x in cells) + " |")
+    if result.wrong_words:
+        lines += ["", "## Words most often wrong", "", "Reference words substituted or deleted, with counts.", "",
+                  "| word | count |", "|---|---|"]
+        lines += [f"| {_md(w)} | {n} |" for w, n in result.wrong_words]
+    return "\n".join(lines) + "\n"
