@@ -1,0 +1,57 @@
+"""Training labels: the transcript normalized (pipeline.text) and tokenized with the model's own tokenizer, whose
+prefix (language, task, no-timestamps) load_processor has set. The ids start with exactly one
+<|startoftranscript|> and end with <|endoftext|>; the model's decoder input is these ids shifted, so the
+start token is never learned twice."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from .constants import MAX_LABEL_TOKENS
+from .errors import AudioError
+from .models import SOT
+from .text import normalize_text
+
+LABEL_CODE_VERSION = "labels-1"
+
+
+class LabelError(AudioError):
+    """A transcript that cannot become a label (reported per clip, like bad audio)."""
+
+
+@dataclass(frozen=True)
+class Labels:
+    ids: np.ndarray   # int32
+    text: str         # normalized transcript
+
+
+def tokenizer_fingerprint(tokenizer, text_normalization: str) -> str:
+    """Everything that decides the label ids: vocabulary and merges, special tokens, prefix, normalization."""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"{LABEL_CODE_VERSION}|{text_normalization}|{MAX_LABEL_TOKENS}|".encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode("utf-8"))
+    else:  # slow tokenizer
+        h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode("utf-8"))
+    h.update(json.dumps([int(i) for i in tokenizer.prefix_tokens]).encode())
+    h.update(json.dumps(sorted(map(str, tokenizer.all_special_tokens))).encode())
+    return h.hexdigest()
+
+
+def make_labels(text: str, tokenizer, text_normalization: str) -> Labels:
+    """Normalize then tokenize one transcript. Raises LabelError for an empty or over-long transcript."""
+    norm = normalize_text(text, text_normalization)
+    if not norm:
+        raise LabelError(f"transcript {text!r} is empty after normalization ({text_normalization})")
+    ids = np.asarray(tokenizer(norm).input_ids, dtype=np.int32)
+    sot = tokenizer.convert_tokens_to_ids(SOT)
+    if int(ids[0]) != sot or int((ids == sot).sum()) != 1:
+        raise LabelError("transcript contains Whisper special tokens such as <|startoftranscript|>")
+    if ids.size > MAX_LABEL_TOKENS:
+        raise LabelError(f"transcript is {ids.size} tokens long; Whisper's decoder takes at most {MAX_LABEL_TOKENS}")
+    return Labels(ids=ids, text=norm)
