@@ -56,7 +56,11 @@ def tokenizer_from_file(tokenizer_json: Path):
 
 
 def is_multilingual(tokenizer) -> bool:
-    """English-only Whisper vocabularies have 51864 entries; multilingual ones 51865 or more."""
+    """English-only Whisper vocabularies put <|startoftranscript|> at 50257, multilingual ones at 50258 (their
+    vocabularies have 51864 entries vs 51865 or more, but a bare tokenizer.json may lack the timestamp tokens)."""
+    sot = tokenizer.convert_tokens_to_ids(SOT)
+    if isinstance(sot, int) and sot != tokenizer.unk_token_id:
+        return sot >= 50258
     return len(tokenizer) >= 51865
 
 
@@ -91,8 +95,11 @@ def resolve_model(spec: str) -> str:
     raise ModelError(f"--model {spec}: no such folder, and not a hub id like openai/whisper-small.en")
 
 
-def import_ct2(folder: Path) -> Path:  # pragma: no cover - replaced by the full importer
-    raise ModelError(f"importing CTranslate2 folders is not available yet ({folder})")
+def import_ct2(folder: Path) -> Path:
+    """Import a CTranslate2 Whisper folder into a cached transformers checkpoint (see pipeline.ct2_import)."""
+    from .ct2_import import import_ct2 as _import
+
+    return _import(folder)
 
 
 def read_json(path: Path) -> dict[str, Any]:
