@@ -235,7 +235,7 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
     checks = _check_all([locations[i].path for i in to_read if locations[i].path], min_seconds=d.min_seconds,
                         max_seconds=d.max_seconds)
     for i, check in zip(to_read, checks):
-        infos[i], audio_problem[i] = check.info, check.problem
+        infos[i], audio_problem[i] = check.info, _with_cwd_hint(check.problem, table.sources[i], csv_dir)
 
     norm = cfg.features.text_normalization
     text_problem = [check_text(t, min_chars=d.min_text_chars, normalization=norm) for t in table.texts]
@@ -255,6 +255,17 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
     if echo is not None:
         echo(format_summary(result))
     return result
+
+
+def _with_cwd_hint(problem: Problem | None, source: str, csv_dir: Path) -> Problem | None:
+    """A missing file that exists relative to the current folder: say that paths are relative to the CSV."""
+    if problem is None or problem.kind != MISSING:
+        return problem
+    s = source.strip()
+    if not s or os.path.isabs(s) or not Path(s).is_file():
+        return problem
+    return Problem(MISSING, f"{problem.detail} (paths are relative to the CSV's folder {csv_dir}; "
+                            f"{s} exists relative to the current folder instead)")
 
 
 def _check_all(paths: list[Path], *, min_seconds: float, max_seconds: float) -> list[AudioCheck]:

@@ -348,3 +348,22 @@ def test_speech_is_kept(tmp_path):
     speak(tmp_path / "s.wav", "the patient showed signs of hypertension")
     csv_path = write_csv(tmp_path / "c.csv", [["s.wav", "the patient showed signs of hypertension"]])
     assert validate(csv_path, tmp_path / "w").kept == 1
+
+
+def test_threaded_checks_match_serial_ones(dataset, tmp_path, monkeypatch):
+    import pipeline.validate as stage
+
+    monkeypatch.setattr(stage, "PARALLEL_MIN_ROWS", 1)
+    validate(dataset[1].csv_path, tmp_path)
+    assert read_manifest(tmp_path).equals(dataset[0])
+
+
+def test_paths_relative_to_the_current_folder_get_a_hint(tmp_path, monkeypatch):
+    write_audio(tmp_path / "data/audios/1.wav", tone(1.5))
+    write_audio(tmp_path / "data/audios/2.wav", tone(1.5))
+    csv_path = write_csv(tmp_path / "data/c.csv", [["data/audios/1.wav", GOOD], ["audios/2.wav", GOOD]])
+    monkeypatch.chdir(tmp_path)
+    result = validate(Path("data/c.csv"), Path("work"))
+    reason = row(read_manifest(tmp_path / "work"), 1)["reason"]
+    assert result.kept == 1 and result.reasons == {MISSING: 1}
+    assert "relative to the CSV's folder" in reason and str(csv_path.parent) in reason
