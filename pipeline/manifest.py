@@ -75,6 +75,7 @@ def write_manifest(frame: pl.DataFrame, work_dir: Path | str) -> Path:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise ManifestError(f"manifest frame lacks the columns {', '.join(missing)}")
+    frame = _conform(frame, "manifest frame")
     out = manifest_path(work_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -101,14 +102,30 @@ def read_manifest(work_dir: Path | str) -> pl.DataFrame:
     if missing:
         raise ManifestError(f"{path} lacks the columns {', '.join(missing)}; it was not written by "
                             f"whisper-tune validate; {rerun}")
-    wrong = [f"{c} ({frame.schema[c]}, expected {dtype})" for c, dtype in SCHEMA.items()
-             if frame.schema[c] != dtype and frame.schema[c] != pl.Null]
-    if wrong:
-        raise ManifestError(f"{path} has columns of the wrong type: {', '.join(wrong)}; {rerun}")
+    try:
+        frame = _conform(frame, str(path))
+    except ManifestError as err:
+        raise ManifestError(f"{err}; {rerun}") from None
     bad_status = set(frame["status"].unique().to_list()) - {STATUS_OK, STATUS_REJECTED}
     if bad_status:
         raise ManifestError(f"{path} has unknown status values {sorted(map(str, bad_status))}; {rerun}")
     return frame
+
+
+def _conform(frame: pl.DataFrame, what: str) -> pl.DataFrame:
+    """Cast the standard columns to SCHEMA where that loses nothing (int -> float, all-null); refuse otherwise."""
+    wrong, casts = [], []
+    for column, dtype in SCHEMA.items():
+        have = frame.schema[column]
+        if have == dtype:
+            continue
+        if have == pl.Null or (have.is_numeric() and dtype.is_numeric() and (dtype.is_float() or have.is_integer())):
+            casts.append(pl.col(column).cast(dtype))
+        else:
+            wrong.append(f"{column} ({have}, expected {dtype})")
+    if wrong:
+        raise ManifestError(f"{what} has columns of the wrong type: {', '.join(wrong)}")
+    return frame.with_columns(casts) if casts else frame
 
 
 def usable(frame: pl.DataFrame, split: str | None = None) -> pl.DataFrame:

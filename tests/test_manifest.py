@@ -96,3 +96,10 @@ def test_raising_the_share_only_moves_clips_into_test():
     small = {p for p in paths if assign_split(p, seed=1, test_share=0.1) == "test"}
     large = {p for p in paths if assign_split(p, seed=1, test_share=0.2) == "test"}
     assert small < large
+
+
+def test_numbers_are_widened_not_refused(tmp_path: Path):
+    frame = _frame().with_columns(pl.col("duration").cast(pl.Int32), pl.col("channels").cast(pl.Int8))
+    write_manifest(frame, tmp_path)
+    back = read_manifest(tmp_path)
+    assert back.schema["duration"] == pl.Float64 and back.schema["channels"] == pl.Int64
