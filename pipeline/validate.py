@@ -370,6 +370,10 @@ def format_summary(result: ValidateResult) -> str:
     for split in SPLITS:
         count = r.clips.get(split, 0)
         lines.append(f"  {split:5}: {count} clip{'s' if count != 1 else ''}, {format_duration(r.seconds.get(split, 0.0))}")
+    empty = [split for split in SPLITS if r.kept and not r.clips.get(split)]
+    if empty:
+        lines.append(f"  note: no usable clip fell into the {empty[0]} split; add clips or change data.test_share "
+                     "(--test-share) so that both splits have some")
     if r.reasons:
         lines.append("  rejected rows by reason" + (" (a row may have two)" if sum(r.reasons.values()) > r.rejected
                                                   else "") + ":")

@@ -264,6 +264,7 @@ def test_examples_are_capped_per_problem(tmp_path):
     assert result.reasons == {MISSING: 5}
     assert text.count("- file not found") == 3
     assert "... and 2 more" in text
+    assert ("no usable clip fell into the test split" in text) == (result.clips["test"] == 0)
 
 
 def test_column_names_are_found_case_insensitively_and_extra_names_kept_apart(tmp_path):
