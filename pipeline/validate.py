@@ -33,7 +33,7 @@ from .constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
 from .csvfile import CsvTable, read_table
 from .errors import AudioError, ModelError, WhisperTuneError
 from .manifest import (COLUMNS, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, assign_split, clip_id,
-                       manifest_path, write_manifest)
+                       write_manifest)
 from .text import normalize_text
 
 PLOT_NAME = "durations.png"
@@ -437,4 +437,4 @@ def write_duration_plot(frame: pl.DataFrame, path: Path) -> Path:
 
 
 __all__ = ["ValidateResult", "run_validate", "locate", "check_audio", "check_text", "format_summary",
-           "manifest_path", "write_duration_plot"]
+           "write_duration_plot"]
