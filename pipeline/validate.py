@@ -56,8 +56,9 @@ NO_TEXT = "empty transcript"
 SHORT_TEXT = "transcript too short"
 NO_WORDS = "transcript has no words"
 LONG_LABEL = "label too long"
+BAD_SPLIT = "unknown split"
 KINDS = (NO_PATH, NOT_LOCAL, OUTSIDE, DUPLICATE, MISSING, EMPTY_FILE, BAD_TYPE, UNREADABLE, TOO_SHORT, TOO_LONG,
-         NO_TEXT, SHORT_TEXT, NO_WORDS, LONG_LABEL)
+         NO_TEXT, SHORT_TEXT, NO_WORDS, LONG_LABEL, BAD_SPLIT)
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
@@ -247,8 +248,11 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
                                                       f"and end tokens (the decoder takes at most "
                                                       f"{MAX_LABEL_TOKENS}); split the clip")
 
-    problems = [[p for p in (audio_problem[i], text_problem[i]) if p is not None] for i in range(n)]
-    frame = _manifest_frame(table, locations, infos, problems, seed=d.seed, test_share=d.test_share)
+    given, split_problem = given_splits(table)
+    problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i]) if p is not None]
+                for i in range(n)]
+    frame = _manifest_frame(table, locations, infos, problems, seed=d.seed, test_share=d.test_share,
+                            given=given)
     out = write_manifest(frame, work_dir)
     plot = write_duration_plot(frame, work_dir / PLOT_NAME)
     result = _result(table, frame, problems, out, plot)
@@ -302,8 +306,29 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
+    """An optional `split` column (train/test, any case) fixes a row's split; a blank cell means the hash decides.
+
+    Teams with a fixed held-out set (other speakers, other rooms) keep it that way across runs."""
+    column = next((name for name in table.extras if name.strip().lower() == "split"), None)
+    n = len(table)
+    if column is None:
+        return [""] * n, [None] * n
+    given: list[str] = []
+    problems: list[Problem | None] = []
+    for value in table.extras[column]:
+        v = (value or "").strip().lower()
+        ok = v in SPLITS or v == ""
+        given.append(v if ok else "")
+        problems.append(None if ok else Problem(
+            BAD_SPLIT, f"unknown split {value!r} in column '{column}': use {' or '.join(SPLITS)}, "
+                       "or leave it blank for the automatic split"))
+    return given, problems
+
+
 def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[AudioInfo | None],
-                    problems: list[list[Problem]], *, seed: int, test_share: float) -> pl.DataFrame:
+                    problems: list[list[Problem]], *, seed: int, test_share: float,
+                    given: list[str]) -> pl.DataFrame:
     ids: list[str] = []
     seen: set[str] = set()
     for loc, row in zip(locations, table.rows):
@@ -320,7 +345,8 @@ def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[Audi
         "duration": [info.duration if info else None for info in infos],
         "sample_rate": [info.sample_rate if info else None for info in infos],
         "channels": [info.channels if info else None for info in infos],
-        "split": [assign_split(loc.relpath, seed=seed, test_share=test_share) for loc in locations],
+        "split": [g or assign_split(loc.relpath, seed=seed, test_share=test_share)
+                  for loc, g in zip(locations, given)],
         "status": [STATUS_REJECTED if p else STATUS_OK for p in problems],
         "reason": ["; ".join(x.detail for x in p) for p in problems],
         "csv_row": list(table.rows),

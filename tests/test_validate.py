@@ -367,3 +367,19 @@ def test_paths_relative_to_the_current_folder_get_a_hint(tmp_path, monkeypatch):
     reason = row(read_manifest(tmp_path / "work"), 1)["reason"]
     assert result.kept == 1 and result.reasons == {MISSING: 1}
     assert "relative to the CSV's folder" in reason and str(csv_path.parent) in reason
+
+
+def test_split_column_is_honoured(tmp_path):
+    for i in range(6):
+        write_audio(tmp_path / f"c{i}.wav", tone(2.0, seed=i))
+    rows = [[f"c{i}.wav", GOOD, s] for i, s in enumerate(["test", "TRAIN", "", "", "eval", " Test "])]
+    csv_path = write_csv(tmp_path / "d.csv", rows, header=["audios", "transcription", "split"])
+    validate(csv_path, tmp_path / "w")
+    m = read_manifest(tmp_path / "w")
+    assert m["split"].to_list()[:2] == ["train", "test"][::-1]          # given values win over the hash
+    assert m["split"][5] == "test"
+    assert m["status"][4] == "rejected" and "unknown split 'eval'" in m["reason"][4]
+    assert set(m["split"].to_list()[2:4]) <= {"train", "test"}       # blank: the hash decides
+    again = write_csv(tmp_path / "e.csv", [r[:2] for r in rows[2:4]])
+    validate(again, tmp_path / "w2")
+    assert read_manifest(tmp_path / "w2")["split"].to_list() == m["split"].to_list()[2:4]
