@@ -1,0 +1,214 @@
+"""Training data straight from the feature cache: datasets, the per-epoch variant schedule, the sampler, the collator.
+
+    cache = open_cache(work_dir)
+    train = TrainDataset(cache, seed=42)          # one item per train clip; its variant depends on the epoch
+    evals = EvalDataset(cache)                    # clean variant 0 of every test clip
+    sampler = EpochSampler(len(train), seed=42)   # shuffles per epoch and tells the dataset which epoch it is
+    collate = Collator(sot_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
+
+Items hold the cache's trimmed float16 features (memory-mapped by the reader), so nothing is copied into RAM
+beyond the batch being collated. The sampler yields `epoch * n_clips + clip_index`; the dataset decodes the epoch
+from the index, so worker processes and DDP ranks never need shared state to agree on the schedule.
+
+Only pipeline.cache/errors/constants are imported here: no audio library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from pipeline.constants import N_FRAMES
+from pipeline.errors import CacheError
+
+LABEL_PAD = -100                     # ignored by the cross-entropy loss
+TRACE_ENV = "WHISPER_TUNE_TRACE_DIR"  # debugging aid: each rank appends the (epoch, clip, variant) it reads here
+
+
+class CacheReader(Protocol):
+    """The part of pipeline.cache.FeatureCache that training uses."""
+
+    def clip_ids(self, split: str | None = None) -> list[str]: ...
+    def variants(self, clip_id: str) -> list[int]: ...
+    def get(self, clip_id: str, variant: int = 0) -> Any: ...
+
+
+def _stable_seed(*parts: object) -> int:
+    """A 64-bit seed from the parts, identical in every process (unlike hash())."""
+    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def scheduled_variant(seed: int, epoch: int, clip_id: str, variants: Sequence[int]) -> int:
+    """The variant that clip `clip_id` contributes in `epoch`.
+
+    Each block of len(variants) consecutive epochs (0..V-1, V..2V-1, ...) walks through a permutation of the
+    clip's variants drawn from (seed, clip, block): every variant, the clean one included, is seen once per block,
+    in an order that differs between clips and between blocks. A pure function of its arguments.
+    """
+    if not variants:
+        raise CacheError(f"clip {clip_id!r} has no feature variant in the cache; re-run `whisper-tune features`")
+    ordered = sorted(variants)
+    n = len(ordered)
+    if n == 1:
+        return ordered[0]
+    block, position = divmod(epoch, n)
+    order = np.random.default_rng(_stable_seed(seed, clip_id, block)).permutation(n)
+    return ordered[int(order[position])]
+
+
+@dataclass(frozen=True)
+class Item:
+    """One example as the collator wants it."""
+
+    clip_id: str
+    variant: int
+    features: np.ndarray   # float16 (n_mels, T), T <= 3000
+    floor: float           # value of every frame past T
+    labels: np.ndarray     # int32 token ids as stored (may start with <|startoftranscript|>)
+
+
+class _ReopensCache:
+    """Pickles as the cache folder, not the open memory maps: a spawned DataLoader worker reopens the cache
+    instead of receiving a copy of every mapped shard (forked workers inherit the maps and never pickle)."""
+
+    cache: CacheReader
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        folder = getattr(self.cache, "cache_dir", None)
+        if folder is not None:
+            state["cache"] = Path(folder)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("cache"), Path):
+            from pipeline.cache import FeatureCache
+
+            state["cache"] = FeatureCache(state["cache"])
+        self.__dict__.update(state)
+
+
+def _item(cache: CacheReader, clip_id: str, variant: int) -> Item:
+    ex = cache.get(clip_id, variant)
+    return Item(clip_id=clip_id, variant=variant, features=ex.features, floor=float(ex.floor), labels=ex.labels)
+
+
+class _Trace:
+    """Appends what this process reads to TRACE_DIR/draws-rank<R>.tsv when WHISPER_TUNE_TRACE_DIR is set."""
+
+    def __init__(self) -> None:
+        folder = os.environ.get(TRACE_ENV)
+        rank = os.environ.get("RANK", "0")
+        self.path = Path(folder) / f"draws-rank{rank}.tsv" if folder else None
+
+    def __call__(self, epoch: int, clip_id: str, variant: int) -> None:
+        if self.path is not None:
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(f"{epoch}\t{clip_id}\t{variant}\n")
+
+
+class TrainDataset(_ReopensCache, Dataset):
+    """The train split: index `epoch * n + i` gives clip i with the variant scheduled for that epoch."""
+
+    def __init__(self, cache: CacheReader, seed: int, split: str = "train") -> None:
+        self.cache = cache
+        self.seed = seed
+        self.clip_ids = cache.clip_ids(split)
+        self._trace = _Trace()
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def locate(self, index: int) -> tuple[int, str, int]:
+        """(epoch, clip id, variant) for a sampler index."""
+        epoch, i = divmod(int(index), len(self.clip_ids))
+        clip_id = self.clip_ids[i]
+        return epoch, clip_id, scheduled_variant(self.seed, epoch, clip_id, self.cache.variants(clip_id))
+
+    def __getitem__(self, index: int) -> Item:
+        epoch, clip_id, variant = self.locate(index)
+        self._trace(epoch, clip_id, variant)
+        return _item(self.cache, clip_id, variant)
+
+
+class EvalDataset(_ReopensCache, Dataset):
+    """The clean variant (0) of every clip of a split, in the cache's order; `max_clips` > 0 keeps the first ones."""
+
+    def __init__(self, cache: CacheReader, split: str = "test", max_clips: int = 0) -> None:
+        self.cache = cache
+        ids = cache.clip_ids(split)
+        self.clip_ids = ids[:max_clips] if max_clips > 0 else ids
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def __getitem__(self, index: int) -> Item:
+        return _item(self.cache, self.clip_ids[int(index)], 0)
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded shuffle per epoch, yielding indices that carry the epoch (see TrainDataset).
+
+    Every process builds the same order from (seed, epoch), which is what accelerate's batch sharding needs to
+    hand each DDP rank distinct batches. Trainer calls set_epoch() before each epoch.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        order = np.random.default_rng(_stable_seed("order", self.seed, self.epoch)).permutation(self.n)
+        base = self.epoch * self.n
+        return iter((base + order).tolist())
+
+
+@dataclass(frozen=True)
+class Collator:
+    """Batches Items into Whisper's inputs.
+
+    input_features: float32 (B, n_mels, 3000); frames past each clip's stored ones take that clip's floor, which
+    reproduces WhisperFeatureExtractor's output exactly. labels: int64 (B, L), padded with -100, without the
+    leading <|startoftranscript|> (the model prepends it as decoder start token; keeping it teaches it twice).
+    """
+
+    sot_id: int
+    n_frames: int = N_FRAMES
+
+    def __call__(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
+        n_mels = items[0].features.shape[0]
+        feats = np.empty((len(items), n_mels, self.n_frames), dtype=np.float32)
+        labels = [self.strip_start(it.labels) for it in items]
+        width = max(1, max(len(lab) for lab in labels))
+        label_arr = np.full((len(items), width), LABEL_PAD, dtype=np.int64)
+        for i, (it, lab) in enumerate(zip(items, labels)):
+            t = it.features.shape[1]
+            if it.features.shape[0] != n_mels or t > self.n_frames:
+                raise CacheError(
+                    f"clip {it.clip_id!r} has features of shape {it.features.shape}; expected ({n_mels}, <= "
+                    f"{self.n_frames}); rebuild the cache with `whisper-tune features`"
+                )
+            feats[i, :, :t] = it.features
+            feats[i, :, t:] = it.floor
+            label_arr[i, : len(lab)] = lab
+        return {"input_features": torch.from_numpy(feats), "labels": torch.from_numpy(label_arr)}
+
+    def strip_start(self, labels: np.ndarray) -> np.ndarray:
+        if len(labels) and int(labels[0]) == self.sot_id:
+            return labels[1:]
+        return labels

@@ -1,0 +1,117 @@
+"""The model to fine-tune, set up as the guide does (with its bugs fixed), and the numeric precision to train in.
+
+    precision = choose_precision("auto")            # bf16 / fp16 / fp32 from the hardware
+    model = load_model(resolved, language="", task="transcribe", gradient_checkpointing=True)
+
+Language and task go on the generation config (not forced_decoder_ids, which transformers no longer honours);
+suppress tokens are cleared as the guide does; the KV cache is off while training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipeline.errors import ConfigError, ModelError
+from pipeline.models import is_multilingual
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Precision:
+    name: str        # "bf16", "fp16" or "fp32"
+    use_cpu: bool    # train on the CPU even if an accelerator is visible (transformers needs it for CPU bf16)
+    reason: str      # one line for the log
+
+    def training_args(self) -> dict[str, bool]:
+        args = {"bf16": self.name == "bf16", "fp16": self.name == "fp16"}
+        if self.use_cpu:
+            args["use_cpu"] = True
+        return args
+
+
+def cpu_supports_bf16() -> bool:
+    """True on x86 CPUs with native bf16 math (AVX512-BF16 or AMX); False where unknown (then fp32 is safer)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        probe = getattr(torch.cpu, name, None)
+        try:
+            if probe is not None and probe():
+                return True
+        except RuntimeError:  # pragma: no cover - exotic builds
+            continue
+    return False
+
+
+def choose_precision(requested: str = "auto", *, cuda: bool | None = None, cuda_bf16: bool | None = None,
+                     cpu_bf16: bool | None = None) -> Precision:
+    """Pick the training precision. `requested` is auto, bf16, fp16 or fp32 (--precision).
+
+    auto: bf16 on GPUs that support it, otherwise fp16 on CUDA, bf16 on CPUs with native bf16, otherwise fp32.
+    The keyword probes default to the real hardware; tests pass them in.
+    """
+    if requested not in PRECISIONS:
+        raise ConfigError(f"--precision {requested!r} is not known; expected one of {', '.join(PRECISIONS)}")
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda_bf16 is None:
+        cuda_bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    if cpu_bf16 is None:
+        cpu_bf16 = (not cuda) and cpu_supports_bf16()
+
+    if requested == "fp32":
+        return Precision("fp32", False, "fp32 (forced by --precision)")
+    if requested == "fp16":
+        if not cuda:
+            raise ConfigError("--precision fp16 needs a CUDA GPU and none is visible; use --precision auto, "
+                              "bf16 or fp32 on this machine")
+        return Precision("fp16", False, "fp16 (forced by --precision)")
+    if requested == "bf16":
+        if cuda and not cuda_bf16:
+            raise ConfigError("--precision bf16: this GPU has no bf16 support; use --precision fp16 or auto")
+        return Precision("bf16", not cuda, "bf16 (forced by --precision)" + ("" if cuda else " on the CPU"))
+    if cuda:
+        if cuda_bf16:
+            return Precision("bf16", False, "bf16 (the GPU supports it)")
+        return Precision("fp16", False, "fp16 (the GPU has no bf16)")
+    if cpu_bf16:
+        return Precision("bf16", True, "bf16 (the CPU has native bf16)")
+    return Precision("fp32", False, "fp32 (no GPU, and the CPU has no native bf16)")
+
+
+def load_model(model: str, *, language: str = "", task: str = "transcribe", tokenizer=None,
+               gradient_checkpointing: bool = True, freeze_encoder: bool = False):
+    """WhisperForConditionalGeneration from a resolved model (hub id or transformers folder), ready to fine-tune.
+
+    `tokenizer` (the processor's) decides whether the vocabulary is multilingual; only then are language and
+    task set on the generation config ("english" when no language is given).
+    """
+    from transformers import WhisperForConditionalGeneration
+
+    try:
+        net = WhisperForConditionalGeneration.from_pretrained(model)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load a Whisper model from {model}: {str(err).splitlines()[0]}") from None
+
+    gen = net.generation_config
+    gen.forced_decoder_ids = None
+    gen.suppress_tokens = []
+    multilingual = is_multilingual(tokenizer) if tokenizer is not None else bool(getattr(gen, "is_multilingual", False))
+    if multilingual:
+        gen.language = language or "english"
+        gen.task = task
+    elif language and language.lower() not in ("en", "english"):
+        raise ConfigError(f"model.language = {language!r}, but {model} is English-only; use a multilingual model "
+                          "(e.g. openai/whisper-small) or leave language empty")
+    net.config.forced_decoder_ids = None
+    net.config.use_cache = False
+    if gradient_checkpointing:
+        enable = getattr(net, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable()
+        else:  # transformers < 5
+            net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if freeze_encoder:
+        net.freeze_encoder()
+    return net

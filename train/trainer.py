@@ -1,0 +1,404 @@
+"""The `train` stage: fine-tune Whisper from WORK/cache alone with Seq2SeqTrainer.
+
+    result = run_train(work_dir=Path("work"), output_dir=Path("work/model"), cfg=load_config(None), resume=False)
+
+Reads the feature cache (features, labels, split) and nothing else: no audio file, no audio library. Runs on a
+CPU, one GPU, or several under `torchrun --nproc_per_node N` / `accelerate launch` (DDP: accelerate shards the
+epoch's shuffled batches so every rank reads distinct clips).
+
+Writes to OUTPUT_DIR: the best model (by WER) with its generation config, the processor, the resolved config
+(whisper-tune.toml), metrics.json (per-epoch train loss, eval loss, WER, CER), curves.png, TensorBoard logs
+(runs/), and the Trainer's checkpoint-* folders that --resume continues from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipeline.config import Config, save_config
+from pipeline.errors import CacheError, ConfigError
+from pipeline.models import SOT, load_processor, resolve_model, token_id
+
+from .data import Collator, EpochSampler, EvalDataset, TrainDataset
+from .metrics import char_error_rate, word_error_rate
+from .model import Precision, choose_precision, load_model
+
+FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
+CONFIG_NAME = "whisper-tune.toml"
+METRICS_NAME = "metrics.json"
+CURVES_NAME = "curves.png"
+EPOCH_LOSS_KEY = "epoch_train_loss"
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: float
+    step: int
+    train_loss: float | None
+    eval_loss: float | None
+    wer: float
+    cer: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    best_checkpoint: str | None
+    best_wer: float | None
+    best_cer: float | None
+    epochs: tuple[EpochRecord, ...]
+    global_step: int
+    precision: str
+    train_clips: int
+    eval_clips: int
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How many optimizer steps the run makes, from the dataset size and the batch settings."""
+
+    train_clips: int
+    batch_size: int
+    grad_accum: int
+    world_size: int
+    epochs: float
+    max_steps: int
+
+    @property
+    def effective_batch(self) -> int:
+        return self.batch_size * self.grad_accum * self.world_size
+
+    @property
+    def steps_per_epoch(self) -> int:
+        batches = math.ceil(self.train_clips / (self.batch_size * self.world_size))
+        return max(1, math.ceil(batches / self.grad_accum))
+
+    @property
+    def total_steps(self) -> int:
+        if self.max_steps > 0:
+            return self.max_steps
+        return math.ceil(self.epochs * self.steps_per_epoch)
+
+    def warning(self) -> str | None:
+        """A message when the run is too short for the schedule to mean anything, else None."""
+        if self.total_steps >= FEW_STEPS:
+            return None
+        how = (f"--max-steps {self.max_steps}" if self.max_steps > 0 else
+               f"{self.train_clips} train clips / effective batch {self.effective_batch} "
+               f"(batch {self.batch_size} x grad-accum {self.grad_accum} x {self.world_size} device(s)) = "
+               f"{self.steps_per_epoch} step(s) per epoch x {self.epochs:g} epoch(s)")
+        fix = ("raise --max-steps" if self.max_steps > 0 else
+               f"lower --grad-accum (now {self.grad_accum}) or --batch-size, or raise --epochs, or add clips")
+        return (f"warning: this run makes only {self.total_steps} optimizer step(s) ({how}); warmup and the "
+                f"learning-rate schedule need at least {FEW_STEPS} to mean much. To get more: {fix}.")
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _training_classes():
+    """Seq2SeqTrainer subclass and callbacks, built lazily so importing this module stays light."""
+    from transformers import Seq2SeqTrainer, TrainerCallback
+
+    class CacheTrainer(Seq2SeqTrainer):
+        """Seq2SeqTrainer whose train sampler is the per-epoch EpochSampler, and which records the epoch loss."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.epoch_sampler: EpochSampler | None = None
+            self._loss_sum: torch.Tensor | None = None
+            self._epoch_first_step = 0
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            self.epoch_sampler = EpochSampler(len(dataset), seed=self.args.seed)
+            return self.epoch_sampler
+
+        def training_step(self, model, inputs, num_items_in_batch=None):
+            loss = super().training_step(model, inputs, num_items_in_batch)
+            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
+            return loss
+
+        def begin_epoch(self, epoch: int) -> None:
+            if self.epoch_sampler is not None:
+                self.epoch_sampler.set_epoch(epoch)
+            self._loss_sum = None
+            self._epoch_first_step = self.state.global_step
+
+        def end_epoch_loss(self) -> float | None:
+            """Mean loss per optimizer step over this epoch, averaged over ranks (a collective call)."""
+            total = self._loss_sum if self._loss_sum is not None else torch.zeros((), device=self.args.device)
+            steps = torch.tensor(float(self.state.global_step - self._epoch_first_step), device=total.device)
+            both = torch.stack([total.detach().float().reshape(()), steps])
+            if self.args.world_size > 1:
+                both = self.accelerator.reduce(both, reduction="sum")
+            total_sum, step_sum = both.tolist()
+            self._loss_sum = None
+            return total_sum / step_sum if step_sum > 0 else None
+
+    class EpochCallback(TrainerCallback):
+        """Tells the sampler the epoch before it is drawn, and logs the epoch's mean train loss at its end."""
+
+        def __init__(self) -> None:
+            self.trainer: CacheTrainer | None = None
+
+        def on_epoch_begin(self, args, state, control, **kwargs):
+            if self.trainer is not None:
+                self.trainer.begin_epoch(int(math.floor((state.epoch or 0.0) + 1e-9)))
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.trainer is not None:
+                loss = self.trainer.end_epoch_loss()
+                if loss is not None:
+                    self.trainer.log({EPOCH_LOSS_KEY: loss})
+
+    return CacheTrainer, EpochCallback
+
+
+def compute_metrics_fn(tokenizer):
+    """compute_metrics for Seq2SeqTrainer: decode, normalize, WER and CER in percent."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def compute(pred) -> dict[str, float]:
+        preds = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
+        preds = np.where(preds < 0, pad, preds)
+        labels = np.where(pred.label_ids < 0, pad, pred.label_ids)
+        hyps = tokenizer.batch_decode(preds, skip_special_tokens=True)
+        refs = tokenizer.batch_decode(labels, skip_special_tokens=True)
+        return {"wer": word_error_rate(refs, hyps), "cer": char_error_rate(refs, hyps)}
+
+    return compute
+
+
+def _tensorboard_available() -> bool:
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _check_cache_fits(cache, model_cfg, tokenizer, model_name: str, cache_dir: Path) -> None:
+    """The cache's features and labels must be what this model expects (mel bins, tokenizer and prefix)."""
+    from pipeline.labels import tokenizer_fingerprint
+
+    meta = cache.meta
+    if int(meta.n_mels) != int(model_cfg.num_mel_bins):
+        raise CacheError(
+            f"the cache in {cache_dir} holds {meta.n_mels}-mel features but {model_name} expects "
+            f"{model_cfg.num_mel_bins}; re-run `whisper-tune features --model {model_name}`"
+        )
+    normalization = getattr(meta, "text_normalization", "") or "basic"
+    if meta.tokenizer_fingerprint and tokenizer_fingerprint(tokenizer, normalization) != meta.tokenizer_fingerprint:
+        raise CacheError(
+            f"the labels in {cache_dir} were made for {meta.model or 'another model'} with another tokenizer, "
+            f"language or task than {model_name} has here; re-run `whisper-tune features --model {model_name}` "
+            f"(same --config), or train with the model the cache was built for"
+        )
+
+
+def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
+    """Seq2SeqTrainingArguments with the guide's settings, taken from cfg.training."""
+    from transformers import Seq2SeqTrainingArguments
+
+    t = cfg.training
+    warmup: float | int = t.warmup if t.warmup < 1 else int(t.warmup)
+    return Seq2SeqTrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size,
+        gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.learning_rate,
+        warmup_steps=warmup,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps if t.max_steps > 0 else -1,
+        lr_scheduler_type=t.lr_scheduler,
+        weight_decay=t.weight_decay,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_steps=t.logging_steps,
+        predict_with_generate=True,
+        generation_max_length=t.generation_max_length,
+        save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="wer",
+        greater_is_better=False,
+        seed=t.seed,
+        data_seed=t.seed,
+        report_to=["tensorboard"] if _tensorboard_available() else [],
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=t.dataloader_workers,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        dataloader_persistent_workers=t.dataloader_workers > 0,
+        **precision.training_args(),
+    )
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    return sorted(output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
+
+
+def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = False) -> TrainResult:
+    """Fine-tune cfg.model.name on WORK/cache and write the model and reports to output_dir."""
+    from transformers import EarlyStoppingCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from pipeline.cache import open_cache
+
+    t = cfg.training
+    work_dir, output_dir = Path(work_dir), Path(output_dir)
+    cache = open_cache(work_dir)
+    cache_dir = work_dir / "cache"
+    train_set = TrainDataset(cache, seed=t.seed)
+    eval_set = EvalDataset(cache, max_clips=t.eval_max_clips)
+    if len(train_set) == 0:
+        raise CacheError(f"the cache in {cache_dir} has no train clip; check the manifest's split column "
+                         "and re-run `whisper-tune validate` and `whisper-tune features`")
+    if len(eval_set) == 0:
+        raise CacheError(f"the cache in {cache_dir} has no test clip to evaluate on; re-run `whisper-tune "
+                         "validate` with --test-share above 0 (e.g. 0.1), then `whisper-tune features`")
+
+    resume_from: str | None = None
+    if resume:
+        resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if resume_from is None:
+            raise ConfigError(f"--resume: {output_dir} holds no checkpoint-* folder to continue from; "
+                              "run without --resume to start a new training")
+    elif _checkpoints(output_dir):
+        raise ConfigError(f"{output_dir} already holds checkpoints of an earlier run; pass --resume to continue "
+                          "it, or choose another --output-dir (or delete its checkpoint-* folders) to start over")
+
+    resolved = resolve_model(cfg.model.name)
+    processor = load_processor(resolved, cfg.model.language, cfg.model.task)
+    tokenizer = processor.tokenizer
+    model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
+                       gradient_checkpointing=t.gradient_checkpointing, freeze_encoder=t.freeze_encoder)
+    _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, cache_dir)
+    precision = choose_precision(t.precision)
+
+    args = training_arguments(cfg, output_dir, precision)
+    plan = StepPlan(len(train_set), t.batch_size, t.grad_accum, max(1, args.world_size), t.epochs, t.max_steps)
+    main = args.process_index == 0
+    if main:
+        print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips, precision {precision.reason}, "
+              f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
+        message = plan.warning()
+        if message:
+            _warn(message)
+
+    CacheTrainer, EpochCallback = _training_classes()
+    epoch_callback = EpochCallback()
+    callbacks: list[Any] = [epoch_callback]
+    if t.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    trainer = CacheTrainer(
+        model=model,
+        args=args,
+        data_collator=Collator(sot_id=token_id(tokenizer, SOT)),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        processing_class=processor,
+        compute_metrics=compute_metrics_fn(tokenizer),
+        callbacks=callbacks,
+    )
+    epoch_callback.trainer = trainer
+    trainer.train(resume_from_checkpoint=resume_from)
+
+    trainer.model.config.use_cache = True          # the saved model is for inference
+    trainer.save_model(str(output_dir))
+    records = epoch_records(trainer.state.log_history)
+    state = trainer.state
+    best = min(records, key=lambda r: r.wer) if records else None
+    result = TrainResult(
+        output_dir=output_dir,
+        best_checkpoint=state.best_model_checkpoint,
+        best_wer=best.wer if best else None,
+        best_cer=best.cer if best else None,
+        epochs=tuple(records),
+        global_step=state.global_step,
+        precision=precision.name,
+        train_clips=len(train_set),
+        eval_clips=len(eval_set),
+    )
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(str(output_dir))
+        save_config(cfg, output_dir / CONFIG_NAME)
+        write_metrics(output_dir / METRICS_NAME, result, state.log_history, plan)
+        draw_curves(output_dir / CURVES_NAME, records)
+        print(f"saved the best model (WER {result.best_wer:.2f} %, CER {result.best_cer:.2f} %) to {output_dir}"
+              if best else f"saved the model to {output_dir}", flush=True)
+    return result
+
+
+def epoch_records(log_history: list[dict[str, Any]]) -> list[EpochRecord]:
+    """One record per evaluation, with the epoch's mean train loss logged just before it."""
+    records: list[EpochRecord] = []
+    last_loss: float | None = None
+    for entry in log_history:
+        if EPOCH_LOSS_KEY in entry:
+            last_loss = float(entry[EPOCH_LOSS_KEY])
+        if "eval_wer" in entry:
+            records.append(EpochRecord(
+                epoch=float(entry.get("epoch", 0.0)),
+                step=int(entry.get("step", 0)),
+                train_loss=last_loss,
+                eval_loss=float(entry["eval_loss"]) if "eval_loss" in entry else None,
+                wer=float(entry["eval_wer"]),
+                cer=float(entry.get("eval_cer", float("nan"))),
+            ))
+            last_loss = None
+    return records
+
+
+def write_metrics(path: Path, result: TrainResult, log_history: list[dict[str, Any]], plan: StepPlan) -> None:
+    steps = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"],
+              "learning_rate": e.get("learning_rate")} for e in log_history if "loss" in e]
+    doc = {
+        "best": {"wer": result.best_wer, "cer": result.best_cer, "checkpoint": result.best_checkpoint},
+        "epochs": [asdict(r) for r in result.epochs],
+        "steps": steps,
+        "global_step": result.global_step,
+        "precision": result.precision,
+        "train_clips": result.train_clips,
+        "eval_clips": result.eval_clips,
+        "effective_batch": plan.effective_batch,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=True), encoding="utf-8")
+    tmp.replace(path)
+
+
+def draw_curves(path: Path, records: list[EpochRecord]) -> None:
+    """Train/eval loss and WER/CER per epoch, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r.epoch for r in records]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [np.nan if r.train_loss is None else r.train_loss for r in records], "o-", label="train loss")
+    ax_loss.plot(epochs, [np.nan if r.eval_loss is None else r.eval_loss for r in records], "s--", label="eval loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss")
+    ax_loss.legend()
+    ax_err.plot(epochs, [r.wer for r in records], "o-", label="WER %")
+    ax_err.plot(epochs, [r.cer for r in records], "s--", label="CER %")
+    ax_err.set_xlabel("epoch")
+    ax_err.set_ylabel("error rate (%)")
+    ax_err.legend()
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
