@@ -144,7 +144,8 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: Path | None = None,
-                   batch_size: int = 8) -> list[Transcript]:
+                   batch_size: int = 8, max_new_tokens: int | None = None) -> list[Transcript]:
+    """Transcribe every input (see the module doc). max_new_tokens: per 30 s window (default: whole context)."""
     from train.decode import DecodeOptions, TransformersDecoder
 
     fmt = output_format(output)
@@ -164,7 +165,10 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
             failures.append(Failure(str(path), str(err)))
     transcripts: list[Transcript] = []
     if good:
-        decoder = TransformersDecoder(model, DecodeOptions(language=cfg.model.language, task=cfg.model.task))
+        options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)
+        if max_new_tokens is not None:
+            options = DecodeOptions(language=options.language, task=options.task, max_new_tokens=max_new_tokens)
+        decoder = TransformersDecoder(model, options)
         texts = transcribe_clips(decoder, clips, batch_size)
         transcripts = [Transcript(str(p), t) for p, t in zip(good, texts)]
         text = render(transcripts, fmt)

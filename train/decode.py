@@ -199,7 +199,7 @@ class CT2Decoder:
             raise ModelError(f"CTranslate2 decodes one {N_FRAMES}-frame window at a time, got {feats.shape[2]} frames")
         results = self.model.generate(
             ctranslate2.StorageView.from_array(feats), [self.prompt] * feats.shape[0],
-            beam_size=1, max_length=min(self.max_length, self.max_new_tokens + len(self.prompt)),
+            beam_size=1, max_length=self.max_length,
             suppress_blank=True, suppress_tokens=[-1],
         )
         ids = [r.sequences_ids[0] for r in results]

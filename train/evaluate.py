@@ -15,7 +15,7 @@ import json
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -26,6 +26,7 @@ from pipeline.errors import CacheError, ManifestError, WhisperTuneError
 from pipeline.text import normalize_text
 
 from .decode import Decoder, DecodeOptions, open_decoder
+from .metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
 
 CLEAN_VARIANT = 0
 
@@ -93,38 +94,18 @@ class EvalResult:
 
 # ---------------------------------------------------------------- metrics (pure functions on strings)
 
-def _wer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    import jiwer
-
-    return 100.0 * jiwer.wer(list(refs), list(hyps))
-
-
-def _cer(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    import jiwer
-
-    return 100.0 * jiwer.cer(list(refs), list(hyps))
-
-
 def normalized(texts: Iterable[str]) -> list[str]:
     return [normalize_text(t, "basic") for t in texts]
 
 
 def clip_results(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str],
                  baseline_hyps: Sequence[str] | None = None) -> list[ClipResult]:
-    """Per-clip normalized WER and error count (jiwer alignment of the normalized strings)."""
-    import jiwer
-
+    """Per-clip normalized WER and word error count."""
     out = []
     for i, (cid, ref, hyp) in enumerate(zip(ids, refs, hyps)):
-        r, h = normalize_text(ref, "basic"), normalize_text(hyp, "basic")
-        if r:
-            o = jiwer.process_words(r, h)
-            errors = o.substitutions + o.deletions + o.insertions
-            wer = 100.0 * errors / len(r.split())
-        else:
-            errors = len(h.split())
-            wer = 100.0 if errors else 0.0
-        out.append(ClipResult(cid, ref, hyp, wer, errors, None if baseline_hyps is None else baseline_hyps[i]))
+        count = word_errors([ref], [hyp])
+        out.append(ClipResult(cid, ref, hyp, count.percent, count.errors,
+                              None if baseline_hyps is None else baseline_hyps[i]))
     return out
 
 
@@ -152,17 +133,12 @@ def wrong_words(refs: Sequence[str], hyps: Sequence[str], top: int = 20) -> tupl
 
 
 def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], seconds: float) -> ModelScores:
-    """Corpus-level WER/CER on normalized text (clips whose reference normalizes to nothing are left out)
-    and orthographic WER on the raw strings."""
-    norm = [(r, h) for r, h in zip(normalized(refs), normalized(hyps)) if r]
-    raw = [(r.strip(), h.strip()) for r, h in zip(refs, hyps) if r.strip()]
-    nr, nh = ([p[0] for p in norm], [p[1] for p in norm]) if norm else ([], [])
-    rr, rh = ([p[0] for p in raw], [p[1] for p in raw]) if raw else ([], [])
+    """Corpus-level WER/CER on normalized text and orthographic WER on the raw strings (train.metrics)."""
     clips = len(hyps)
     return ModelScores(
         model=label, backend=backend, clips=clips,
-        wer=_wer(nr, nh) if nr else 0.0, cer=_cer(nr, nh) if nr else 0.0,
-        orthographic_wer=_wer(rr, rh) if rr else 0.0,
+        wer=word_error_rate(refs, hyps), cer=char_error_rate(refs, hyps),
+        orthographic_wer=orthographic_word_error_rate(refs, hyps),
         seconds=seconds, clips_per_second=clips / seconds if seconds > 0 else float("inf"),
         hypotheses=tuple(hyps),
     )
@@ -216,13 +192,14 @@ def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str
             f"rebuild it with `whisper-tune features --model {spec}` (or evaluate a model of the same family)"
         )
     hyps, seconds = decode_all(decoder, feature_batches(cache, clip_ids, batch_size), total=len(clip_ids))
-    label = spec if decoder.backend == "transformers" else f"{spec}"
-    return score(label, decoder.backend, refs, hyps, seconds)
+    return score(spec, decoder.backend, refs, hyps, seconds)
 
 
 def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | None = None, split: str = "test",
                  json_path: Path | None = None, report_path: Path | None = None, batch_size: int = 16,
-                 worst: int = 10) -> EvalResult:
+                 worst: int = 10, max_new_tokens: int | None = None) -> EvalResult:
+    """Score `model` (and `baseline`) on the clean variant of every cached clip of `split`; print the table,
+    write `json_path` / `report_path` when given. max_new_tokens: per clip (default: the decoder's whole context)."""
     from pipeline.cache import open_cache
 
     if batch_size < 1:
@@ -238,6 +215,8 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
         )
     refs = references(Path(work_dir), cache, clip_ids)
     options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)
+    if max_new_tokens is not None:
+        options = replace(options, max_new_tokens=max_new_tokens)
     print(f"evaluating {len(clip_ids)} clips of the {split} split (clean variant)")
     main = evaluate_model(model, cache, clip_ids, refs, options=options, batch_size=batch_size)
     base = None

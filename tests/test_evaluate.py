@@ -1,0 +1,177 @@
+"""evaluate: scores equal jiwer by hand, worst clips / wrong words, JSON and report, both backends on one cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from conftest import espeak_available, speak
+from pipeline.cache import CachedExample, write_examples
+from pipeline.cli import app
+from pipeline.config import load_config
+from pipeline.errors import CacheError
+from pipeline.manifest import write_manifest
+from pipeline.text import normalize_text
+from train import evaluate as ev
+
+SENTENCES = (
+    "Please call Stella and ask her to bring these things from the store.",
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+)
+
+
+def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels: int = 80) -> Path:
+    """A work folder with a manifest and a cache holding the clean variant of each (id, audio, text, split)."""
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(feature_size=n_mels)
+    examples = []
+    for cid, audio, text, split in clips:
+        feats = fe(audio, sampling_rate=16_000, return_tensors="np").input_features[0]
+        examples.append(CachedExample(clip_id=cid, variant=0, split=split, features=feats.astype(np.float16),
+                                      floor=float(feats.min()), labels=np.array([50257], np.int32),
+                                      text=normalize_text(text)))
+    write_examples(work / "cache", examples)
+    n = len(clips)
+    write_manifest(pl.DataFrame({
+        "id": [c[0] for c in clips], "path": [f"/data/{c[0]}.wav" for c in clips],
+        "source": [f"{c[0]}.wav" for c in clips], "text": [c[2] for c in clips],
+        "duration": [len(c[1]) / 16_000 for c in clips], "sample_rate": [16_000] * n, "channels": [1] * n,
+        "split": [c[3] for c in clips], "status": ["ok"] * n, "reason": [""] * n, "csv_row": list(range(1, n + 1)),
+    }), work)
+    return work
+
+
+def noise(seconds: float, seed: int) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * 16_000))).astype(np.float32)
+
+
+class FakeDecoder:
+    """Returns fixed hypotheses per batch position, in call order."""
+
+    backend = "fake"
+    n_mels = 80
+
+    def __init__(self, label: str, hyps: list[str]) -> None:
+        self.label, self.hyps, self.calls = label, list(hyps), 0
+
+    def decode(self, features: np.ndarray) -> list[str]:
+        assert features.shape[1:] == (80, 3000) and features.dtype == np.float32
+        out, self.hyps = self.hyps[:len(features)], self.hyps[len(features):]
+        self.calls += 1
+        return out
+
+
+# ------------------------------------------------------------------------------------------------ pure scoring
+
+REFS = ["Hello, World! This is a test.", "The cat sat on the mat.", "Ça va très bien, merci."]
+HYPS = ["hello world this is the test", "The cat sat on mat", "ca va tres bien merci"]
+
+
+def test_scores_equal_jiwer_by_hand():
+    s = ev.score("m", "fake", REFS, HYPS, seconds=2.0)
+    nr, nh = [normalize_text(r) for r in REFS], [normalize_text(h) for h in HYPS]
+    assert s.wer == pytest.approx(100 * jiwer.wer(nr, nh))
+    assert s.cer == pytest.approx(100 * jiwer.cer(nr, nh))
+    assert s.orthographic_wer == pytest.approx(100 * jiwer.wer([r.strip() for r in REFS], HYPS))
+    assert s.orthographic_wer > s.wer > 0
+    assert s.clips == 3 and s.clips_per_second == pytest.approx(1.5)
+
+
+def test_worst_clips_and_wrong_words():
+    results = ev.clip_results(["a", "b", "c"], REFS, HYPS)
+    assert [r.errors for r in results] == [1, 1, 2]   # "a"->"the"; "the" deleted; "ça", "très" unaccented
+    assert results[1].wer == pytest.approx(100 / 6)
+    worst = ev.worst_clips(results, 2)
+    assert [w.clip_id for w in worst] == ["c", "a"]
+    assert ev.worst_clips(ev.clip_results(["a"], ["same words"], ["Same words."]), 5) == ()
+    words = dict(ev.wrong_words(REFS, HYPS))
+    assert words == {"a": 1, "the": 1, "ça": 1, "très": 1}
+    assert ev.wrong_words(["one two two"], ["one"]) == (("two", 2),)
+
+
+# ------------------------------------------------------------------------------------------------ run_evaluate
+
+@pytest.fixture()
+def noise_work(tmp_path):
+    clips = [(f"clip{i}", noise(1.0 + i, i), REFS[i], "test") for i in range(3)]
+    clips.append(("trainclip", noise(1.0, 9), "not scored", "train"))
+    return write_work(tmp_path / "work", clips)
+
+
+def test_run_evaluate_numbers_json_and_report(noise_work, monkeypatch, capsys):
+    fakes = {"model": FakeDecoder("model", HYPS), "base": FakeDecoder("base", ["", "The cat sat on the mat.", "x"])}
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: fakes[spec])
+    out_json, out_md = noise_work / "eval.json", noise_work / "eval.md"
+    result = ev.run_evaluate(model="model", work_dir=noise_work, cfg=load_config(), baseline="base", split="test",
+                             json_path=out_json, report_path=out_md, batch_size=2, worst=2)
+    assert fakes["model"].calls == 2 and fakes["base"].calls == 2        # 3 clips in batches of 2
+    data = json.loads(out_json.read_text())
+    nr = [normalize_text(r) for r in REFS]
+    assert data["clips"] == 3
+    assert data["wer"] == pytest.approx(100 * jiwer.wer(nr, [normalize_text(h) for h in HYPS]))
+    assert data["cer"] == pytest.approx(100 * jiwer.cer(nr, [normalize_text(h) for h in HYPS]))
+    base_h = [normalize_text(h) for h in ["", "The cat sat on the mat.", "x"]]
+    assert data["baseline_wer"] == pytest.approx(100 * jiwer.wer(nr, base_h))
+    assert data["baseline_cer"] == pytest.approx(100 * jiwer.cer(nr, base_h))
+    assert data["wer_difference"] == pytest.approx(data["wer"] - data["baseline_wer"])
+    assert [w["clip_id"] for w in data["worst"]] == ["clip2", "clip0"]
+    assert data["worst"][0]["baseline_hypothesis"] == "x"
+    assert result.wer == data["wer"]
+    printed = capsys.readouterr().out
+    assert "clips/s" in printed and "difference (model - baseline)" in printed and "Ça va très bien" in printed
+    report = out_md.read_text()
+    assert report.startswith("# Evaluation: model") and "| WER % |" in report and "## Worst 2 clips" in report
+
+
+def test_orthographic_reference_comes_from_manifest(noise_work, monkeypatch):
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, REFS))
+    result = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None)
+    assert result.references == tuple(REFS)
+    assert result.scores.wer == 0 and result.scores.orthographic_wer == 0 and result.worst == ()
+
+
+def test_empty_split_and_missing_cache_are_clear_errors(noise_work, tmp_path):
+    cfg = load_config()
+    with pytest.raises(CacheError, match="no clip in the 'test' split"):
+        write_work(tmp_path / "w2", [("only", noise(1.0, 1), "train only", "train")])
+        ev.run_evaluate(model="m", work_dir=tmp_path / "w2", cfg=cfg)
+    res = CliRunner().invoke(app, ["evaluate", "--model", "m", "--work", str(tmp_path / "nowhere")])
+    assert res.exit_code != 0 and "error:" in res.output and "Traceback" not in res.output
+
+
+def test_random_model_both_mel_sizes(tiny_model, tiny_model_128, noise_work):
+    """The real transformers path on a tiny random model; a 128-mel model refuses an 80-mel cache."""
+    result = ev.run_evaluate(model=str(tiny_model), work_dir=noise_work, cfg=load_config(), batch_size=2,
+                             max_new_tokens=3)
+    assert result.scores.backend == "transformers" and len(result.scores.hypotheses) == 3
+    with pytest.raises(CacheError, match="80-mel features but --model .* expects 128"):
+        ev.run_evaluate(model=str(tiny_model_128), work_dir=noise_work, cfg=load_config(), max_new_tokens=3)
+
+
+# ------------------------------------------------------------------------------------------------ real tiny.en
+
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+def test_tiny_en_transformers_and_ctranslate2_agree_on_cached_speech(tmp_path, capsys):
+    from pipeline.audio import load
+    from pipeline.models import bundled_model_dir
+
+    clips = [(f"s{i}", load(speak(tmp_path / f"s{i}.wav", text)), text, "test") for i, text in enumerate(SENTENCES)]
+    work = write_work(tmp_path / "work", clips)
+    ct2 = str(bundled_model_dir())
+    result = ev.run_evaluate(model="bundled:tiny.en", work_dir=work, cfg=load_config(), baseline=ct2,
+                             json_path=work / "e.json", batch_size=3)
+    assert result.scores.backend == "transformers" and result.baseline.backend == "ctranslate2"
+    assert result.scores.hypotheses == result.baseline.hypotheses        # same features, same greedy decoding
+    assert result.scores.wer == result.baseline.wer < 30
+    data = json.loads((work / "e.json").read_text())
+    assert data["clips_per_second"] > 0 and data["baseline_clips_per_second"] > 0
+    print(f"\ntiny.en on {len(clips)} clips: WER {result.scores.wer:.2f}% | transformers "
+          f"{result.scores.clips_per_second:.2f} clips/s, ctranslate2 {result.baseline.clips_per_second:.2f} clips/s")
