@@ -138,14 +138,34 @@ def load(path: Path | str) -> np.ndarray:
     return to_mono_16k(data, sr)
 
 
+TRIM_FRAME = 2048   # samples per loudness frame (librosa.effects.trim's default)
+TRIM_HOP = 512      # samples between frames
+
+
 def trim(samples: np.ndarray, top_db: float) -> np.ndarray:
-    """Remove leading and trailing silence quieter than peak - top_db (librosa.effects.trim); 0 = no trim."""
+    """Remove leading and trailing silence quieter than peak - top_db; 0 = no trim.
+
+    The same computation as librosa.effects.trim (centered 2048-sample RMS frames every 512 samples, dB relative
+    to the loudest frame), in plain NumPy: worker processes then never pay librosa's import and JIT start-up."""
     if top_db <= 0 or samples.size == 0:
         return samples
-    import librosa
-
-    trimmed, _ = librosa.effects.trim(samples, top_db=top_db)
-    return trimmed
+    y = np.asarray(samples, dtype=np.float32)
+    padded = np.pad(y, TRIM_FRAME // 2, mode="constant")
+    n_frames = 1 + (padded.size - TRIM_FRAME) // TRIM_HOP
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(TRIM_FRAME, n_frames), strides=(padded.itemsize, TRIM_HOP * padded.itemsize), writeable=False
+    )
+    rms = np.sqrt(np.mean(np.square(frames, dtype=np.float32), axis=-2))
+    magnitude = np.abs(rms)
+    ref = np.max(magnitude)
+    db = 10.0 * np.log10(np.maximum(1e-10, np.square(magnitude)))
+    db -= 10.0 * np.log10(np.maximum(1e-10, np.abs(ref**2)))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return y[:0]
+    start = int(loud[0]) * TRIM_HOP
+    end = min(y.size, (int(loud[-1]) + 1) * TRIM_HOP)
+    return samples[start:end]
 
 
 def peak_normalize(samples: np.ndarray) -> np.ndarray:

@@ -23,7 +23,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -217,6 +218,35 @@ def read_usable_manifest(work_dir: Path):
     return df.filter(pl.col("status") == "ok").sort("id")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
+                   "special_tokens_map.json", "normalizer.json", "config.json", "generation_config.json")
+
+
+def _tokenizer_files_key(model_path: str, cfg: Config) -> str:
+    """A cheap key for "same tokenizer as last time": the tokenizer files' bytes + language, task, normalization.
+    "" for hub ids (the tokenizer is then loaded and fingerprinted every run)."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return ""
+    h = hashlib.blake2b(digest_size=12)
+    h.update(f"{cfg.model.language}|{cfg.model.task}|{cfg.features.text_normalization}".encode())
+    for name in TOKENIZER_FILES:
+        f = folder / name
+        h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"-") + b"\0")
+    return h.hexdigest()
+
+
+def _load_feature_extractor(model_path: str, spec: str):
+    from transformers import WhisperFeatureExtractor
+
+    from .errors import ModelError
+
+    try:
+        return WhisperFeatureExtractor.from_pretrained(model_path)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load the feature extractor of --model {spec}: {str(err).splitlines()[0]}") from None
+
+
 def _hash_file(path: str) -> str:
     h = hashlib.blake2b(digest_size=16)
     with open(path, "rb") as f:
@@ -260,18 +290,25 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
 
     # Settings and fingerprints (everything a stored item depends on).
     model_path = resolve_model(cfg.model.name)
-    processor = load_processor(model_path, cfg.model.language, cfg.model.task)
-    tokenizer = processor.tokenizer
+    feature_extractor = _load_feature_extractor(model_path, cfg.model.name)
     try:
-        logmel = LogMel.from_feature_extractor(processor.feature_extractor)
+        logmel = LogMel.from_feature_extractor(feature_extractor)
     except ValueError as err:
         raise ConfigError(f"--model {cfg.model.name}: {err}") from None
     augmenter = Augmenter(cfg.augment.transforms, cfg.augment.seed)   # ConfigError for unknown transforms
-    tok_fp = tokenizer_fingerprint(tokenizer, cfg.features.text_normalization)
+    tok_key = _tokenizer_files_key(model_path, cfg)
+    tokenizer_box: list[Any] = []
+
+    def get_tokenizer():
+        """The model's tokenizer (prefix set); loaded only when labels or its fingerprint are needed."""
+        if not tokenizer_box:
+            tokenizer_box.append(load_processor(model_path, cfg.model.language, cfg.model.task).tokenizer)
+        return tokenizer_box[0]
+
     audio_fp = _digest(AUDIO_CODE_VERSION, SAMPLE_RATE_HZ, float(cfg.audio.trim_top_db), bool(cfg.audio.peak_normalize))
     n_variants = int(cfg.augment.variants)
     settings = WorkerSettings(
-        mel_filters=np.asarray(processor.feature_extractor.mel_filters), transforms=tuple(cfg.augment.transforms),
+        mel_filters=np.asarray(feature_extractor.mel_filters), transforms=tuple(cfg.augment.transforms),
         augment_seed=int(cfg.augment.seed), trim_top_db=float(cfg.audio.trim_top_db),
         peak_normalize=bool(cfg.audio.peak_normalize), key=_digest(logmel.fingerprint, augmenter.fingerprint, audio_fp),
     )
@@ -287,12 +324,20 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         except CacheError as err:
             say(f"features: ignoring the old index ({err}); rebuilding")
             previous = CacheIndex()
+        # Label identity: the tokenizer files' key when the model is a folder (no need to load the tokenizer to
+        # know nothing changed), else the loaded tokenizer's fingerprint.
+        tok_fp = ""
+        if tok_key and previous.meta.get("tokenizer_key") == tok_key and previous.meta.get("tokenizer_fingerprint"):
+            tok_fp = str(previous.meta["tokenizer_fingerprint"])   # same tokenizer files, language, task, mode
+        elif not tok_key:
+            tok_fp = tokenizer_fingerprint(get_tokenizer(), cfg.features.text_normalization)
+        tok_ident = tok_key or tok_fp
         good_shards, dropped = _check_shards(cache_dir, previous)
         orphans = _adoptable_rows(cache_dir, previous, prefix, part)
 
         index = CacheIndex(meta={
             "n_mels": logmel.n_mels, "variants": n_variants, "model": cfg.model.name,
-            "tokenizer_fingerprint": tok_fp, "feature_fingerprint": logmel.fingerprint,
+            "tokenizer_fingerprint": tok_fp, "tokenizer_key": tok_key, "feature_fingerprint": logmel.fingerprint,
             "augment_fingerprint": augmenter.fingerprint, "audio_fingerprint": audio_fp,
             "text_normalization": cfg.features.text_normalization,
             "part": None if part is None else f"{part[0]}/{part[1]}",
@@ -335,7 +380,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                 skipped.append((cid, old_skip["reason"]))
                 continue
             entry: dict[str, Any] = {"split": split, "source": source, "variants": {}}
-            lab_fp = _digest("labels", tok_fp, text)
+            lab_fp = _digest("labels", tok_ident, text)
             lab_ref = old.get("labels")
             if ref_ok(lab_ref, lab_fp):
                 entry["labels"] = lab_ref
@@ -359,26 +404,23 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             if need:
                 jobs.append(ClipJob(cid, path, tuple(need)))
 
-        # Labels: in this process (tokenizing is cheap); one or more small label shards.
+        # Labels (tokenizing is cheap; loading a tokenizer is not) run in a thread beside the audio work.
         max_bytes = max(1, int(cfg.features.shard_max_mb * 1024 * 1024))
         lab_rows: list[LabelRow] = []
-        for cid, text in label_todo:
-            try:
-                lab = make_labels(text, tokenizer, cfg.features.text_normalization)
-            except LabelError as err:
-                skipped.append((cid, str(err)))
-                index.clips.pop(cid, None)
-                continue
-            lab_rows.append(LabelRow(cid, lab.ids, lab.text, _digest("labels", tok_fp, text)))
-        shards_written = 0
-        for group in split_rows(lab_rows, max_bytes):
-            info = write_shard(cache_dir, prefix, LABEL_KIND, group)
-            index.shards[info.name] = info
-            shards_written += 1
-            for row, r in enumerate(group):
-                index.clips[r.clip_id]["labels"] = {"shard": info.name, "row": row, "fp": r.fingerprint}
-        jobs = [j for j in jobs if j.clip_id in index.clips]
+        label_failures: list[tuple[str, str]] = []
 
+        def compute_labels() -> str:
+            fp = tok_fp or tokenizer_fingerprint(get_tokenizer(), cfg.features.text_normalization)
+            for cid, text in label_todo:
+                try:
+                    lab = make_labels(text, get_tokenizer(), cfg.features.text_normalization)
+                except LabelError as err:
+                    label_failures.append((cid, str(err)))
+                    continue
+                lab_rows.append(LabelRow(cid, lab.ids, lab.text, _digest("labels", tok_ident, text)))
+            return fp
+
+        shards_written = 0
         # Audio: parallel tasks; each finished task becomes shards + an index update.
         stats = {"decoded": 0, "computed": 0, "aliased": 0}
         last_save = [0.0]
@@ -392,8 +434,11 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
 
         save_index(force=True)
         bar = _Progress(len(jobs))
+        labels_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labels")
+        labels_future: list[Future] = []
         try:
-            for result in _run_tasks(jobs, settings, cfg):
+            for result in _run_tasks(jobs, settings, cfg,
+                                     on_start=lambda: labels_future.append(labels_thread.submit(compute_labels))):
                 stats["decoded"] += result.decoded
                 stats["computed"] += result.computed
                 stats["aliased"] += result.aliased
@@ -419,8 +464,22 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                             clip["variants"][str(r.variant)] = ref
                 save_index()
                 bar.update(result.decoded)
+            if not labels_future:
+                labels_future.append(labels_thread.submit(compute_labels))
+            index.meta["tokenizer_fingerprint"] = labels_future[0].result()
         finally:
             bar.close()
+            labels_thread.shutdown(wait=True)
+        for group in split_rows(lab_rows, max_bytes):
+            info = write_shard(cache_dir, prefix, LABEL_KIND, group)
+            index.shards[info.name] = info
+            shards_written += 1
+            for row, r in enumerate(group):
+                if r.clip_id in index.clips:
+                    index.clips[r.clip_id]["labels"] = {"shard": info.name, "row": row, "fp": r.fingerprint}
+        for cid, reason in label_failures:
+            if index.clips.pop(cid, None) is not None:
+                skipped.append((cid, reason))
 
         # Finish: forget removed clips and unreferenced shards, write the index, clean up.
         _prune_incomplete(index, keep_partial=False)
@@ -461,22 +520,39 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     )
 
 
-def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings, cfg: Config) -> Iterable[TaskResult]:
+def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings, cfg: Config,
+               on_start: Callable[[], None]) -> Iterable[TaskResult]:
+    """Yield task results as they finish. Worker processes come from joblib's multiprocessing backend, which
+    forks: workers inherit the libraries this process has loaded instead of importing torch and
+    audiomentations again (seconds per worker). Tasks go out in waves of two per worker, so a kill loses at
+    most one wave."""
     size = max(1, int(cfg.features.batch_clips))
     tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
     if not tasks:
+        on_start()
         return
+    _worker_tools(settings)          # built here once: forked workers inherit them (and every import they need)
+    from . import audio  # noqa: F401
     n_jobs = int(cfg.features.jobs) or (os.cpu_count() or 1)
     n_jobs = max(1, min(n_jobs, len(tasks)))
     if n_jobs == 1:
+        on_start()
         for task in tasks:
             yield featurize_task(task, settings)
         return
     from joblib import Parallel, delayed
 
-    parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered", batch_size=1,
-                        pre_dispatch="2*n_jobs")
-    yield from parallel(delayed(featurize_task)(task, settings) for task in tasks)
+    import gc
+
+    wave = 2 * n_jobs
+    gc.freeze()   # fork-friendly (copy-on-write) and keeps joblib's gc.collect() at pool start cheap
+    try:
+        with Parallel(n_jobs=n_jobs, backend="multiprocessing", batch_size=1) as parallel:
+            on_start()   # after the fork: threads started now are not copied into workers
+            for start in range(0, len(tasks), wave):
+                yield from parallel(delayed(featurize_task)(task, settings) for task in tasks[start:start + wave])
+    finally:
+        gc.unfreeze()
 
 
 def _source_record(path: str, old: dict[str, Any] | None) -> dict[str, Any]:
