@@ -1,0 +1,42 @@
+"""Labels: normalized, tokenized with the model's prefix, one start-of-transcript token."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.labels import LabelError, make_labels, tokenizer_fingerprint
+from pipeline.models import EOT, NO_TIMESTAMPS, SOT, load_processor
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_model):
+    return load_processor(str(tiny_model)).tokenizer
+
+
+def test_prefix_once_and_end_token(tokenizer):
+    lab = make_labels("Hello, World!  It's   fine.", tokenizer, "basic")
+    tokens = tokenizer.convert_ids_to_tokens(lab.ids.tolist())
+    assert lab.text == "hello world its fine"
+    assert tokens[0] == SOT and tokens.count(SOT) == 1
+    assert tokens[1] == NO_TIMESTAMPS and tokens[-1] == EOT
+    assert tokenizer.decode(lab.ids, skip_special_tokens=True).strip() == lab.text
+    assert lab.ids.dtype.name == "int32"
+
+
+def test_normalization_off_keeps_text(tokenizer):
+    lab = make_labels("  Hello, World! ", tokenizer, "none")
+    assert lab.text == "Hello, World!"
+
+
+def test_unusable_transcripts(tokenizer):
+    with pytest.raises(LabelError, match="empty"):
+        make_labels(" ?! ", tokenizer, "basic")
+    with pytest.raises(LabelError, match="special tokens"):
+        make_labels("<|startoftranscript|> hi", tokenizer, "none")
+    with pytest.raises(LabelError, match="448"):
+        make_labels(" ".join(["word"] * 600), tokenizer, "basic")
+
+
+def test_fingerprint_follows_normalization(tokenizer):
+    assert tokenizer_fingerprint(tokenizer, "basic") == tokenizer_fingerprint(tokenizer, "basic")
+    assert tokenizer_fingerprint(tokenizer, "basic") != tokenizer_fingerprint(tokenizer, "none")
