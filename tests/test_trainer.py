@@ -33,7 +33,8 @@ def trained(work, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        result = run_train(work_dir=work, output_dir=out, cfg=_cfg(tiny_model, gradient_checkpointing=True))
+        result = run_train(work_dir=work, output_dir=out,
+                           cfg=_cfg(tiny_model, gradient_checkpointing=True, batch_size=1, grad_accum=2))
     return out, result, err.getvalue()
 
 
@@ -43,6 +44,8 @@ def test_training_loss_falls(trained):
     assert len(result.epochs) == 3 and result.global_step == 6
     assert all(loss is not None for loss in losses)
     assert losses[0] > losses[1] > losses[2] and losses[2] < losses[0] - 1.0, losses
+    # a per-token mean, about ln(51864) = 10.9 at random init: not multiplied by the accumulation steps
+    assert losses[0] < 12.0
 
 
 def test_every_artefact_is_written(trained):
@@ -115,7 +118,8 @@ def test_few_steps_warning():
 
 
 def test_few_steps_warning_is_printed(trained):
-    assert "warning: this run makes only 6 optimizer step(s) (4 train clips / effective batch 2" in trained[2]
+    message = "warning: this run makes only 6 optimizer step(s) (4 train clips / effective batch 2 (batch 1 x grad-accum 2"
+    assert message in trained[2]
 
 
 def test_precision_follows_the_hardware():
@@ -123,7 +127,9 @@ def test_precision_follows_the_hardware():
     assert choose_precision("auto", cuda=True, cuda_bf16=False).name == "fp16"
     cpu_bf16 = choose_precision("auto", cuda=False, cpu_bf16=True)
     assert cpu_bf16.name == "bf16" and cpu_bf16.training_args() == {"bf16": True, "fp16": False, "use_cpu": True}
-    assert choose_precision("auto", cuda=False, cpu_bf16=False).name == "fp32"
+    cpu_fp32 = choose_precision("auto", cuda=False, cpu_bf16=False, mps=False)
+    assert cpu_fp32.name == "fp32" and cpu_fp32.use_cpu   # use_cpu: transformers' CPU DDP (gloo) needs it
+    assert not choose_precision("auto", cuda=False, cpu_bf16=False, mps=True).use_cpu
     assert choose_precision("fp32", cuda=True, cuda_bf16=True).name == "fp32"
     assert choose_precision("bf16", cuda=False, cpu_bf16=False).use_cpu
     with pytest.raises(ConfigError, match="CUDA"):

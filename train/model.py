@@ -46,22 +46,26 @@ def cpu_supports_bf16() -> bool:
 
 
 def choose_precision(requested: str = "auto", *, cuda: bool | None = None, cuda_bf16: bool | None = None,
-                     cpu_bf16: bool | None = None) -> Precision:
+                     cpu_bf16: bool | None = None, mps: bool | None = None) -> Precision:
     """Pick the training precision. `requested` is auto, bf16, fp16 or fp32 (--precision).
 
     auto: bf16 on GPUs that support it, otherwise fp16 on CUDA, bf16 on CPUs with native bf16, otherwise fp32.
-    The keyword probes default to the real hardware; tests pass them in.
+    Without CUDA (and without Apple's MPS) training is marked use_cpu, which transformers needs both for bf16 on
+    the CPU and for DDP over gloo on CPUs. The keyword probes default to the real hardware; tests pass them in.
     """
     if requested not in PRECISIONS:
         raise ConfigError(f"--precision {requested!r} is not known; expected one of {', '.join(PRECISIONS)}")
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda_bf16 is None:
         cuda_bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    if mps is None:
+        mps = (not cuda) and torch.backends.mps.is_available()
     if cpu_bf16 is None:
         cpu_bf16 = (not cuda) and cpu_supports_bf16()
+    on_cpu = not cuda and not mps
 
     if requested == "fp32":
-        return Precision("fp32", False, "fp32 (forced by --precision)")
+        return Precision("fp32", on_cpu, "fp32 (forced by --precision)")
     if requested == "fp16":
         if not cuda:
             raise ConfigError("--precision fp16 needs a CUDA GPU and none is visible; use --precision auto, "
@@ -77,7 +81,7 @@ def choose_precision(requested: str = "auto", *, cuda: bool | None = None, cuda_
         return Precision("fp16", False, "fp16 (the GPU has no bf16)")
     if cpu_bf16:
         return Precision("bf16", True, "bf16 (the CPU has native bf16)")
-    return Precision("fp32", False, "fp32 (no GPU, and the CPU has no native bf16)")
+    return Precision("fp32", on_cpu, "fp32 (no CUDA GPU, and the CPU has no native bf16)")
 
 
 def load_model(model: str, *, language: str = "", task: str = "transcribe", tokenizer=None,
@@ -104,8 +108,14 @@ def load_model(model: str, *, language: str = "", task: str = "transcribe", toke
     elif language and language.lower() not in ("en", "english"):
         raise ConfigError(f"model.language = {language!r}, but {model} is English-only; use a multilingual model "
                           "(e.g. openai/whisper-small) or leave language empty")
-    net.config.forced_decoder_ids = None
+    if getattr(net.config, "forced_decoder_ids", None) is not None:
+        net.config.forced_decoder_ids = None
     net.config.use_cache = False
+    # Whisper's forward takes **kwargs but its loss ignores num_items_in_batch (a per-batch token mean). Left as
+    # is, Trainer would treat that loss as already normalized by the token count: it would skip dividing by the
+    # gradient-accumulation steps and multiply by the number of DDP processes, inflating gradients and the logged
+    # loss by grad_accum x world_size. Declaring no loss kwargs restores the plain mean over micro-batches.
+    net.accepts_loss_kwargs = False
     if gradient_checkpointing:
         enable = getattr(net, "activation_checkpointing_enable", None)
         if enable is not None:
