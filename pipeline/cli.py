@@ -123,6 +123,15 @@ def train(
     freeze_encoder: Annotated[Optional[bool], typer.Option("--freeze-encoder/--no-freeze-encoder", help="Train the decoder only.")] = None,
     gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")] = None,
     early_stopping_patience: Annotated[Optional[int], typer.Option(help="Evaluations without improvement before stopping (0 = off).")] = None,
+    lr_scheduler: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: cosine, linear, constant, ...")] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay.")] = None,
+    generation_max_length: Annotated[Optional[int], typer.Option(help="Longest transcript (tokens) generated at evaluation.")] = None,
+    logging_steps: Annotated[Optional[int], typer.Option(help="Log the train loss every this many optimizer steps.")] = None,
+    save_total_limit: Annotated[Optional[int], typer.Option(help="Checkpoints kept in --output-dir (the best one is always kept).")] = None,
+    dataloader_workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes per device (0 = in the training process).")] = None,
+    eval_max_clips: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test clips only (0 = all).")] = None,
+    language: Annotated[Optional[str], typer.Option(help="Language for multilingual models, e.g. arabic, french (must match features).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="transcribe or translate (must match features).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --output-dir.")] = False,
 ) -> None:
     """Fine-tune from the feature cache alone with Seq2SeqTrainer (CPU, one GPU, or torchrun/accelerate DDP)."""
@@ -134,7 +143,11 @@ def train(
         "training.learning_rate": learning_rate, "training.warmup": warmup, "training.max_steps": max_steps,
         "training.precision": precision, "training.seed": seed, "training.freeze_encoder": freeze_encoder,
         "training.gradient_checkpointing": gradient_checkpointing,
-        "training.early_stopping_patience": early_stopping_patience,
+        "training.early_stopping_patience": early_stopping_patience, "training.lr_scheduler": lr_scheduler,
+        "training.weight_decay": weight_decay, "training.generation_max_length": generation_max_length,
+        "training.logging_steps": logging_steps, "training.save_total_limit": save_total_limit,
+        "training.dataloader_workers": dataloader_workers, "training.eval_max_clips": eval_max_clips,
+        "model.language": language, "model.task": task,
     })
     run_train(work_dir=work, output_dir=output_dir, cfg=cfg, resume=resume)
 

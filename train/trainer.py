@@ -210,7 +210,13 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
     """Seq2SeqTrainingArguments with the guide's settings, taken from cfg.training."""
     from transformers import Seq2SeqTrainingArguments
 
+    from transformers.trainer_utils import SchedulerType
+
     t = cfg.training
+    known = [s.value for s in SchedulerType]
+    if t.lr_scheduler not in known:
+        raise ConfigError(f"training.lr_scheduler = {t.lr_scheduler!r} is not a schedule transformers knows; "
+                          f"use one of {', '.join(known)} (--lr-scheduler)")
     warmup: float | int = t.warmup if t.warmup < 1 else int(t.warmup)
     return Seq2SeqTrainingArguments(
         output_dir=str(output_dir),
