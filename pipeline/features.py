@@ -86,7 +86,8 @@ class LogMel:
         region = padded_region(audio, (t - 1) * HOP_LENGTH + N_FFT)
         stft = torch.stft(torch.from_numpy(region), N_FFT, HOP_LENGTH, window=self._window, center=False,
                           return_complex=True)
-        power = (stft.abs() ** 2).contiguous()
+        parts = torch.view_as_real(stft)
+        power = (parts[..., 0] ** 2 + parts[..., 1] ** 2).contiguous()
         log_spec = torch.clamp(self._filters @ power, min=LOG_CLAMP).log10()
         silent = torch.clamp(torch.zeros(1, dtype=torch.float32), min=LOG_CLAMP).log10()[0]  # log of a zero frame
         peak = log_spec.max()

@@ -522,19 +522,24 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
 
 def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings, cfg: Config,
                on_start: Callable[[], None]) -> Iterable[TaskResult]:
-    """Yield task results as they finish. Worker processes come from joblib's multiprocessing backend, which
-    forks: workers inherit the libraries this process has loaded instead of importing torch and
-    audiomentations again (seconds per worker). Tasks go out in waves of two per worker, so a kill loses at
-    most one wave."""
-    size = max(1, int(cfg.features.batch_clips))
-    tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
-    if not tasks:
+    """Yield task results as they finish. Workers come from joblib's multiprocessing backend, which forks them:
+    they inherit the libraries and the warmed-up log-mel/augmentation objects of this process instead of
+    importing torch and audiomentations again (seconds per worker, more than a small run's whole work). Tasks go
+    out in waves of one per worker, so a kill loses at most the tasks in flight; tasks shrink for small runs so
+    that there are several waves (progress updates) and no worker idles for long."""
+    if not jobs:
         on_start()
         return
-    _worker_tools(settings)          # built here once: forked workers inherit them (and every import they need)
+    n_jobs = max(1, int(cfg.features.jobs) or (os.cpu_count() or 1))
+    # Tasks of batch_clips clips, smaller when there are few clips so that every worker gets several tasks.
+    size = max(1, min(int(cfg.features.batch_clips), -(-len(jobs) // (4 * n_jobs))))
+    tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    n_jobs = min(n_jobs, len(tasks))
+    logmel, augmenter = _worker_tools(settings)   # built once here: forked workers inherit them, warmed up
     from . import audio  # noqa: F401
-    n_jobs = int(cfg.features.jobs) or (os.cpu_count() or 1)
-    n_jobs = max(1, min(n_jobs, len(tasks)))
+    warm = np.zeros(4_000, np.float32)
+    warm[::50] = 0.5
+    logmel(warm)
     if n_jobs == 1:
         on_start()
         for task in tasks:
@@ -544,7 +549,7 @@ def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings, cfg: Config,
 
     import gc
 
-    wave = 2 * n_jobs
+    wave = n_jobs
     gc.freeze()   # fork-friendly (copy-on-write) and keeps joblib's gc.collect() at pool start cheap
     try:
         with Parallel(n_jobs=n_jobs, backend="multiprocessing", batch_size=1) as parallel:
