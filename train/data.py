@@ -23,7 +23,7 @@ from typing import Any, Iterator, Protocol, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from pipeline.constants import N_FRAMES
 from pipeline.errors import CacheError
@@ -55,13 +55,13 @@ def scheduled_variant(seed: int, epoch: int, clip_id: str, variants: Sequence[in
     """
     if not variants:
         raise CacheError(f"clip {clip_id!r} has no feature variant in the cache; re-run `whisper-tune features`")
-    ordered = sorted(variants)
-    n = len(ordered)
+    n = len(variants)
     if n == 1:
-        return ordered[0]
+        return int(variants[0])
     block, position = divmod(epoch, n)
-    order = np.random.default_rng(_stable_seed(seed, clip_id, block)).permutation(n)
-    return ordered[int(order[position])]
+    # the permutation: variants ordered by a keyed hash of (seed, clip, block, variant)
+    order = sorted(variants, key=lambda v: _stable_seed(seed, clip_id, block, v))
+    return int(order[position])
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,17 @@ class EpochSampler(Sampler[int]):
         return iter((base + order).tolist())
 
 
+def _empty_batch(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialised tensor; inside a DataLoader worker it lives in shared memory, so handing it to the
+    training process costs no copy (what torch's default_collate does too)."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = int(np.prod(shape))
+    proto = torch.empty(0, dtype=dtype)
+    storage = proto._typed_storage()._new_shared(numel, device=proto.device)
+    return proto.new(storage).resize_(shape)
+
+
 @dataclass(frozen=True)
 class Collator:
     """Batches Items into Whisper's inputs.
@@ -192,7 +203,8 @@ class Collator:
 
     def __call__(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
         n_mels = items[0].features.shape[0]
-        feats = np.empty((len(items), n_mels, self.n_frames), dtype=np.float32)
+        feats = _empty_batch((len(items), n_mels, self.n_frames), torch.float32)
+        out = feats.numpy()
         labels = [self.strip_start(it.labels) for it in items]
         width = max(1, max(len(lab) for lab in labels))
         label_arr = np.full((len(items), width), LABEL_PAD, dtype=np.int64)
@@ -203,10 +215,11 @@ class Collator:
                     f"clip {it.clip_id!r} has features of shape {it.features.shape}; expected ({n_mels}, <= "
                     f"{self.n_frames}); rebuild the cache with `whisper-tune features`"
                 )
-            feats[i, :, :t] = it.features
-            feats[i, :, t:] = it.floor
+            # numpy, not torch: torch's intra-op threads make these small copies slow on a busy machine
+            out[i, :, :t] = it.features
+            out[i, :, t:] = it.floor
             label_arr[i, : len(lab)] = lab
-        return {"input_features": torch.from_numpy(feats), "labels": torch.from_numpy(label_arr)}
+        return {"input_features": feats, "labels": torch.from_numpy(label_arr)}
 
     def strip_start(self, labels: np.ndarray) -> np.ndarray:
         if len(labels) and int(labels[0]) == self.sot_id:
