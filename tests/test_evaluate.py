@@ -125,6 +125,7 @@ def test_run_evaluate_numbers_json_and_report(noise_work, monkeypatch, capsys):
     assert [w["clip_id"] for w in data["worst"]] == ["clip2", "clip0"]
     assert data["worst"][0]["baseline_hypothesis"] == "x"
     assert result.wer == data["wer"]
+    assert [(c["clip_id"], c["hypothesis"]) for c in data["per_clip"]] == list(zip(["clip0", "clip1", "clip2"], HYPS))
     printed = capsys.readouterr().out
     assert "clips/s" in printed and "difference (model - baseline)" in printed and "Ça va très bien" in printed
     report = out_md.read_text()
@@ -175,3 +176,34 @@ def test_tiny_en_transformers_and_ctranslate2_agree_on_cached_speech(tmp_path, c
     assert data["clips_per_second"] > 0 and data["baseline_clips_per_second"] > 0
     print(f"\ntiny.en on {len(clips)} clips: WER {result.scores.wer:.2f}% | transformers "
           f"{result.scores.clips_per_second:.2f} clips/s, ctranslate2 {result.baseline.clips_per_second:.2f} clips/s")
+
+
+LEAN_SITECUSTOMIZE = """
+import importlib.abc, sys
+BLOCKED = ("librosa", "audiomentations", "pipeline.audio", "pipeline.augment", "pipeline.features",
+           "pipeline.featurize")
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED[:2] or name in BLOCKED[2:]:
+            raise ModuleNotFoundError(f"blocked: evaluate must not import {name}", name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_evaluate_runs_without_audio_libraries(tiny_model, noise_work, tmp_path):
+    """evaluate reads the cache only: it works in a process where librosa, audiomentations and the audio
+    modules of pipeline/ cannot be imported."""
+    import os
+    import subprocess
+    import sys
+
+    blockers = tmp_path / "blockers"
+    blockers.mkdir()
+    (blockers / "sitecustomize.py").write_text(LEAN_SITECUSTOMIZE)
+    code = ("from pathlib import Path; from pipeline.config import load_config; from train.evaluate import run_evaluate; "
+            f"r = run_evaluate(model={str(tiny_model)!r}, work_dir=Path({str(noise_work)!r}), cfg=load_config(), "
+            "max_new_tokens=2, worst=0); print('clips', r.scores.clips)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(blockers), os.getcwd()])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "clips 3" in proc.stdout

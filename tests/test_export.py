@@ -77,22 +77,23 @@ def test_tiny_en_round_trip_float32_and_int8(tmp_path):
     feats = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16_000, return_tensors="np").input_features
     reference = open_decoder("bundled:tiny.en").decode(feats)
 
-    same_features, from_audio = {}, {}
+    same_features: dict[str, list[str]] = {}
+    from_audio: list[str] = []
     for quantization in ("float32", "int8"):
         out = tmp_path / quantization
         ex.run_export(model="bundled:tiny.en", out_dir=out, quantization=quantization, verify=False)
         same_features[quantization] = open_decoder(str(out)).decode(feats)
-        model = WhisperModel(str(out), device="cpu", compute_type="default")
-        from_audio[quantization] = []
-        for clip in audio:
-            segments, _ = model.transcribe(clip, beam_size=1, temperature=0.0, without_timestamps=True,
-                                           vad_filter=False, condition_on_previous_text=False)
-            from_audio[quantization].append(" ".join(s.text.strip() for s in segments))
+        if quantization == "float32":
+            model = WhisperModel(str(out), device="cpu", compute_type="default")
+            for clip in audio:
+                segments, _ = model.transcribe(clip, beam_size=1, temperature=0.0, without_timestamps=True,
+                                               vad_filter=False, condition_on_previous_text=False)
+                from_audio.append(" ".join(s.text.strip() for s in segments))
     assert same_features["float32"] == reference
-    assert word_error_rate(reference, from_audio["float32"]) <= 10.0
+    assert word_error_rate(reference, from_audio) <= 10.0
     wer = {k: word_error_rate(list(SENTENCES), v) for k, v in same_features.items()}
-    wer_fw = {k: word_error_rate(list(SENTENCES), v) for k, v in from_audio.items()}
-    print(f"\ntiny.en export, {len(SENTENCES)} clips, WER vs the sentences: same features: transformers "
-          f"{word_error_rate(list(SENTENCES), reference):.2f}%, float32 {wer['float32']:.2f}%, int8 {wer['int8']:.2f}%; "
-          f"faster-whisper from audio: float32 {wer_fw['float32']:.2f}%, int8 {wer_fw['int8']:.2f}%")
+    print(f"\ntiny.en export, {len(SENTENCES)} clips, WER vs the sentences: transformers "
+          f"{word_error_rate(list(SENTENCES), reference):.2f}%, export float32 {wer['float32']:.2f}%, "
+          f"int8 {wer['int8']:.2f}% (same features); faster-whisper from audio, float32: "
+          f"{word_error_rate(list(SENTENCES), from_audio):.2f}%")
     assert abs(wer["int8"] - wer["float32"]) <= 15.0

@@ -63,6 +63,7 @@ class EvalResult:
     baseline: ModelScores | None
     worst: tuple[ClipResult, ...]
     wrong_words: tuple[tuple[str, int], ...]     # reference words substituted or deleted, most frequent first
+    per_clip: tuple[ClipResult, ...] = ()        # every clip, in clip id order
 
     @property
     def wer(self) -> float:
@@ -89,6 +90,7 @@ class EvalResult:
             })
         out["worst"] = [asdict(c) for c in self.worst]
         out["wrong_words"] = [{"word": w, "count": n} for w, n in self.wrong_words]
+        out["per_clip"] = [asdict(c) for c in self.per_clip]
         return out
 
 
@@ -225,7 +227,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     per_clip = clip_results(clip_ids, refs, main.hypotheses, base.hypotheses if base else None)
     result = EvalResult(
         split=split, clip_ids=tuple(clip_ids), references=tuple(refs), scores=main, baseline=base,
-        worst=worst_clips(per_clip, worst), wrong_words=wrong_words(refs, main.hypotheses),
+        worst=worst_clips(per_clip, worst), wrong_words=wrong_words(refs, main.hypotheses), per_clip=tuple(per_clip),
     )
     print(format_table(result))
     if json_path is not None:

@@ -190,9 +190,9 @@ def run_export(*, model: str, out_dir: Path, to: str = "ct2", quantization: str 
                           size_bytes=folder_size(out_dir), verification=verification)
     print(f"exported {model} -> {out_dir}  (ct2, {quantization}, {result.size_bytes / 1e6:.1f} MB on disk)")
     if verification is not None:
-        print(f"verified with faster-whisper: loads, {verification.n_mels} mel bins, transcribed a "
-              f"{len(test_clip()) / SAMPLE_RATE_HZ:.0f} s test clip ({verification.segments} segment(s)) "
-              f"in {verification.seconds:.1f} s")
+        print(f"verified with faster-whisper: loads with {verification.n_mels} mel bins and its tokenizer, and "
+              f"transcribes a {len(test_clip()) / SAMPLE_RATE_HZ:.0f} s generated clip (no speech in it; "
+              f"{verification.segments} segment(s)) in {verification.seconds:.1f} s")
     else:
         print("not verified (--no-verify)")
     return result
