@@ -339,14 +339,13 @@ def load_merged_index(cache_dir: Path) -> CacheIndex | None:
     merged = CacheIndex()
     for path in files:
         idx = load_index(path)
-        if merged.meta:
-            for key in _META_MUST_AGREE:
-                if key in idx.meta and key in merged.meta and idx.meta[key] != merged.meta[key]:
-                    raise CacheError(
-                        f"{path} was built with different settings ({key}) than {files[0].name}; "
-                        f"{rebuild_hint(cache_dir)}"
-                    )
-        merged.meta.update(idx.meta)
+        for key in _META_MUST_AGREE:   # an empty value is "not known yet" (a run in progress)
+            if idx.meta.get(key) and merged.meta.get(key) and idx.meta[key] != merged.meta[key]:
+                raise CacheError(
+                    f"{path.name} was built with different settings ({key}) than the rest of {cache_dir}; "
+                    f"{rebuild_hint(cache_dir)}"
+                )
+        merged.meta.update({k: v for k, v in idx.meta.items() if v not in ("", None) or k not in merged.meta})
         merged.shards.update(idx.shards)
         merged.clips.update(idx.clips)
         merged.skipped.update(idx.skipped)

@@ -357,6 +357,9 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             adopted.add(info.name)
             return dict(ref)
 
+        def _audio_skip_fp(clip_fp: str) -> str:
+            return _digest("skip", clip_fp, logmel.fingerprint, augmenter.fingerprint, n_variants)
+
         # Plan: what each clip needs.
         jobs: list[ClipJob] = []
         label_todo: list[tuple[str, str]] = []
@@ -374,13 +377,13 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                 skipped.append((cid, f"cannot read audio file ({err.strerror or err})"))
                 continue
             clip_fp = _digest(source["hash"], audio_fp)
+            lab_fp = _digest("labels", tok_ident, text)
             old_skip = previous.skipped.get(cid)
-            if old_skip and old_skip.get("fp") == _digest(clip_fp, logmel.fingerprint, augmenter.fingerprint, n_variants):
+            if old_skip and old_skip.get("fp") in (_audio_skip_fp(clip_fp), lab_fp):   # known bad, unchanged
                 index.skipped[cid] = dict(old_skip, source=source)
                 skipped.append((cid, old_skip["reason"]))
                 continue
             entry: dict[str, Any] = {"split": split, "source": source, "variants": {}}
-            lab_fp = _digest("labels", tok_ident, text)
             lab_ref = old.get("labels")
             if ref_ok(lab_ref, lab_fp):
                 entry["labels"] = lab_ref
@@ -407,7 +410,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         # Labels (tokenizing is cheap; loading a tokenizer is not) run in a thread beside the audio work.
         max_bytes = max(1, int(cfg.features.shard_max_mb * 1024 * 1024))
         lab_rows: list[LabelRow] = []
-        label_failures: list[tuple[str, str]] = []
+        label_failures: list[tuple[str, str, str]] = []
 
         def compute_labels() -> str:
             fp = tok_fp or tokenizer_fingerprint(get_tokenizer(), cfg.features.text_normalization)
@@ -415,7 +418,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                 try:
                     lab = make_labels(text, get_tokenizer(), cfg.features.text_normalization)
                 except LabelError as err:
-                    label_failures.append((cid, str(err)))
+                    label_failures.append((cid, str(err), _digest("labels", tok_ident, text)))
                     continue
                 lab_rows.append(LabelRow(cid, lab.ids, lab.text, _digest("labels", tok_ident, text)))
             return fp
@@ -446,11 +449,8 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                     clip = index.clips.pop(cid, None) or {}
                     skipped.append((cid, reason))
                     src = clip.get("source") or {}
-                    index.skipped[cid] = {
-                        "reason": reason, "source": src,
-                        "fp": _digest(_digest(src.get("hash", ""), audio_fp), logmel.fingerprint,
-                                      augmenter.fingerprint, n_variants),
-                    }
+                    index.skipped[cid] = {"reason": reason, "source": src,
+                                          "fp": _audio_skip_fp(_digest(src.get("hash", ""), audio_fp))}
                 for group in split_rows(result.rows, max_bytes):
                     info = write_shard(cache_dir, prefix, FEATURE_KIND, group)
                     index.shards[info.name] = info
@@ -477,9 +477,11 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             for row, r in enumerate(group):
                 if r.clip_id in index.clips:
                     index.clips[r.clip_id]["labels"] = {"shard": info.name, "row": row, "fp": r.fingerprint}
-        for cid, reason in label_failures:
-            if index.clips.pop(cid, None) is not None:
+        for cid, reason, fp in label_failures:
+            clip = index.clips.pop(cid, None)
+            if clip is not None:
                 skipped.append((cid, reason))
+                index.skipped[cid] = {"reason": reason, "source": clip.get("source", {}), "fp": fp}
 
         # Finish: forget removed clips and unreferenced shards, write the index, clean up.
         _prune_incomplete(index, keep_partial=False)

@@ -165,11 +165,13 @@ def test_bad_audio_is_skipped_with_reasons(tmp_path, tiny_model):
     }
     bad["garbage"].write_bytes(b"RIFF not really a wav file" * 20)
     rows += [_row(cid, p, "some words here", "train", 10 + i) for i, (cid, p) in enumerate(bad.items())]
+    rows.append(_row("no-words", Path(rows[0]["path"]), " ?! ", "train", 20))     # nothing left after normalization
     write_manifest(pl.DataFrame(rows), work)
     res = run(work, config(tiny_model, **{"features.jobs": 2, "features.batch_clips": 1}))
     reasons = dict(res.skipped)
-    assert set(reasons) == {"nan", "silent", "garbage"}
+    assert set(reasons) == {"nan", "silent", "garbage", "no-words"}
     assert "NaN" in reasons["nan"] and "silent" in reasons["silent"] and "decode" in reasons["garbage"]
+    assert "empty after normalization" in reasons["no-words"]
     assert sorted(open_cache(work).clip_ids()) == ["clip00", "clip01", "clip02"]
     again = run(work, config(tiny_model))            # known-bad clips are not decoded again
     assert again.clips_decoded == 0 and set(dict(again.skipped)) == set(reasons)
