@@ -50,6 +50,20 @@ def _build_transform(spec: Mapping[str, Any], i: int):
         raise ConfigError(f"{key} ({name}): invalid settings {kwargs}: {err}") from None
 
 
+def augment_fingerprint(transforms: Sequence[Mapping[str, Any]], base_seed: int) -> str:
+    """Identity of the chain (settings, seed, audiomentations version) without importing audiomentations."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        lib = version("audiomentations")
+    except PackageNotFoundError:   # pragma: no cover
+        lib = "missing"
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps({"code": AUGMENT_CODE_VERSION, "audiomentations": lib, "seed": int(base_seed),
+                         "transforms": [dict(t) for t in transforms]}, sort_keys=True, default=str).encode("utf-8"))
+    return h.hexdigest()
+
+
 class Augmenter:
     """Build once per process from cfg.augment.transforms; call per (clip, variant)."""
 
@@ -57,13 +71,7 @@ class Augmenter:
         self.specs = [dict(t) for t in transforms]
         self.base_seed = int(base_seed)
         self._transforms = [_build_transform(t, i) for i, t in enumerate(self.specs)]
-        import audiomentations
-
-        h = hashlib.blake2b(digest_size=12)
-        h.update(json.dumps({"code": AUGMENT_CODE_VERSION, "audiomentations": audiomentations.__version__,
-                             "seed": self.base_seed, "transforms": self.specs},
-                            sort_keys=True, default=str).encode("utf-8"))
-        self.fingerprint = h.hexdigest()
+        self.fingerprint = augment_fingerprint(self.specs, self.base_seed)
 
     def __call__(self, samples: np.ndarray, clip_id: str, variant: int) -> Augmented:
         if not self._transforms:

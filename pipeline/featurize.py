@@ -222,18 +222,31 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "mer
                    "special_tokens_map.json", "normalizer.json", "config.json", "generation_config.json")
 
 
-def _tokenizer_files_key(model_path: str, cfg: Config) -> str:
-    """A cheap key for "same tokenizer as last time": the tokenizer files' bytes + language, task, normalization.
-    "" for hub ids (the tokenizer is then loaded and fingerprinted every run)."""
+FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def _files_key(model_path: str, names: Sequence[str], *extra: str) -> str:
+    """Hash of some files of a model folder (plus the transformers version); "" when the model is not a folder."""
+    from importlib.metadata import version
+
     folder = Path(model_path)
     if not folder.is_dir():
         return ""
     h = hashlib.blake2b(digest_size=12)
-    h.update(f"{cfg.model.language}|{cfg.model.task}|{cfg.features.text_normalization}".encode())
-    for name in TOKENIZER_FILES:
+    h.update("|".join((version("transformers"), *extra)).encode())
+    for name in names:
         f = folder / name
         h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"-") + b"\0")
     return h.hexdigest()
+
+
+def _tokenizer_files_key(model_path: str, cfg: Config) -> str:
+    """A cheap key for "same tokenizer as last time": the tokenizer files' bytes + language, task, normalization.
+    "" for hub ids (the tokenizer is then loaded and fingerprinted every run)."""
+    from .labels import LABEL_CODE_VERSION
+
+    return _files_key(model_path, TOKENIZER_FILES, LABEL_CODE_VERSION, cfg.model.language, cfg.model.task,
+                      cfg.features.text_normalization)
 
 
 def _load_feature_extractor(model_path: str, spec: str):
@@ -277,8 +290,8 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                  echo: bool = True) -> FeaturesResult:
     """Bring WORK/cache up to date with the manifest and config (see the module doc)."""
     from .labels import LabelError, make_labels, tokenizer_fingerprint
-    from .augment import Augmenter
-    from .features import LogMel
+    from .augment import Augmenter, augment_fingerprint
+    from .features import FEATURE_CODE_VERSION, LogMel
     from .models import load_processor, resolve_model
 
     started = time.perf_counter()
@@ -288,30 +301,37 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     if part is not None:
         df = df.filter([part_of(c, part[1]) == part[0] for c in df["id"].to_list()])
 
-    # Settings and fingerprints (everything a stored item depends on).
+    # Settings and fingerprints (everything a stored item depends on). Heavy tools (torch, transformers,
+    # audiomentations) load only when needed: a run with nothing to do never imports them.
     model_path = resolve_model(cfg.model.name)
-    feature_extractor = _load_feature_extractor(model_path, cfg.model.name)
-    try:
-        logmel = LogMel.from_feature_extractor(feature_extractor)
-    except ValueError as err:
-        raise ConfigError(f"--model {cfg.model.name}: {err}") from None
-    augmenter = Augmenter(cfg.augment.transforms, cfg.augment.seed)   # ConfigError for unknown transforms
+    aug_fp = augment_fingerprint(cfg.augment.transforms, cfg.augment.seed)
+    feat_key = _files_key(model_path, FEATURE_FILES, FEATURE_CODE_VERSION)
     tok_key = _tokenizer_files_key(model_path, cfg)
-    tokenizer_box: list[Any] = []
+    tools: dict[str, Any] = {}
+
+    def get_logmel():
+        if "logmel" not in tools:
+            fe = _load_feature_extractor(model_path, cfg.model.name)
+            try:
+                tools["logmel"] = LogMel.from_feature_extractor(fe)
+            except ValueError as err:
+                raise ConfigError(f"--model {cfg.model.name}: {err}") from None
+            tools["mel_filters"] = np.asarray(fe.mel_filters)
+        return tools["logmel"]
+
+    def get_augmenter():
+        if "augmenter" not in tools:
+            tools["augmenter"] = Augmenter(cfg.augment.transforms, cfg.augment.seed)   # ConfigError for bad names
+        return tools["augmenter"]
 
     def get_tokenizer():
         """The model's tokenizer (prefix set); loaded only when labels or its fingerprint are needed."""
-        if not tokenizer_box:
-            tokenizer_box.append(load_processor(model_path, cfg.model.language, cfg.model.task).tokenizer)
-        return tokenizer_box[0]
+        if "tokenizer" not in tools:
+            tools["tokenizer"] = load_processor(model_path, cfg.model.language, cfg.model.task).tokenizer
+        return tools["tokenizer"]
 
     audio_fp = _digest(AUDIO_CODE_VERSION, SAMPLE_RATE_HZ, float(cfg.audio.trim_top_db), bool(cfg.audio.peak_normalize))
     n_variants = int(cfg.augment.variants)
-    settings = WorkerSettings(
-        mel_filters=np.asarray(feature_extractor.mel_filters), transforms=tuple(cfg.augment.transforms),
-        augment_seed=int(cfg.augment.seed), trim_top_db=float(cfg.audio.trim_top_db),
-        peak_normalize=bool(cfg.audio.peak_normalize), key=_digest(logmel.fingerprint, augmenter.fingerprint, audio_fp),
-    )
 
     cache_dir = work_dir / CACHE_DIRNAME
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -332,13 +352,20 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         elif not tok_key:
             tok_fp = tokenizer_fingerprint(get_tokenizer(), cfg.features.text_normalization)
         tok_ident = tok_key or tok_fp
+        pm = previous.meta
+        if feat_key and pm.get("feature_key") == feat_key and pm.get("feature_fingerprint") and pm.get("n_mels"):
+            feat_fp, n_mels = str(pm["feature_fingerprint"]), int(pm["n_mels"])   # same feature settings files
+        else:
+            feat_fp, n_mels = get_logmel().fingerprint, get_logmel().n_mels
+        if pm.get("augment_fingerprint") != aug_fp:
+            get_augmenter()            # a changed chain is checked now, before any work
         good_shards, dropped = _check_shards(cache_dir, previous)
         orphans = _adoptable_rows(cache_dir, previous, prefix, part)
 
         index = CacheIndex(meta={
-            "n_mels": logmel.n_mels, "variants": n_variants, "model": cfg.model.name,
-            "tokenizer_fingerprint": tok_fp, "tokenizer_key": tok_key, "feature_fingerprint": logmel.fingerprint,
-            "augment_fingerprint": augmenter.fingerprint, "audio_fingerprint": audio_fp,
+            "n_mels": n_mels, "variants": n_variants, "model": cfg.model.name,
+            "tokenizer_fingerprint": tok_fp, "tokenizer_key": tok_key, "feature_fingerprint": feat_fp,
+            "feature_key": feat_key, "augment_fingerprint": aug_fp, "audio_fingerprint": audio_fp,
             "text_normalization": cfg.features.text_normalization,
             "part": None if part is None else f"{part[0]}/{part[1]}",
         })
@@ -358,7 +385,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             return dict(ref)
 
         def _audio_skip_fp(clip_fp: str) -> str:
-            return _digest("skip", clip_fp, logmel.fingerprint, augmenter.fingerprint, n_variants)
+            return _digest("skip", clip_fp, feat_fp, aug_fp, n_variants)
 
         # Plan: what each clip needs.
         jobs: list[ClipJob] = []
@@ -393,7 +420,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                 label_todo.append((cid, text))
             need: list[tuple[int, str]] = []
             for v in range(n_variants):
-                fp = _digest("features", clip_fp, logmel.fingerprint, v, augmenter.fingerprint if v else "clean")
+                fp = _digest("features", clip_fp, feat_fp, v, aug_fp if v else "clean")
                 ref = old.get("variants", {}).get(str(v))
                 if ref_ok(ref, fp):
                     entry["variants"][str(v)] = ref
@@ -436,6 +463,15 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                 last_save[0] = now
 
         save_index(force=True)
+        settings = None
+        if jobs:
+            get_logmel()
+            settings = WorkerSettings(
+                mel_filters=tools["mel_filters"], transforms=tuple(cfg.augment.transforms),
+                augment_seed=int(cfg.augment.seed), trim_top_db=float(cfg.audio.trim_top_db),
+                peak_normalize=bool(cfg.audio.peak_normalize), key=_digest(feat_fp, aug_fp, audio_fp),
+            )
+            get_augmenter()
         bar = _Progress(len(jobs))
         labels_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labels")
         labels_future: list[Future] = []
@@ -522,14 +558,14 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     )
 
 
-def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings, cfg: Config,
+def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings | None, cfg: Config,
                on_start: Callable[[], None]) -> Iterable[TaskResult]:
     """Yield task results as they finish. Workers come from joblib's multiprocessing backend, which forks them:
     they inherit the libraries and the warmed-up log-mel/augmentation objects of this process instead of
     importing torch and audiomentations again (seconds per worker, more than a small run's whole work). Tasks go
     out in waves of one per worker, so a kill loses at most the tasks in flight; tasks shrink for small runs so
     that there are several waves (progress updates) and no worker idles for long."""
-    if not jobs:
+    if not jobs or settings is None:
         on_start()
         return
     n_jobs = max(1, int(cfg.features.jobs) or (os.cpu_count() or 1))
