@@ -358,6 +358,22 @@ def load_merged_index(cache_dir: Path) -> CacheIndex | None:
 # The lock
 
 
+_HELD_LOCK_FDS: set[int] = set()
+
+
+def _close_lock_fds_in_child() -> None:
+    """Forked workers must not keep the cache lock alive after the run that took it has died."""
+    for fd in list(_HELD_LOCK_FDS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_lock_fds_in_child)
+
+
 class CacheLock:
     """Exclusive fcntl.flock on a lock file holding "pid host start-time". A dead holder's lock is free again
     (the kernel drops flocks with the process), so a stale file is simply taken over."""
@@ -384,6 +400,7 @@ class CacheLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {stamp}\n".encode(), 0)
         self._fd = fd
+        _HELD_LOCK_FDS.add(fd)
         return self
 
     def holder(self) -> str:
@@ -394,6 +411,7 @@ class CacheLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            _HELD_LOCK_FDS.discard(self._fd)
             try:
                 os.ftruncate(self._fd, 0)
                 fcntl.flock(self._fd, fcntl.LOCK_UN)

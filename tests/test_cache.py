@@ -147,3 +147,23 @@ def test_stale_lock_file_is_taken_over(tmp_path):
     (tmp_path / ".lock").write_text("pid 999999 on host elsewhere since 2020-01-01 00:00:00 UTC\n")
     with CacheLock(tmp_path) as lock:
         assert f"pid {os.getpid()}" in lock.holder()
+
+
+def test_forked_children_do_not_keep_the_lock(tmp_path):
+    import signal
+
+    lock = CacheLock(tmp_path).acquire()
+    pid = os.fork()
+    if pid == 0:   # child: sleeps, holding whatever it inherited
+        import time
+
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.close(lock._fd)          # the run "dies" without unlocking: only its own descriptor goes away
+        with CacheLock(tmp_path):   # free, because the forked child closed its inherited copy
+            pass
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
