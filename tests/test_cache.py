@@ -151,19 +151,22 @@ def test_stale_lock_file_is_taken_over(tmp_path):
 
 def test_forked_children_do_not_keep_the_lock(tmp_path):
     import signal
+    import time
 
     lock = CacheLock(tmp_path).acquire()
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
-    if pid == 0:   # child: sleeps, holding whatever it inherited
-        import time
-
+    if pid == 0:   # child (fork handlers have run): says so, then sleeps holding whatever it inherited
+        os.write(ready_w, b"x")
         time.sleep(30)
         os._exit(0)
     try:
+        os.read(ready_r, 1)
         os.close(lock._fd)          # the run "dies" without unlocking: only its own descriptor goes away
         with CacheLock(tmp_path):   # free, because the forked child closed its inherited copy
             pass
     finally:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-
+        os.close(ready_r)
+        os.close(ready_w)
