@@ -162,7 +162,11 @@ def test_forked_children_do_not_keep_the_lock(tmp_path):
         os._exit(0)
     try:
         os.read(ready_r, 1)
+        from pipeline.cache import _HELD_LOCK_FDS
+
+        _HELD_LOCK_FDS.discard(lock._fd)
         os.close(lock._fd)          # the run "dies" without unlocking: only its own descriptor goes away
+        lock._fd = None
         with CacheLock(tmp_path):   # free, because the forked child closed its inherited copy
             pass
     finally:
