@@ -132,6 +132,17 @@ def test_run_evaluate_numbers_json_and_report(noise_work, monkeypatch, capsys):
     assert report.startswith("# Evaluation: model") and "| WER % |" in report and "## Worst 2 clips" in report
 
 
+def test_cli_flags_reach_the_stage(noise_work, monkeypatch):
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, ["not scored"]))
+    res = CliRunner().invoke(app, ["evaluate", "--model", "m", "--work", str(noise_work), "--split", "train",
+                                   "--json", str(noise_work / "t.json"), "--report", str(noise_work / "t.md"),
+                                   "--batch-size", "1", "--worst", "1"])
+    assert res.exit_code == 0, res.output
+    data = json.loads((noise_work / "t.json").read_text())
+    assert data["split"] == "train" and data["clips"] == 1 and data["wer"] == 0.0 and "baseline_wer" not in data
+    assert (noise_work / "t.md").is_file()
+
+
 def test_orthographic_reference_comes_from_manifest(noise_work, monkeypatch):
     monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, REFS))
     result = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None)
