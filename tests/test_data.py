@@ -120,3 +120,18 @@ def test_one_epoch_through_a_dataloader_sees_each_clip_once(cache, sot_id):
     for idx in sampler:
         seen[ds.locate(idx)[1]] += 1
     assert set(seen) == set(ds.clip_ids) and set(seen.values()) == {1}
+
+
+def test_worker_batches_equal_in_process_batches(cache, sot_id):
+    from torch.utils.data import DataLoader
+
+    ds = TrainDataset(cache, seed=2)
+    collate = Collator(sot_id=sot_id)
+
+    def batches(workers):
+        sampler = EpochSampler(len(ds), seed=2)
+        sampler.set_epoch(1)
+        return list(DataLoader(ds, batch_size=3, sampler=sampler, collate_fn=collate, num_workers=workers))
+
+    for a, b in zip(batches(0), batches(1)):
+        assert torch.equal(a["input_features"], b["input_features"]) and torch.equal(a["labels"], b["labels"])
