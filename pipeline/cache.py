@@ -361,6 +361,25 @@ def load_merged_index(cache_dir: Path) -> CacheIndex | None:
 _HELD_LOCK_FDS: set[int] = set()
 
 
+def _part_lock_holders(cache_dir: Path) -> list[str]:
+    """Who holds the part locks right now (a lock we can take is not held)."""
+    out = []
+    for path in sorted(cache_dir.glob(f"{LOCK_NAME}.part-*")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except OSError:
+            text = path.read_text(encoding="utf-8", errors="replace").strip()
+            out.append(f"{text or 'a process'} ({path.name.removeprefix(LOCK_NAME + '.')})")
+        finally:
+            os.close(fd)
+    return out
+
+
 def _close_lock_fds_in_child() -> None:
     """Forked workers must not keep the cache lock alive after the run that took it has died."""
     for fd in list(_HELD_LOCK_FDS):
@@ -375,30 +394,36 @@ os.register_at_fork(after_in_child=_close_lock_fds_in_child)
 
 
 class CacheLock:
-    """Exclusive fcntl.flock on a lock file holding "pid host start-time". A dead holder's lock is free again
-    (the kernel drops flocks with the process), so a stale file is simply taken over."""
+    """fcntl.flock on a lock file holding "pid host start-time". A dead holder's lock is free again (the kernel
+    drops flocks with the process), so a stale file is simply taken over.
 
-    def __init__(self, cache_dir: Path, name: str = LOCK_NAME) -> None:
+    A whole run takes WORK/cache/.lock exclusively. A `--part i/N` run takes it shared (parts run side by side)
+    and its own `.lock.part-i-of-N` exclusively; so a whole run and part runs never write at the same time."""
+
+    def __init__(self, cache_dir: Path, name: str = LOCK_NAME, shared: bool = False) -> None:
         self.path = cache_dir / name
+        self.shared = shared
         self._fd: int | None = None
 
     def acquire(self) -> "CacheLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as err:
             os.close(fd)
             if err.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise CacheError(f"cannot lock {self.path}: {err.strerror}") from None
-            holder = self.holder() or "another process"
+            holders = self.holder() if self.shared else "; ".join(_part_lock_holders(self.path.parent)) or self.holder()
             raise CacheError(
-                f"the feature cache {self.path.parent} is being written by {holder}; wait for that run to "
-                f"finish (or stop it), then re-run `whisper-tune features --work {self.path.parent.parent}`"
+                f"the feature cache {self.path.parent} is being written by {holders or 'another process'}; wait "
+                f"for that run to finish (or stop it), then re-run `whisper-tune features --work "
+                f"{self.path.parent.parent}`"
             ) from None
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {stamp}\n".encode(), 0)
+        if not self.shared:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {stamp}\n".encode(), 0)
         self._fd = fd
         _HELD_LOCK_FDS.add(fd)
         return self
@@ -413,7 +438,8 @@ class CacheLock:
         if self._fd is not None:
             _HELD_LOCK_FDS.discard(self._fd)
             try:
-                os.ftruncate(self._fd, 0)
+                if not self.shared:
+                    os.ftruncate(self._fd, 0)
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             finally:
                 os.close(self._fd)
@@ -421,6 +447,13 @@ class CacheLock:
 
     def __enter__(self) -> "CacheLock":
         return self.acquire()
+
+    @staticmethod
+    def for_run(cache_dir: Path, part: tuple[int, int] | None) -> list["CacheLock"]:
+        """The locks a features run takes, in order."""
+        if part is None:
+            return [CacheLock(cache_dir)]
+        return [CacheLock(cache_dir, shared=True), CacheLock(cache_dir, f"{LOCK_NAME}.part-{part[0]}-of-{part[1]}")]
 
     def __exit__(self, *exc: object) -> None:
         self.release()

@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
@@ -336,8 +337,9 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     cache_dir = work_dir / CACHE_DIRNAME
     cache_dir.mkdir(parents=True, exist_ok=True)
     prefix = shard_prefix(part)
-    lock_name = ".lock" if part is None else f".lock.part-{part[0]}-of-{part[1]}"
-    with CacheLock(cache_dir, lock_name):
+    with ExitStack() as locks:
+        for lock in CacheLock.for_run(cache_dir, part):
+            locks.enter_context(lock)
         _remove_tmp_files(cache_dir, prefix, part)
         try:
             previous = load_merged_index(cache_dir) or CacheIndex()
@@ -456,11 +458,16 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         last_save = [0.0]
         index_path = cache_dir / part_index_name(part)
 
+        save_cost = [0.0]
+
         def save_index(force: bool = False) -> None:
+            """Rewrite the index (atomically) at most every second, and never spend over ~10 % of the time on it
+            (large indexes); shards written since the last save are adopted by the next run after a kill."""
             now = time.perf_counter()
-            if force or now - last_save[0] >= INDEX_SAVE_INTERVAL_S:
+            if force or now - last_save[0] >= max(INDEX_SAVE_INTERVAL_S, 10 * save_cost[0]):
                 _prune_incomplete(index, keep_partial=True).save(index_path)
-                last_save[0] = now
+                last_save[0] = time.perf_counter()
+                save_cost[0] = last_save[0] - now
 
         save_index(force=True)
         settings = None

@@ -174,3 +174,18 @@ def test_forked_children_do_not_keep_the_lock(tmp_path):
         os.waitpid(pid, 0)
         os.close(ready_r)
         os.close(ready_w)
+
+
+def test_part_runs_share_the_cache_but_exclude_a_whole_run(tmp_path):
+    one = [lock.acquire() for lock in CacheLock.for_run(tmp_path, (1, 2))]
+    two = [lock.acquire() for lock in CacheLock.for_run(tmp_path, (2, 2))]     # parts side by side
+    with pytest.raises(CacheError, match=r"part-1-of-2"):
+        CacheLock.for_run(tmp_path, (1, 2))[1].acquire()                        # the same part twice
+    with pytest.raises(CacheError, match=rf"pid {os.getpid()} .*part-1-of-2.*part-2-of-2"):
+        CacheLock.for_run(tmp_path, None)[0].acquire()                          # a whole run meanwhile
+    for lock in reversed(one + two):
+        lock.release()
+    whole = CacheLock.for_run(tmp_path, None)[0].acquire()
+    with pytest.raises(CacheError, match=rf"pid {os.getpid()} on host"):
+        CacheLock.for_run(tmp_path, (1, 2))[0].acquire()                        # a part while a whole run writes
+    whole.release()
