@@ -64,36 +64,46 @@ def test_bad_flags_are_one_line_errors(tmp_path, args, message):
 
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 def test_tiny_en_round_trip_float32_and_int8(tmp_path):
-    """On the same features, the float32 export decodes (greedy) exactly as transformers does on the source
-    model; faster-whisper loads it and, from the audio (its own log-mel), agrees closely; int8 stays close."""
+    """evaluate on one cache: the float32 export (CTranslate2, as faster-whisper runs it) decodes every clip
+    exactly as transformers does on the source model; faster-whisper loads the export and, from the audio
+    (its own log-mel), agrees closely; int8 stays within a few WER points of float32."""
     from faster_whisper import WhisperModel
-    from transformers import WhisperFeatureExtractor
 
     from pipeline.audio import load
+    from pipeline.config import load_config
+    from test_evaluate import write_work
     from train.decode import open_decoder
+    from train.evaluate import feature_batches, run_evaluate
     from train.metrics import word_error_rate
 
     audio = [load(speak(tmp_path / f"s{i}.wav", text)) for i, text in enumerate(SENTENCES)]
-    feats = WhisperFeatureExtractor(feature_size=80)(audio, sampling_rate=16_000, return_tensors="np").input_features
-    reference = open_decoder("bundled:tiny.en").decode(feats)
-
-    same_features: dict[str, list[str]] = {}
-    from_audio: list[str] = []
+    work = write_work(tmp_path / "work", [(f"s{i}", a, t, "test") for i, (a, t) in enumerate(zip(audio, SENTENCES))])
     for quantization in ("float32", "int8"):
-        out = tmp_path / quantization
-        ex.run_export(model="bundled:tiny.en", out_dir=out, quantization=quantization, verify=False)
-        same_features[quantization] = open_decoder(str(out)).decode(feats)
-        if quantization == "float32":
-            model = WhisperModel(str(out), device="cpu", compute_type="default")
-            for clip in audio:
-                segments, _ = model.transcribe(clip, beam_size=1, temperature=0.0, without_timestamps=True,
-                                               vad_filter=False, condition_on_previous_text=False)
-                from_audio.append(" ".join(s.text.strip() for s in segments))
-    assert same_features["float32"] == reference
-    assert word_error_rate(reference, from_audio) <= 10.0
-    wer = {k: word_error_rate(list(SENTENCES), v) for k, v in same_features.items()}
-    print(f"\ntiny.en export, {len(SENTENCES)} clips, WER vs the sentences: transformers "
-          f"{word_error_rate(list(SENTENCES), reference):.2f}%, export float32 {wer['float32']:.2f}%, "
-          f"int8 {wer['int8']:.2f}% (same features); faster-whisper from audio, float32: "
+        ex.run_export(model="bundled:tiny.en", out_dir=tmp_path / quantization, quantization=quantization,
+                      verify=quantization == "float32")
+
+    result = run_evaluate(model="bundled:tiny.en", work_dir=work, cfg=load_config(),
+                          baseline=str(tmp_path / "float32"), json_path=work / "e.json", batch_size=3)
+    assert (result.scores.backend, result.baseline.backend) == ("transformers", "ctranslate2")
+    assert result.scores.hypotheses == result.baseline.hypotheses
+    assert json.loads((work / "e.json").read_text())["baseline_clips_per_second"] > 0
+
+    from pipeline.cache import open_cache
+
+    cache = open_cache(work)
+    feats = next(feature_batches(cache, sorted(cache.clip_ids("test")), 3))
+    int8 = open_decoder(str(tmp_path / "int8")).decode(feats)
+
+    fw = WhisperModel(str(tmp_path / "float32"), device="cpu", compute_type="default")
+    from_audio = []
+    for clip in audio:
+        segments, _info = fw.transcribe(clip, beam_size=1, temperature=0.0, without_timestamps=True,
+                                        vad_filter=False, condition_on_previous_text=False)
+        from_audio.append(" ".join(s.text.strip() for s in segments))
+    assert word_error_rate(list(result.scores.hypotheses), from_audio) <= 10.0
+
+    wer32, wer8 = result.baseline.wer, word_error_rate(list(SENTENCES), int8)
+    print(f"\ntiny.en, {len(SENTENCES)} clips: WER transformers {result.scores.wer:.2f}% = export float32 "
+          f"{wer32:.2f}%, int8 {wer8:.2f}% (same features); faster-whisper from audio, float32: "
           f"{word_error_rate(list(SENTENCES), from_audio):.2f}%")
-    assert abs(wer["int8"] - wer["float32"]) <= 15.0
+    assert abs(wer8 - wer32) <= 15.0
