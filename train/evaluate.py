@@ -22,7 +22,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from pipeline.config import Config
-from pipeline.errors import CacheError, ManifestError, WhisperTuneError
+from pipeline.errors import CacheError, ConfigError, ManifestError
 from pipeline.text import normalize_text
 
 from .decode import Decoder, DecodeOptions, open_decoder
@@ -141,7 +141,7 @@ def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], se
         model=label, backend=backend, clips=clips,
         wer=word_error_rate(refs, hyps), cer=char_error_rate(refs, hyps),
         orthographic_wer=orthographic_word_error_rate(refs, hyps),
-        seconds=seconds, clips_per_second=clips / seconds if seconds > 0 else float("inf"),
+        seconds=seconds, clips_per_second=clips / seconds if seconds > 0 else 0.0,
         hypotheses=tuple(hyps),
     )
 
@@ -205,15 +205,16 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     from pipeline.cache import open_cache
 
     if batch_size < 1:
-        raise WhisperTuneError(f"--batch-size {batch_size}: expected 1 or more")
+        raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
     if split not in ("test", "train"):
-        raise WhisperTuneError(f"--split {split}: expected test or train")
+        raise ConfigError(f"--split {split}: expected test or train")
     cache = open_cache(Path(work_dir))
     clip_ids = sorted(cache.clip_ids(split))
     if not clip_ids:
         raise CacheError(
             f"the cache in {Path(work_dir) / 'cache'} has no clip in the {split!r} split; "
-            f"pick another --split, or lower/raise data.test_share and re-run validate and features"
+            f"pass --split {'train' if split == 'test' else 'test'}, or change data.test_share and re-run "
+            f"validate and features"
         )
     refs = references(Path(work_dir), cache, clip_ids)
     options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)
