@@ -575,7 +575,7 @@ def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings | None, cfg: Config
     if not jobs or settings is None:
         on_start()
         return
-    n_jobs = max(1, int(cfg.features.jobs) or (os.cpu_count() or 1))
+    n_jobs = max(1, int(cfg.features.jobs) or _usable_cores())
     # Tasks of batch_clips clips, smaller when there are few clips so that every worker gets several tasks.
     size = max(1, min(int(cfg.features.batch_clips), -(-len(jobs) // (4 * n_jobs))))
     tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
@@ -603,6 +603,14 @@ def _run_tasks(jobs: list[ClipJob], settings: WorkerSettings | None, cfg: Config
                 yield from parallel(delayed(featurize_task)(task, settings) for task in tasks[start:start + wave])
     finally:
         gc.unfreeze()
+
+
+def _usable_cores() -> int:
+    """Cores this process may run on (a container's or batch job's share, not the whole machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def _source_record(path: str, old: dict[str, Any] | None) -> dict[str, Any]:
