@@ -582,6 +582,10 @@ class FeatureCache:
     def split_of(self, clip_id: str) -> str:
         return str(self._entry(clip_id).get("split", ""))
 
+    def transcript(self, clip_id: str) -> str:
+        """The transcript as the CSV has it (before normalization); "" if the cache does not record it."""
+        return str(self._entry(clip_id).get("text", ""))
+
     def variants(self, clip_id: str) -> list[int]:
         return sorted(int(v) for v in self._entry(clip_id)["variants"])
 

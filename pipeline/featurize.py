@@ -412,7 +412,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
                 index.skipped[cid] = dict(old_skip, source=source)
                 skipped.append((cid, old_skip["reason"]))
                 continue
-            entry: dict[str, Any] = {"split": split, "source": source, "variants": {}}
+            entry: dict[str, Any] = {"split": split, "text": text, "source": source, "variants": {}}
             lab_ref = old.get("labels")
             if ref_ok(lab_ref, lab_fp):
                 entry["labels"] = lab_ref

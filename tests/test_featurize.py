@@ -120,6 +120,7 @@ def test_incremental_reruns_do_only_what_changed(tmp_path, tiny_model):
     assert (edit.clips_decoded, edit.variants_computed, edit.labels_computed) == (0, 0, 1)
     cache = open_cache(work)
     assert cache.get("clip01").text == "an edited transcript" and cache.split_of("clip02") == "test"
+    assert cache.transcript("clip01") == "An edited transcript"
     assert cache.get("clip01").features.tobytes() == before[("clip01", 0)][0]
 
     path = write_audio(tmp_path / "audio" / "new.wav", tone(0.7, freq=600, seed=9))
