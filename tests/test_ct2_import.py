@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +96,16 @@ def hf_en80(tmp_path_factory) -> Path:
     return make_hf_whisper(tmp_path_factory.mktemp("hf") / "en80", n_mels=80, multilingual=False, seed=1)
 
 
+@pytest.fixture(scope="module")
+def ct2_en80(hf_en80, tmp_path_factory) -> Path:
+    """hf_en80 converted once by ctranslate2 (float32); tests that change it work on a copy (see `fresh`)."""
+    return to_ct2(hf_en80, tmp_path_factory.mktemp("ct2") / "en80", "float32")
+
+
+def fresh(ct2_folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(ct2_folder, tmp_path / "ct2"))
+
+
 def logits(folder: Path, n_mels: int, decoder_ids: list[int]) -> np.ndarray:
     from transformers import WhisperForConditionalGeneration
 
@@ -177,8 +188,8 @@ def test_quantized_round_trip_dequantizes(quantization, tol, hf_en80, tmp_path):
         assert np.all(np.abs(g - r) <= bound), key
 
 
-def test_cache_is_reused_and_keyed_by_content(hf_en80, tmp_path):
-    ct2 = to_ct2(hf_en80, tmp_path / "ct2", "float32")
+def test_cache_is_reused_and_keyed_by_content(ct2_en80, tmp_path):
+    ct2 = fresh(ct2_en80, tmp_path)
     cache = tmp_path / "cache"
     first = ct2_import.import_ct2(ct2, cache_dir=cache)
     stamp = (first / "model.safetensors").stat().st_mtime_ns
@@ -196,8 +207,8 @@ def test_cache_is_reused_and_keyed_by_content(hf_en80, tmp_path):
     assert GenerationConfig.from_pretrained(second).suppress_tokens == [1, 2]
 
 
-def test_incomplete_cache_entry_is_redone(hf_en80, tmp_path):
-    ct2 = to_ct2(hf_en80, tmp_path / "ct2", "float32")
+def test_incomplete_cache_entry_is_redone(ct2_en80, tmp_path):
+    ct2 = fresh(ct2_en80, tmp_path)
     cache = tmp_path / "cache"
     stale = cache / ct2_import.content_hash(ct2)
     stale.mkdir(parents=True)
@@ -206,16 +217,16 @@ def test_incomplete_cache_entry_is_redone(hf_en80, tmp_path):
     assert out == stale and ct2_import.is_complete(out)
 
 
-def test_resolve_model_imports_ct2_folders_via_env_cache(hf_en80, tmp_path, monkeypatch):
-    ct2 = to_ct2(hf_en80, tmp_path / "ct2", "float32")
+def test_resolve_model_imports_ct2_folders_via_env_cache(ct2_en80, tmp_path, monkeypatch):
+    ct2 = fresh(ct2_en80, tmp_path)
     monkeypatch.setenv(ct2_import.CACHE_ENV, str(tmp_path / "envcache"))
     out = Path(resolve_model(str(ct2)))
     assert out.parent == tmp_path / "envcache" / "imported"
     assert (out / "model.safetensors").is_file()
 
 
-def test_truncated_model_bin_is_a_model_error(hf_en80, tmp_path):
-    ct2 = to_ct2(hf_en80, tmp_path / "ct2", "float32")
+def test_truncated_model_bin_is_a_model_error(ct2_en80, tmp_path):
+    ct2 = fresh(ct2_en80, tmp_path)
     data = (ct2 / "model.bin").read_bytes()
     (ct2 / "model.bin").write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError, match="ends early"):
@@ -228,15 +239,15 @@ def test_garbage_model_bin_is_a_model_error(tmp_path):
         ct2_import.read_model_bin(tmp_path / "model.bin")
 
 
-def test_folder_without_tokenizer_is_a_model_error(hf_en80, tmp_path):
-    ct2 = to_ct2(hf_en80, tmp_path / "ct2", "float32")
+def test_folder_without_tokenizer_is_a_model_error(ct2_en80, tmp_path):
+    ct2 = fresh(ct2_en80, tmp_path)
     (ct2 / "tokenizer.json").unlink()
     with pytest.raises(ModelError, match="tokenizer.json"):
         ct2_import.import_ct2(ct2, cache_dir=tmp_path / "cache")
 
 
-def test_unwritable_cache_is_a_model_error(hf_en80, tmp_path):
-    ct2 = to_ct2(hf_en80, tmp_path / "ct2", "float32")
+def test_unwritable_cache_is_a_model_error(ct2_en80, tmp_path):
+    ct2 = fresh(ct2_en80, tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(ModelError, match=ct2_import.CACHE_ENV):
