@@ -4,8 +4,8 @@
                                           [--steps 10] [--step-batch 4] [--memory-clips 200] [--skip ...]
 
 (a) loader   samples/s of the train stage's loader (cache reader -> TrainDataset with the per-epoch variant
-             schedule -> Collator, through a DataLoader) against the guide's on-the-fly preparation of the same
-             clips (librosa.load, trim, peak normalization, audiomentations, WhisperFeatureExtractor, tokenizer,
+             schedule -> Collator, through a DataLoader; compact float16 batches, also timed with the dense
+             3000-frame expansion done on the CPU) against the guide's on-the-fly preparation of the same clips (librosa.load, trim, peak normalization, audiomentations, WhisperFeatureExtractor, tokenizer,
              the guide's pad-based collator), one process each. The cache is built from generated speech-like
              clips by `whisper-tune features` itself (run_features).
 (b) step     seconds per optimizer step of this stage's Trainer setup (CacheTrainer + TrainDataset + Collator
@@ -92,13 +92,15 @@ def build_real_cache(root: Path, model: Path, clips: int, seconds: float, varian
 # (a) loader throughput
 
 
-def cache_loader_rate(work: Path, batch_size: int, min_samples: int, workers: int) -> tuple[float, float]:
-    """(samples/s, batches/s) of TrainDataset + EpochSampler + Collator through a DataLoader."""
+def cache_loader_rate(work: Path, batch_size: int, min_samples: int, workers: int,
+                      expand: bool = False) -> tuple[float, float]:
+    """(samples/s, batches/s) of TrainDataset + EpochSampler + Collator through a DataLoader; expand: also make
+    the dense (B, n_mels, 3000) float32 input here (what the Trainer does on its device)."""
     from torch.utils.data import DataLoader
 
     from pipeline.cache import open_cache
     from pipeline.models import SOT, load_processor
-    from train.data import Collator, EpochSampler, TrainDataset
+    from train.data import Collator, EpochSampler, TrainDataset, dense_features
 
     cache = open_cache(work)
     cache.verify()  # checksums once, outside the timing (a run does this on first use of each shard)
@@ -116,6 +118,8 @@ def cache_loader_rate(work: Path, batch_size: int, min_samples: int, workers: in
     while samples < min_samples:
         sampler.set_epoch(epoch)
         for batch in loader:
+            if expand:
+                batch = dense_features(batch)
             samples += batch["input_features"].shape[0]
             batches += 1
         epoch += 1
@@ -203,7 +207,7 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
 
     from pipeline.cache import open_cache
     from pipeline.models import SOT, load_processor
-    from train.data import Collator, TrainDataset
+    from train.data import Collator, TrainDataset, dense_features
     from train.model import choose_precision, load_model
     from train.trainer import _training_classes
 
@@ -220,7 +224,7 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
     width = max(len(collate.strip_start(it.labels)) for it in items)
     bare_data = []
     for it in items:
-        one = collate([it])
+        one = dense_features(collate([it]))
         labels = torch.full((width,), -100, dtype=torch.int64)
         labels[: one["labels"].shape[1]] = one["labels"][0]
         bare_data.append({"input_features": one["input_features"][0], "labels": labels})
@@ -365,13 +369,16 @@ def main() -> None:
         if "loader" not in args.skip:
             ours0, batches0 = cache_loader_rate(work, args.batch_size, args.min_samples, workers=0)
             ours1, batches1 = cache_loader_rate(work, args.batch_size, args.min_samples, workers=1)
+            dense0, _ = cache_loader_rate(work, args.batch_size, args.min_samples, workers=0, expand=True)
             guide = guide_loader_rate(paths, texts, model, args.batch_size)
             print(f"(a) loader, batch {args.batch_size}:")
-            print(f"    cache loader, in-process      : {ours0:8.0f} samples/s ({batches0:.1f} batches/s)")
-            print(f"    cache loader, 1 worker process: {ours1:8.0f} samples/s ({batches1:.1f} batches/s)")
-            print(f"    guide on-the-fly preparation  : {guide:8.1f} samples/s")
-            print(f"    ratio                         : {ours0 / guide:8.0f}x (in-process), "
-                  f"{ours1 / guide:.0f}x (1 worker)")
+            print(f"    cache loader, 1 worker process           : {ours1:8.0f} samples/s ({batches1:.1f} batches/s)")
+            print(f"    cache loader, in-process                 : {ours0:8.0f} samples/s ({batches0:.1f} batches/s)")
+            print(f"    in-process + dense 3000-frame input (CPU): {dense0:8.0f} samples/s "
+                  "(the Trainer does this expansion on its device)")
+            print(f"    guide on-the-fly preparation (dense)     : {guide:8.1f} samples/s")
+            print(f"    ratio to the guide                       : {ours1 / guide:8.0f}x (1 worker), "
+                  f"{ours0 / guide:.0f}x (in-process), {dense0 / guide:.0f}x (in-process, dense on the CPU)")
 
         if "step" not in args.skip:
             ours_t, bare_t = step_times(work, model, args.step_batch, args.steps, args.rounds, root / "steps")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pipeline.models import SOT, load_processor
-from train.data import LABEL_PAD, Collator, EpochSampler, EvalDataset, TrainDataset, scheduled_variant
+from train.data import (LABEL_PAD, Collator, EpochSampler, EvalDataset, TrainDataset, dense_features,
+                        scheduled_variant)
 from train_cache import build_cache
 
 
@@ -77,14 +78,19 @@ def test_collator_pads_with_each_clips_floor(cache, sot_id):
     ds = EvalDataset(cache)
     items = [ds[i] for i in range(3)]
     assert len({it.features.shape[1] for it in items}) > 1   # different lengths
-    batch = Collator(sot_id=sot_id)(items)
-    feats = batch["input_features"]
+    compact = Collator(sot_id=sot_id)(items)
+    longest = max(it.features.shape[1] for it in items)
+    assert compact["input_features"].dtype == torch.float16
+    assert tuple(compact["input_features"].shape) == (3, 80, longest)   # the loader ships only stored frames
+    feats = dense_features(compact)["input_features"]
     assert feats.dtype == torch.float32 and tuple(feats.shape) == (3, 80, 3000)
     for i, it in enumerate(items):
         t = it.features.shape[1]
         assert torch.all(feats[i, :, t:] == np.float32(it.floor))
         np.testing.assert_array_equal(feats[i].numpy(), cache.get(it.clip_id, 0).padded())
     assert len({it.floor for it in items}) == 3  # floors differ, so a shared pad value would fail
+    dense = dense_features(compact)
+    assert dense_features(dense) is dense and set(dense) == {"input_features", "labels"}
 
 
 def test_collator_labels_drop_start_token_and_pad_with_minus_100(cache, sot_id):
@@ -134,4 +140,4 @@ def test_worker_batches_equal_in_process_batches(cache, sot_id):
         return list(DataLoader(ds, batch_size=3, sampler=sampler, collate_fn=collate, num_workers=workers))
 
     for a, b in zip(batches(0), batches(1)):
-        assert torch.equal(a["input_features"], b["input_features"]) and torch.equal(a["labels"], b["labels"])
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)

@@ -27,7 +27,7 @@ from pipeline.config import Config, save_config
 from pipeline.errors import CacheError, ConfigError
 from pipeline.models import SOT, load_processor, resolve_model, token_id
 
-from .data import Collator, EpochSampler, EvalDataset, TrainDataset
+from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
 from .model import Precision, choose_precision, load_model
 
@@ -110,7 +110,8 @@ def _training_classes():
     from transformers import Seq2SeqTrainer, TrainerCallback
 
     class CacheTrainer(Seq2SeqTrainer):
-        """Seq2SeqTrainer whose train sampler is the per-epoch EpochSampler, and which records the epoch loss."""
+        """Seq2SeqTrainer whose train sampler is the per-epoch EpochSampler, which expands compact feature
+        batches on the device, and which records the epoch loss."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
@@ -122,6 +123,11 @@ def _training_classes():
             dataset = train_dataset if train_dataset is not None else self.train_dataset
             self.epoch_sampler = EpochSampler(len(dataset), seed=self.args.seed)
             return self.epoch_sampler
+
+        def _prepare_inputs(self, inputs):
+            # compact batches from the Collator become Whisper's dense input on the device, for training and
+            # evaluation alike (both go through here)
+            return dense_features(super()._prepare_inputs(inputs))
 
         def training_step(self, model, inputs, num_items_in_batch=None):
             loss = super().training_step(model, inputs, num_items_in_batch)
