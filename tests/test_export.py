@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from conftest import espeak_available, speak
 from pipeline.cli import app
 from pipeline.errors import ConfigError
-from pipeline.text import normalize_text
 from train import export as ex
 
 SENTENCES = (
