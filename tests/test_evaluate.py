@@ -143,6 +143,9 @@ def test_orthographic_reference_comes_from_manifest(noise_work, monkeypatch):
     result = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None)
     assert result.references == tuple(REFS)
     assert result.scores.wer == 0 and result.scores.orthographic_wer == 0 and result.worst == ()
+    (noise_work / "manifest.parquet").unlink()        # only cache/ copied: the cache's own text is used
+    result = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None)
+    assert result.references == tuple(normalize_text(r) for r in REFS) and result.scores.wer == 0
 
 
 def test_empty_split_and_missing_cache_are_clear_errors(noise_work, tmp_path):

@@ -172,7 +172,8 @@ def decode_all(decoder: Decoder, batches: Iterable[np.ndarray], *, progress: boo
 
 
 def references(work_dir: Path, cache, clip_ids: Sequence[str]) -> list[str]:
-    """Original transcripts from the manifest (for orthographic WER); the cached normalized text otherwise."""
+    """Transcripts as the CSV has them (for orthographic WER): recorded in the cache index, else from the
+    manifest when WORK has one; the cached normalized text as a last resort."""
     raw: dict[str, str] = {}
     try:
         from pipeline.manifest import read_manifest
@@ -180,8 +181,13 @@ def references(work_dir: Path, cache, clip_ids: Sequence[str]) -> list[str]:
         df = read_manifest(work_dir)
         raw = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
     except (ImportError, ManifestError):
-        pass
-    return [raw.get(cid) or cache.get(cid, CLEAN_VARIANT).text for cid in clip_ids]
+        pass   # only cache/ was copied to this machine
+
+    def one(cid: str) -> str:
+        recorded = cache.transcript(cid) if hasattr(cache, "transcript") else ""
+        return recorded or raw.get(cid) or cache.get(cid, CLEAN_VARIANT).text
+
+    return [one(cid) for cid in clip_ids]
 
 
 def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str], *, options: DecodeOptions,
