@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from pipeline.models import SOT, load_processor
-from train.data import (LABEL_PAD, Collator, EpochSampler, EvalDataset, TrainDataset, dense_features,
-                        scheduled_variant)
+from train.data import (FLOOR_KEY, FRAMES_KEY, LABEL_PAD, Collator, EpochSampler, EvalDataset, TrainDataset,
+                        _expand_torch, dense_features, scheduled_variant)
 from train_cache import build_cache
 
 
@@ -91,6 +91,9 @@ def test_collator_pads_with_each_clips_floor(cache, sot_id):
     assert len({it.floor for it in items}) == 3  # floors differ, so a shared pad value would fail
     dense = dense_features(compact)
     assert dense_features(dense) is dense and set(dense) == {"input_features", "labels"}
+    # the accelerator path (torch ops) gives the same tensor as the CPU path (numpy copies)
+    on_device = _expand_torch(compact["input_features"], compact[FLOOR_KEY], compact[FRAMES_KEY], 3000)
+    assert torch.equal(on_device, feats)
 
 
 def test_collator_labels_drop_start_token_and_pad_with_minus_100(cache, sot_id):

@@ -247,11 +247,26 @@ def dense_features(batch: dict[str, Any], n_frames: int = N_FRAMES) -> dict[str,
     if FLOOR_KEY not in batch:
         return batch
     out = dict(batch)
-    compact = out.pop("input_features")
-    floor = out.pop(FLOOR_KEY).to(torch.float32)[:, None, None]
-    frames = out.pop(FRAMES_KEY)
+    compact, floor, frames = out.pop("input_features"), out.pop(FLOOR_KEY), out.pop(FRAMES_KEY)
+    # on a CPU, per-clip numpy copies beat torch's large elementwise ops (its intra-op threads get in the way)
+    expand = _expand_numpy if compact.device.type == "cpu" else _expand_torch
+    out["input_features"] = expand(compact, floor, frames, n_frames)
+    return out
+
+
+def _expand_torch(compact: torch.Tensor, floor: torch.Tensor, frames: torch.Tensor, n_frames: int) -> torch.Tensor:
     b, n_mels, t = compact.shape
+    floor = floor.to(torch.float32)[:, None, None]
     stored = torch.arange(t, device=compact.device)[None, None, :] < frames[:, None, None]
     head = torch.where(stored, compact.to(torch.float32), floor)
-    out["input_features"] = torch.cat([head, floor.expand(b, n_mels, n_frames - t)], dim=2)
-    return out
+    return torch.cat([head, floor.expand(b, n_mels, n_frames - t)], dim=2)
+
+
+def _expand_numpy(compact: torch.Tensor, floor: torch.Tensor, frames: torch.Tensor, n_frames: int) -> torch.Tensor:
+    b, n_mels, _ = compact.shape
+    dense = np.empty((b, n_mels, n_frames), dtype=np.float32)
+    src, floors = compact.numpy(), floor.to(torch.float32).numpy()
+    for i, stored in enumerate(frames.tolist()):
+        dense[i, :, :stored] = src[i, :, :stored]
+        dense[i, :, stored:] = floors[i]
+    return torch.from_numpy(dense)
