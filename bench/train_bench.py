@@ -200,8 +200,9 @@ def _step_timer():
     return StepTimer()
 
 
-def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out: Path) -> tuple[list[float], list[float]]:
-    """Interleaved rounds of (this stage, bare Trainer); per-step seconds for each."""
+def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out: Path):
+    """Interleaved rounds of (this stage, bare Trainer): per-step seconds for each, and per round the seconds per
+    step spent fetching and preparing the batch (DataLoader + collator + dense expansion + device move)."""
     import torch
     from transformers import Seq2SeqTrainer, default_data_collator
 
@@ -232,6 +233,8 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
     CacheTrainer, EpochCallback = _training_classes()
     ours_t: list[float] = []
     bare_t: list[float] = []
+    ours_d: list[float] = []
+    bare_d: list[float] = []
     for r in range(rounds):
         for arm in ("ours", "bare"):
             net = load_model(str(model), tokenizer=tok, gradient_checkpointing=True)
@@ -245,9 +248,35 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
             else:
                 trainer = Seq2SeqTrainer(model=net, args=args, data_collator=default_data_collator,
                                          train_dataset=bare_data, callbacks=[timer])
+            data_time = _time_data_path(trainer)
             trainer.train()
             (ours_t if arm == "ours" else bare_t).extend(timer.step_times())
-    return ours_t, bare_t
+            (ours_d if arm == "ours" else bare_d).append(data_time[0] / max(1, data_time[1]))
+    return ours_t, bare_t, ours_d, bare_d
+
+
+def _time_data_path(trainer) -> list[float]:
+    """Wraps the trainer's batch fetching and input preparation with a timer: [seconds, optimizer steps]."""
+    acc = [0.0, 0]
+    fetch, prepare = trainer.get_batch_samples, trainer._prepare_inputs
+
+    def timed_fetch(*a, **k):
+        start = time.perf_counter()
+        try:
+            return fetch(*a, **k)
+        finally:
+            acc[0] += time.perf_counter() - start
+            acc[1] += 1
+
+    def timed_prepare(*a, **k):
+        start = time.perf_counter()
+        try:
+            return prepare(*a, **k)
+        finally:
+            acc[0] += time.perf_counter() - start
+
+    trainer.get_batch_samples, trainer._prepare_inputs = timed_fetch, timed_prepare
+    return acc
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -381,13 +410,17 @@ def main() -> None:
                   f"{ours0 / guide:.0f}x (in-process), {dense0 / guide:.0f}x (in-process, dense on the CPU)")
 
         if "step" not in args.skip:
-            ours_t, bare_t = step_times(work, model, args.step_batch, args.steps, args.rounds, root / "steps")
+            ours_t, bare_t, ours_d, bare_d = step_times(work, model, args.step_batch, args.steps, args.rounds,
+                                                        root / "steps")
             mo, mb = statistics.median(ours_t), statistics.median(bare_t)
+            do, db = statistics.median(ours_d), statistics.median(bare_d)
             print(f"(b) training step, whisper-{args.model_size}-shaped random model, batch {args.step_batch}, "
                   f"{len(ours_t)} + {len(bare_t)} timed steps:")
             print(f"    this stage (cache -> Collator -> CacheTrainer): {mo * 1000:8.1f} ms/step (median)")
             print(f"    bare Seq2SeqTrainer on in-memory tensors      : {mb * 1000:8.1f} ms/step (median)")
             print(f"    ratio                                         : {mo / mb:8.3f}x")
+            print(f"    batch fetch + preparation per step            : {do * 1000:8.2f} ms (this stage), "
+                  f"{db * 1000:.2f} ms (bare); the difference is {100 * (do - db) / mb:+.2f} % of a bare step")
 
         if "memory" not in args.skip:
             mem_model = make_model(root / "mem-model", "test")
