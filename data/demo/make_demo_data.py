@@ -1,0 +1,256 @@
+"""Generate the demo dataset: clinical pharmacology dictation that Whisper tiny.en mis-hears.
+
+    python data/demo/make_demo_data.py            # rewrites data/demo/ (needs espeak-ng, soundfile, soxr)
+
+Writes, next to this script:
+  final_generated_dataset.csv   audios,transcription,split   (the guide's format plus a split column)
+  audios/*.mp3                  mono 16 kHz, ~24 kbit/s
+  everyday.csv + everyday/*.mp3 everyday sentences without jargon: the forgetting check
+
+Every sentence names several drugs (and clinical terms) from one vocabulary of 24 drugs, so the words the model
+must learn occur in both splits. What differs between the splits is everything else:
+  - sentence shapes: training sentences join two clauses from a clause bank; the test sentences come from six
+    templates that the bank never produces, so the test measures learning the words, not memorising sentences;
+  - voices: the test clips are spoken by speaker variants (m4, m6, f3, f4) that no training clip uses;
+every clip also gets its own speed, pitch and loudness, and 0.3-1.0 s of near-silence on each side.
+The split is written into the CSV (`split` column), which `whisper-tune validate` honours.
+
+The product never needs espeak-ng: this script ran once and its output is committed. It is deterministic
+(fixed seed; espeak-ng and LAME are deterministic for fixed inputs).
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SEED = 20240611
+SAMPLE_RATE_HZ = 16_000
+N_TRAIN = 180
+N_TEST = 30
+MP3_COMPRESSION = 0.9            # soundfile/LAME: constant bitrate, ~24 kbit/s at 16 kHz mono
+
+DRUGS = (
+    "apixaban", "rivaroxaban", "dabigatran", "enoxaparin", "clopidogrel", "ticagrelor", "vancomycin",
+    "piperacillin", "tazobactam", "ceftriaxone", "meropenem", "levetiracetam", "lamotrigine", "amiodarone",
+    "spironolactone", "ondansetron", "pantoprazole", "esomeprazole", "empagliflozin", "dexmedetomidine",
+    "midazolam", "methotrexate", "tacrolimus", "metoclopramide",
+)
+CONDITIONS = (
+    "renal impairment", "hyperkalemia", "QT prolongation", "neutropenia", "thrombocytopenia", "hypoglycemia",
+    "hepatic impairment", "angioedema", "bradycardia", "hyponatremia",
+)
+ROUTES = (
+    "as an intravenous bolus", "by subcutaneous injection", "as a continuous infusion", "orally with food",
+    "through the nasogastric tube",
+)
+TIMES = ("twice daily", "every morning", "at bedtime", "every eight hours", "once weekly", "as needed")
+
+# Training sentences are built from two clauses (so every clip carries several drug names and the shapes vary);
+# {a} {b}: drugs, {cond}: condition, {route} {time}: administration.
+TRAIN_CLAUSES = (
+    "start {a} {time}",
+    "stop the {a}",
+    "switch {a} to {b}",
+    "give {a} {route}",
+    "check the {a} level before the next dose",
+    "{a} interacts with {b}",
+    "reduce the {a} in {cond}",
+    "she takes {a} {time}",
+    "add {a} if the {b} is not enough",
+    "avoid {a} together with {b}",
+    "the consultant prefers {a} over {b}",
+    "{a} was given {route}",
+    "monitor for {cond} on {a}",
+    "taper the {a} slowly",
+    "pharmacy flagged {a} with {b}",
+    "the discharge letter lists {a} and {b}",
+    "titrate the {a} up",
+    "he developed {cond} on {a}",
+    "replace {a} with {b} before the procedure",
+    "load with {a} {route}",
+    "write up {a} {time}",
+    "continue {a} and {b} unchanged",
+    "{a} is contraindicated in {cond}",
+    "the nurse gave {a} {route}",
+)
+# Clauses without jargon, joined to half of the training sentences: they keep ordinary words in the training
+# text, so the fine-tuned decoder does not start hearing drug names everywhere.
+PLAIN_CLAUSES = (
+    "the patient slept well last night",
+    "her family visited in the afternoon",
+    "the blood pressure was stable all day",
+    "he is eating and drinking normally",
+    "we will review him again on Monday",
+    "she feels much better today",
+    "the bloods are due in the morning",
+    "he walked to the bathroom without help",
+    "the pain is well controlled",
+    "her daughter will collect her after lunch",
+    "the physiotherapist saw him this morning",
+    "please call the family with an update",
+)
+CONNECTORS = (", then ", " and ", ". Also, ", ", but ", ", so ")
+TEST_TEMPLATES = (
+    "Pharmacy recommends {a} instead of {b} for this patient.",
+    "Hold the {a} tonight and restart {b} tomorrow.",
+    "Because of {cond}, the {a} was withdrawn and {b} was started.",
+    "Please confirm whether {a} or {b} is on the chart.",
+    "After the ward round we added {a} and kept the {b}.",
+    "Her regular medicines are {a}, {b} and {c}.",
+)
+EVERYDAY = (
+    "Could you pick up the children from school on Thursday afternoon?",
+    "The weather should be sunny for most of the weekend.",
+    "I left my keys on the kitchen table next to the bread.",
+    "We are meeting at the cafe near the station at noon.",
+    "Please turn off the lights when you leave the room.",
+    "My sister is moving to a new flat at the end of the month.",
+    "The train was late again because of the heavy rain.",
+    "Do you want to watch a film or go for a walk tonight?",
+    "He bought fresh vegetables and a loaf of bread at the market.",
+    "Remember to call your grandmother on her birthday.",
+    "The library closes early on Sundays during the summer.",
+    "Our neighbours have a small dog that barks at the postman.",
+)
+
+
+@dataclass(frozen=True)
+class Voice:
+    name: str          # espeak-ng voice, e.g. "en-gb-scotland+f3"
+
+
+# Disjoint voice sets: the test speakers (espeak-ng variants) never occur in training; the accents are shared.
+TRAIN_VOICES = tuple(Voice(f"{accent}+{variant}") for accent in ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
+                     for variant in ("m1", "m2", "m3", "f1", "f2", "m7"))
+TEST_VOICES = tuple(Voice(f"{accent}+{variant}") for accent in ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
+                    for variant in ("m4", "f3", "m6", "f4"))
+EVERYDAY_VOICES = TRAIN_VOICES[::5] + TEST_VOICES[::4]
+
+
+def pick(drugs: list[str], n: int) -> list[str]:
+    """n distinct drugs from a cycling queue, so every drug recurs evenly."""
+    picked: list[str] = []
+    while len(picked) < n:
+        d = drugs.pop(0)
+        drugs.append(d)
+        if d not in picked:
+            picked.append(d)
+    return picked
+
+
+def fill(template: str, rng: random.Random, drugs: list[str]) -> str:
+    """Take from the queue only as many drugs as the template names, so the queue's rotation covers every drug."""
+    used = [slot for slot in ("{a}", "{b}", "{c}") if slot in template]
+    a, b, c = (pick(drugs, len(used)) + ["", "", ""])[:3]
+    time, time2 = rng.sample(TIMES, 2)
+    return template.format(a=a, b=b, c=c, cond=rng.choice(CONDITIONS), route=rng.choice(ROUTES), time=time,
+                           time2=time2)
+
+
+def capitalize(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
+def train_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
+    """Two clauses joined by a connector: a drug clause (cycling through the bank), then, for every other
+    sentence, a second drug clause, else a plain one."""
+    first = TRAIN_CLAUSES[i % len(TRAIN_CLAUSES)]
+    bank = PLAIN_CLAUSES if i % 2 else TRAIN_CLAUSES
+    second = rng.choice([c for c in bank if c != first])
+    connector = rng.choice(CONNECTORS)
+    tail = fill(second, rng, drugs)
+    if connector.startswith("."):
+        tail = capitalize(tail)
+    return capitalize(fill(first, rng, drugs)) + connector + tail + "."
+
+
+def test_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
+    return capitalize(fill(TEST_TEMPLATES[i % len(TEST_TEMPLATES)], rng, drugs))
+
+
+def speak(text: str, voice: Voice, speed: int, pitch: int) -> np.ndarray:
+    """espeak-ng speech as float32 mono at 16 kHz."""
+    import io
+
+    import soundfile as sf
+    import soxr
+
+    wav = subprocess.run(["espeak-ng", "-v", voice.name, "-s", str(speed), "-p", str(pitch), "--stdout", text],
+                         check=True, capture_output=True).stdout
+    audio, sr = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    return soxr.resample(audio.mean(axis=1), sr, SAMPLE_RATE_HZ, quality="HQ").astype(np.float32)
+
+
+def render(text: str, voice: Voice, rng: random.Random) -> np.ndarray:
+    speech = speak(text, voice, speed=rng.randint(135, 185), pitch=rng.randint(25, 75))
+    speech = speech / max(float(np.abs(speech).max()), 1e-6) * rng.uniform(0.4, 0.9)
+    lead, tail = (int(rng.uniform(0.3, 1.0) * SAMPLE_RATE_HZ) for _ in range(2))
+    noise = np.random.default_rng(rng.randrange(2**32)).normal(0.0, 2e-4, lead + speech.size + tail)
+    out = noise.astype(np.float32)
+    out[lead:lead + speech.size] += speech
+    return np.clip(out, -1.0, 1.0)
+
+
+def write_mp3(path: Path, audio: np.ndarray) -> None:
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), audio, SAMPLE_RATE_HZ, format="MP3", compression_level=MP3_COMPRESSION, bitrate_mode="CONSTANT")
+
+
+def build(out_dir: Path) -> None:
+    rng = random.Random(SEED)
+    drugs = list(DRUGS)
+    rng.shuffle(drugs)
+    rows: list[tuple[str, str, str]] = []
+    plan = [("train", i) for i in range(N_TRAIN)] + [("test", i) for i in range(N_TEST)]
+    for split, i in plan:
+        make, voices = (train_sentence, TRAIN_VOICES) if split == "train" else (test_sentence, TEST_VOICES)
+        text = make(i, rng, drugs)
+        voice = voices[rng.randrange(len(voices))]
+        name = f"audios/{split}_{i:03d}.mp3"
+        write_mp3(out_dir / name, render(text, voice, rng))
+        rows.append((name, text, split))
+    write_csv(out_dir / "final_generated_dataset.csv", ("audios", "transcription", "split"), rows)
+
+    everyday: list[tuple[str, str, str]] = []
+    for i, text in enumerate(EVERYDAY):
+        voice = EVERYDAY_VOICES[i % len(EVERYDAY_VOICES)]
+        name = f"everyday/everyday_{i:02d}.mp3"
+        write_mp3(out_dir / name, render(text, voice, rng))
+        everyday.append((name, text, "test"))
+    write_csv(out_dir / "everyday.csv", ("audios", "transcription", "split"), everyday)
+
+
+def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def main() -> int:
+    if shutil.which("espeak-ng") is None:
+        print("espeak-ng is needed to regenerate the demo data (apt install espeak-ng); the committed data needs nothing",
+              file=sys.stderr)
+        return 1
+    for sub in ("audios", "everyday"):
+        shutil.rmtree(HERE / sub, ignore_errors=True)
+    build(HERE)
+    print(f"wrote {N_TRAIN + N_TEST} domain clips and {len(EVERYDAY)} everyday clips under {HERE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""`make demo` end to end on a few of the committed demo clips, with a tiny random model and a one-step schedule."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pipeline import demo  # noqa: E402
+from pipeline.errors import WhisperTuneError  # noqa: E402
+
+DATA = demo.DEFAULT_DATA
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def small_copy(dst: Path, train: int = 4, test: int = 2, everyday: int = 2) -> Path:
+    """A demo data folder with only a few of the committed clips (same CSV format)."""
+    rows = read_rows(DATA / demo.DOMAIN_CSV)
+    picked = [r for r in rows if r["split"] == "train"][:train] + [r for r in rows if r["split"] == "test"][:test]
+    every = read_rows(DATA / demo.EVERYDAY_CSV)[:everyday]
+    for name, chosen in ((demo.DOMAIN_CSV, picked), (demo.EVERYDAY_CSV, every)):
+        for row in chosen:
+            (dst / row["audios"]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(DATA / row["audios"], dst / row["audios"])
+        with open(dst / name, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["audios", "transcription", "split"])
+            writer.writeheader()
+            writer.writerows(chosen)
+    return dst
+
+
+def test_committed_demo_data_is_complete_and_split_by_voice_and_template():
+    rows = read_rows(DATA / demo.DOMAIN_CSV)
+    assert 150 <= len(rows) <= 250
+    assert {r["split"] for r in rows} == {"train", "test"}
+    assert all((DATA / r["audios"]).is_file() for r in rows)
+    every = read_rows(DATA / demo.EVERYDAY_CSV)
+    assert len(every) >= 8 and all((DATA / r["audios"]).is_file() for r in every)
+    size = sum((DATA / r["audios"]).stat().st_size for r in rows + every)
+    assert size < 8_000_000
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_demo_data", DATA / "make_demo_data.py")
+    maker = importlib.util.module_from_spec(spec)
+    sys.modules["make_demo_data"] = maker  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(maker)
+    train_shapes = {c.rstrip(".").lower() for c in maker.TRAIN_CLAUSES}
+    assert not train_shapes & {t.rstrip(".").lower() for t in maker.TEST_TEMPLATES}
+    assert not set(maker.TRAIN_VOICES) & set(maker.TEST_VOICES)
+    # every test sentence's jargon also occurs in training
+    train_text = " ".join(r["transcription"].lower() for r in rows if r["split"] == "train")
+    for r in rows:
+        if r["split"] == "test":
+            for drug in maker.DRUGS:
+                if drug in r["transcription"].lower():
+                    assert drug in train_text
+
+
+def test_demo_runs_end_to_end_on_a_few_clips(tiny_model, tmp_path, capsys):
+    data = small_copy(tmp_path / "data")
+    settings = demo.DemoSettings(model=str(tiny_model), max_steps=1, batch_size=2, variants=1, eval_max_clips=2,
+                                 max_new_tokens=8, eval_batch_size=4, examples=2)
+    result = demo.run_demo(work_dir=tmp_path / "work", data_dir=data, settings=settings)
+
+    assert result.base_test.clips == result.tuned_test.clips == 2
+    assert result.base_everyday is not None and result.base_everyday.clips == 2
+    assert len(result.examples) == 2
+    assert (tmp_path / "work" / "model" / "config.json").is_file()
+    summary = json.loads((tmp_path / "work" / demo.SUMMARY).read_text())
+    assert {"base_test", "tuned_test", "base_everyday", "tuned_everyday", "timings", "test_wer_ratio"} <= set(summary)
+    assert summary["timings"]["total"] > 0
+    out = capsys.readouterr().out
+    assert "fine-tuned" in out and "reference :" in out
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(WhisperTuneError, match="--data"):
+        demo.run_demo(work_dir=tmp_path / "work", data_dir=tmp_path / "nothing")
+    assert demo.main(["--work", str(tmp_path / "w"), "--data", str(tmp_path / "nothing")]) != 0
