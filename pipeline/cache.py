@@ -495,6 +495,50 @@ class CachedExample:
         return out
 
 
+@dataclass(frozen=True)
+class ShardRows:
+    """Row access without per-row Arrow conversions: ids and fingerprints as lists, numbers as arrays, and the
+    features/labels payloads as NumPy views of the memory-mapped buffers (no copy into RAM)."""
+
+    clip_id: list[str]
+    fingerprint: list[str]
+    variant: np.ndarray | None = None
+    n_mels: np.ndarray | None = None
+    n_frames: np.ndarray | None = None
+    floor: np.ndarray | None = None
+    payload_offsets: np.ndarray | None = None    # features: byte offsets; labels: value offsets
+    payload: np.ndarray | None = None            # features: uint8 bytes; labels: int32 values
+    text: list[str] | None = None
+
+    @staticmethod
+    def of(batch: pa.RecordBatch) -> "ShardRows":
+        base = dict(clip_id=batch.column("clip_id").to_pylist(), fingerprint=batch.column("fingerprint").to_pylist())
+        if "features" in batch.schema.names:
+            feats = batch.column("features")
+            offsets = np.frombuffer(feats.buffers()[1], dtype=np.int64)[feats.offset:feats.offset + len(feats) + 1]
+            data = feats.buffers()[2]
+            return ShardRows(
+                **base,
+                variant=batch.column("variant").to_numpy(),
+                n_mels=batch.column("n_mels").to_numpy(),
+                n_frames=batch.column("n_frames").to_numpy(),
+                floor=batch.column("floor").to_numpy(),
+                payload_offsets=offsets,
+                payload=np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8),
+            )
+        labels = batch.column("labels")
+        return ShardRows(
+            **base,
+            payload_offsets=labels.offsets.to_numpy(),
+            payload=labels.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
+            text=batch.column("text").to_pylist(),
+        )
+
+    def payload_of(self, row: int) -> np.ndarray:
+        start, end = int(self.payload_offsets[row]), int(self.payload_offsets[row + 1])  # type: ignore[index]
+        return self.payload[start:end]  # type: ignore[index]
+
+
 class _Shard:
     """One memory-mapped shard; its checksum is verified on first use."""
 
@@ -503,6 +547,7 @@ class _Shard:
         self.info = info
         self._batch: pa.RecordBatch | None = None
         self._mmap: pa.MemoryMappedFile | None = None
+        self._rows: ShardRows | None = None
 
     def batch(self) -> pa.RecordBatch:
         if self._batch is None:
@@ -521,6 +566,12 @@ class _Shard:
                                  f"{rebuild_hint(self.path.parent)}")
             self._batch = batch
         return self._batch
+
+    def rows(self) -> "ShardRows":
+        """The shard's columns decoded once: small per-row values as Python/NumPy, payloads as views of the map."""
+        if self._rows is None:
+            self._rows = ShardRows.of(self.batch())
+        return self._rows
 
     def verify(self) -> None:
         try:
@@ -614,44 +665,40 @@ class FeatureCache:
         except KeyError:
             raise KeyError(f"clip {clip_id!r} is not in the feature cache {self.cache_dir}") from None
 
-    def _check_row(self, ref: dict[str, Any], clip_id: str, variant: int | None, kind: str) -> pa.RecordBatch:
+    def _check_row(self, ref: dict[str, Any], clip_id: str, variant: int | None, kind: str) -> "ShardRows":
         shard = self._shards[ref["shard"]]
         if shard.info.kind != kind:
             raise CacheError(f"shard {shard.path} holds {shard.info.kind} rows, expected {kind}; "
                              f"{rebuild_hint(self.cache_dir)}")
-        batch = shard.batch()
+        rows = shard.rows()
         row = int(ref["row"])
-        if not 0 <= row < batch.num_rows:
+        if not 0 <= row < len(rows.clip_id):
             raise CacheError(f"shard {shard.path} has no row {row}; {rebuild_hint(self.cache_dir)}")
-        ok = (batch.column(0)[row].as_py() == clip_id
-              and batch.column("fingerprint")[row].as_py() == ref["fp"]
-              and (variant is None or int(batch.column("variant")[row].as_py()) == variant))
+        ok = (rows.clip_id[row] == clip_id
+              and rows.fingerprint[row] == ref["fp"]
+              and (variant is None or rows.variant is None or int(rows.variant[row]) == variant))
         if not ok:
             raise CacheError(f"shard {shard.path} row {row} is not clip {clip_id!r} as the index records it "
                              f"(foreign or stale shard); {rebuild_hint(self.cache_dir)}")
-        return batch
+        return rows
 
     def _features(self, ref: dict[str, Any], clip_id: str) -> tuple[np.ndarray, float]:
-        batch = self._check_row(ref, clip_id, None, FEATURE_KIND)
+        rows = self._check_row(ref, clip_id, None, FEATURE_KIND)
         row = int(ref["row"])
-        n_mels = int(batch.column("n_mels")[row].as_py())
-        t = int(batch.column("n_frames")[row].as_py())
+        n_mels, t = int(rows.n_mels[row]), int(rows.n_frames[row])
         if n_mels != self.meta.n_mels:
             raise CacheError(f"clip {clip_id!r} has {n_mels} mel bins, the cache says {self.meta.n_mels}; "
                              f"{rebuild_hint(self.cache_dir)}")
-        buf = batch.column("features")[row].as_buffer()
-        feats = np.frombuffer(buf, dtype=np.float16)
+        feats = rows.payload_of(row).view(np.float16)
         if feats.size != n_mels * t:
             raise CacheError(f"clip {clip_id!r} has {feats.size} feature values, expected {n_mels}x{t}; "
                              f"{rebuild_hint(self.cache_dir)}")
-        floor = float(batch.column("floor")[row].as_py())
-        return feats.reshape(n_mels, t), floor
+        return feats.reshape(n_mels, t), float(rows.floor[row])
 
     def _labels(self, ref: dict[str, Any], clip_id: str) -> tuple[np.ndarray, str]:
-        batch = self._check_row(ref, clip_id, None, LABEL_KIND)
+        rows = self._check_row(ref, clip_id, None, LABEL_KIND)
         row = int(ref["row"])
-        labels = batch.column("labels")[row].values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-        return labels, str(batch.column("text")[row].as_py())
+        return rows.payload_of(row), rows.text[row]
 
 
 def open_cache(work_dir: Path) -> FeatureCache:
