@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from .cache import (CACHE_DIRNAME, FEATURE_KIND, INDEX_NAME, LABEL_KIND, PART_INDEX_GLOB, SHARD_SUFFIX,
+from .cache import (CACHE_DIRNAME, FEATURE_KIND, LABEL_KIND, PART_INDEX_GLOB, SHARD_SUFFIX,
                     TMP_SUFFIX, CacheIndex, CacheLock, FeatureRow, LabelRow, ShardInfo, file_checksum,
                     load_merged_index, part_index_name, read_shard_table, split_rows, write_shard)
 from .config import Config
@@ -259,14 +259,6 @@ def _load_feature_extractor(model_path: str, spec: str):
         return WhisperFeatureExtractor.from_pretrained(model_path)
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load the feature extractor of --model {spec}: {str(err).splitlines()[0]}") from None
-
-
-def _hash_file(path: str) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class _Progress:
@@ -617,7 +609,7 @@ def _source_record(path: str, old: dict[str, Any] | None) -> dict[str, Any]:
     st = os.stat(path)
     if old and old.get("path") == path and old.get("size") == st.st_size and old.get("mtime_ns") == st.st_mtime_ns:
         return dict(old)
-    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": _hash_file(path)}
+    return {"path": path, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "hash": file_checksum(path)}
 
 
 def _prune_incomplete(index: CacheIndex, keep_partial: bool) -> CacheIndex:
