@@ -37,10 +37,10 @@ class DemoSettings:
     """The demo's schedule: sized so the whole run takes minutes on two CPU cores."""
 
     model: str = BUNDLED_MODEL
-    epochs: float = 3.0
+    epochs: float = 2.0
     max_steps: int = -1                 # > 0 overrides epochs (the tests use 1-2)
     batch_size: int = 8
-    learning_rate: float = 1.5e-4       # high for Whisper, right for a short decoder-only run on a small model
+    learning_rate: float = 1e-4         # high for Whisper, right for a short decoder-only run on a small model
     warmup: float = 0.1
     lr_scheduler: str = "linear"
     weight_decay: float = 0.01

@@ -82,8 +82,8 @@ TRAIN_CLAUSES = (
     "{a} is contraindicated in {cond}",
     "the nurse gave {a} {route}",
 )
-# Clauses without jargon, joined to half of the training sentences: they keep ordinary words in the training
-# text, so the fine-tuned decoder does not start hearing drug names everywhere.
+# Clauses without jargon, in two of every three training sentences: they keep ordinary words in the training
+# text, so the fine-tuned decoder does not start hearing drug names everywhere (none is an everyday.csv sentence).
 PLAIN_CLAUSES = (
     "the patient slept well last night",
     "her family visited in the afternoon",
@@ -97,6 +97,24 @@ PLAIN_CLAUSES = (
     "her daughter will collect her after lunch",
     "the physiotherapist saw him this morning",
     "please call the family with an update",
+    "the car park was full this morning",
+    "we ordered sandwiches for the meeting",
+    "the printer on the second floor is broken again",
+    "my brother plays football every Saturday",
+    "the shop on the corner sells fresh flowers",
+    "it started snowing just after lunch",
+    "the bus stops right outside the hospital",
+    "they painted the waiting room light green",
+    "our team won the quiz last Friday",
+    "the coffee machine needs new filters",
+    "she is going on holiday to the coast next week",
+    "he forgot his umbrella in the canteen",
+    "the new timetable starts in September",
+    "we need more chairs in the seminar room",
+    "the lift is out of order until Tuesday",
+    "somebody left a blue jacket at reception",
+    "the students arrive on Monday morning",
+    "there is a fire drill at three o'clock",
 )
 CONNECTORS = (", then ", " and ", ". Also, ", ", but ", ", so ")
 TEST_TEMPLATES = (
@@ -161,11 +179,14 @@ def capitalize(text: str) -> str:
 
 
 def train_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
-    """Two clauses joined by a connector: a drug clause (cycling through the bank), then, for every other
-    sentence, a second drug clause, else a plain one."""
+    """Two clauses joined by a connector. Of every three sentences: drug clause + drug clause, drug clause +
+    plain clause, plain clause + plain clause (ordinary speech in the training mix limits forgetting)."""
     first = TRAIN_CLAUSES[i % len(TRAIN_CLAUSES)]
-    bank = PLAIN_CLAUSES if i % 2 else TRAIN_CLAUSES
-    second = rng.choice([c for c in bank if c != first])
+    if i % 3 == 2:  # every third sentence has no jargon at all
+        first, second = rng.sample(PLAIN_CLAUSES, 2)
+    else:
+        bank = PLAIN_CLAUSES if i % 3 else TRAIN_CLAUSES
+        second = rng.choice([c for c in bank if c != first])
     connector = rng.choice(CONNECTORS)
     tail = fill(second, rng, drugs)
     if connector.startswith("."):
