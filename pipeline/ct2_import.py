@@ -218,30 +218,32 @@ def state_dict_from_ct2(model: Ct2Model) -> dict[str, np.ndarray]:
     for conv in ("conv1", "conv2"):
         linear(f"{enc}.{conv}", f"encoder/{conv}")
     sd[f"{enc}.embed_positions.weight"] = f("encoder/position_encodings/encodings")
-    for i in range(_count_layers(model, "encoder")):
-        hf, ct = f"{enc}.layers.{i}", f"encoder/layer_{i}"
+    def self_attention(hf: str, ct: str) -> None:
         fused(f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
         linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
         norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
+
+    def feed_forward(hf: str, ct: str) -> None:
         linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
         linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
         norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+
+    for i in range(_count_layers(model, "encoder")):
+        hf, ct = f"{enc}.layers.{i}", f"encoder/layer_{i}"
+        self_attention(hf, ct)
+        feed_forward(hf, ct)
     norm(f"{enc}.layer_norm", "encoder/layer_norm")
 
     sd[f"{dec}.embed_tokens.weight"] = f("decoder/embeddings/weight")
     sd[f"{dec}.embed_positions.weight"] = f("decoder/position_encodings/encodings")
     for i in range(_count_layers(model, "decoder")):
         hf, ct = f"{dec}.layers.{i}", f"decoder/layer_{i}"
-        fused(f"{hf}.self_attn", f"{ct}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"))
-        linear(f"{hf}.self_attn.out_proj", f"{ct}/self_attention/linear_1")
-        norm(f"{hf}.self_attn_layer_norm", f"{ct}/self_attention/layer_norm")
+        self_attention(hf, ct)
         fused(f"{hf}.encoder_attn", f"{ct}/attention/linear_0", ("q_proj",))
         fused(f"{hf}.encoder_attn", f"{ct}/attention/linear_1", ("k_proj", "v_proj"))
         linear(f"{hf}.encoder_attn.out_proj", f"{ct}/attention/linear_2")
         norm(f"{hf}.encoder_attn_layer_norm", f"{ct}/attention/layer_norm")
-        linear(f"{hf}.fc1", f"{ct}/ffn/linear_0")
-        linear(f"{hf}.fc2", f"{ct}/ffn/linear_1")
-        norm(f"{hf}.final_layer_norm", f"{ct}/ffn/layer_norm")
+        feed_forward(hf, ct)
     norm(f"{dec}.layer_norm", "decoder/layer_norm")
     projection = "decoder/projection/weight"
     sd["proj_out.weight"] = f(projection) if model.has(projection) else sd[f"{dec}.embed_tokens.weight"].copy()

@@ -87,7 +87,6 @@ class TransformersDecoder:
     backend = "transformers"
 
     def __init__(self, spec: str, options: DecodeOptions) -> None:
-        import torch
         from transformers import WhisperForConditionalGeneration
         from transformers.utils import logging as hf_logging
 
