@@ -51,6 +51,7 @@ class DemoSettings:
     eval_batch_size: int = 8
     examples: int = 4                   # test clips printed before/after
     seed: int = 42
+    text_normalization: str = "none"   # train on the transcripts as written: Whisper's own cased, punctuated style
 
 
 # Augmentation for the demo: the synthetic voices are few, so vary pitch and tempo too (cheap: features only).
@@ -115,7 +116,7 @@ def demo_config(settings: DemoSettings, work_dir: Path):
         "training.freeze_encoder": s.freeze_encoder, "training.early_stopping_patience": 0,
         "training.logging_steps": 5, "training.save_total_limit": 1, "training.dataloader_workers": 0,
         "training.eval_max_clips": s.eval_max_clips, "training.generation_max_length": s.max_new_tokens,
-        "training.seed": s.seed,
+        "training.seed": s.seed, "features.text_normalization": s.text_normalization,
     })
 
 
@@ -275,10 +276,12 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, DemoSettings]:
     p.add_argument("--variants", type=int, default=d.variants)
     p.add_argument("--eval-max-clips", type=int, default=d.eval_max_clips)
     p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=d.freeze_encoder)
+    p.add_argument("--text-normalization", choices=("none", "basic"), default=d.text_normalization,
+                   help="how training transcripts are normalized (scores are always on normalized text)")
     a = p.parse_args(argv)
     settings = DemoSettings(model=a.model, epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size,
                             learning_rate=a.learning_rate, variants=a.variants, eval_max_clips=a.eval_max_clips,
-                            freeze_encoder=a.freeze_encoder)
+                            freeze_encoder=a.freeze_encoder, text_normalization=a.text_normalization)
     return a.work, a.data, settings
 
 

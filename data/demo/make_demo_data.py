@@ -9,8 +9,9 @@ Writes, next to this script:
 
 Every sentence names several drugs (and clinical terms) from one vocabulary of 24 drugs, so the words the model
 must learn occur in both splits. What differs between the splits is everything else:
-  - sentence shapes: training sentences join two clauses from a clause bank; the test sentences come from six
-    templates that the bank never produces, so the test measures learning the words, not memorising sentences;
+  - sentence shapes: training sentences join two clauses from a small grammar (domain subjects and predicates,
+    whole clauses, and hundreds of plain everyday clauses); the test sentences come from six templates that the
+    grammar never produces, so the test measures learning the words, not memorising sentences;
   - voices: the test clips are spoken by speaker variants (m4, m6, f3, f4) that no training clip uses;
 every clip also gets its own speed, pitch and loudness, and 0.3-1.0 s of near-silence on each side.
 The split is written into the CSV (`split` column), which `whisper-tune validate` honours.
@@ -34,7 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SEED = 20240611
 SAMPLE_RATE_HZ = 16_000
-N_TRAIN = 180
+N_TRAIN = 220
 N_TEST = 30
 MP3_COMPRESSION = 0.9            # soundfile/LAME: constant bitrate, ~24 kbit/s at 16 kHz mono
 
@@ -54,36 +55,89 @@ ROUTES = (
 )
 TIMES = ("twice daily", "every morning", "at bedtime", "every eight hours", "once weekly", "as needed")
 
-# Training sentences are built from two clauses (so every clip carries several drug names and the shapes vary);
-# {a} {b}: drugs, {cond}: condition, {route} {time}: administration.
-TRAIN_CLAUSES = (
-    "start {a} {time}",
-    "stop the {a}",
-    "switch {a} to {b}",
-    "give {a} {route}",
-    "check the {a} level before the next dose",
-    "{a} interacts with {b}",
-    "reduce the {a} in {cond}",
-    "she takes {a} {time}",
-    "add {a} if the {b} is not enough",
-    "avoid {a} together with {b}",
-    "the consultant prefers {a} over {b}",
-    "{a} was given {route}",
-    "monitor for {cond} on {a}",
-    "taper the {a} slowly",
-    "pharmacy flagged {a} with {b}",
-    "the discharge letter lists {a} and {b}",
-    "titrate the {a} up",
-    "he developed {cond} on {a}",
-    "replace {a} with {b} before the procedure",
-    "load with {a} {route}",
-    "write up {a} {time}",
-    "continue {a} and {b} unchanged",
-    "{a} is contraindicated in {cond}",
-    "the nurse gave {a} {route}",
+# Training sentences join two clauses drawn from a small grammar, so the carrier words around the drug names keep
+# changing and the decoder learns the names rather than a handful of memorised phrases. {a} {b}: drugs,
+# {cond}: condition, {route} {time}: administration. A clause is a subject + predicate or a whole clause.
+DOMAIN_SUBJECTS = (
+    "the consultant", "the registrar", "the night team", "pharmacy", "the ward pharmacist", "the surgeon",
+    "the GP", "the renal team", "the nurse in charge", "the anaesthetist", "the medical student",
+    "the on-call doctor", "the cardiologist", "the discharge team", "the locum", "the outpatient clinic",
 )
-# Clauses without jargon, in two of every three training sentences: they keep ordinary words in the training
-# text, so the fine-tuned decoder does not start hearing drug names everywhere (none is an everyday.csv sentence).
+DRUG_PREDICATES = (
+    "started {a} {time}",
+    "stopped the {a} yesterday",
+    "increased the {a} slowly",
+    "halved the dose of {a}",
+    "restarted the {a} after the scan",
+    "withdrew {a} because of {cond}",
+    "prescribed {a} {route}",
+    "wrote {a} on the drug chart",
+    "wants the {a} reviewed on the ward round",
+    "is worried about {a} with {b}",
+    "swapped {a} for {b}",
+    "prefers {b} to {a} in {cond}",
+    "gave {a} {route}",
+    "checked the {a} level this morning",
+    "asked us to hold {a} before theatre",
+    "changed {a} to {b} {time}",
+    "added {a} to her regular medication",
+    "suspects {cond} from the {a}",
+    "will restart {a} when the bloods improve",
+    "documented an allergy to {a}",
+    "kept the {a} and dropped the {b}",
+    "mentioned {a} in the handover",
+    "switched the {a} to tablets",
+    "continued {a} at the same dose",
+    "found {a} among his own medicines",
+    "recommended {a} for the infection",
+    "tapered the {a} over a week",
+    "confirmed that {a} was given {route}",
+    "reduced the {a} in {cond}",
+    "loaded the patient with {a}",
+)
+DRUG_CLAUSES = (
+    "{a} can cause {cond}",
+    "the {a} is due {time}",
+    "is the {a} still on the chart",
+    "do not mix {a} with {b}",
+    "the {a} infusion finished at midnight",
+    "{a} and {b} should not be given together",
+    "her {a} was held for {cond}",
+    "his {a} was restarted on the ward round",
+    "there is no {a} left in the cupboard",
+    "the {a} prescription needs a second signature",
+    "{a} interacts with {b}",
+    "monitor for {cond} on {a}",
+    "{a} is contraindicated in {cond}",
+    "the discharge letter lists {a} and {b}",
+    "pharmacy flagged {a} with {b}",
+    "the nurse gave {a} {route}",
+    "she takes {a} {time}",
+    "he developed {cond} on {a}",
+    "check the {a} level before the next dose",
+    "replace {a} with {b} before the procedure",
+)
+# Ordinary speech: plain subject + plain predicate (hundreds of combinations) or a whole plain clause. Every other
+# training sentence carries one, so the decoder keeps its everyday English (none is an everyday.csv sentence).
+PLAIN_SUBJECTS = (
+    "the patient", "his wife", "her son", "my neighbour", "the porter", "our receptionist", "the new student",
+    "the visitor", "my colleague", "the cleaner", "her husband", "the taxi driver", "our manager",
+    "the lady next door", "his brother", "the volunteer",
+)
+PLAIN_PREDICATES = (
+    "slept well last night", "asked for a cup of tea", "went home yesterday afternoon",
+    "is waiting in the corridor", "wants to speak to somebody", "felt dizzy after breakfast",
+    "will come back tomorrow", "forgot the paperwork again", "moved to the side room", "is on holiday this week",
+    "lost her glasses in the garden", "brought flowers for the nurses", "parked outside the main entrance",
+    "walked to the shop and back", "finished the crossword before lunch", "watched the football on television",
+    "called about the weekend rota", "needs a lift to the station", "enjoyed the soup at dinner",
+    "fixed the broken window", "told a long story about his garden", "is learning to play the piano",
+    "read the newspaper all morning", "complained about the noise at night", "asked when visiting hours start",
+    "left a message at reception", "is feeling much brighter today", "spilled coffee on the keyboard",
+    "found a wallet in the lift", "wants a quieter room", "has a birthday next week",
+    "is worried about the cat at home", "went for a short walk outside", "phoned his daughter in Canada",
+    "took the early bus", "likes the seat by the window",
+)
 PLAIN_CLAUSES = (
     "the patient slept well last night",
     "her family visited in the afternoon",
@@ -94,8 +148,6 @@ PLAIN_CLAUSES = (
     "the bloods are due in the morning",
     "he walked to the bathroom without help",
     "the pain is well controlled",
-    "her daughter will collect her after lunch",
-    "the physiotherapist saw him this morning",
     "please call the family with an update",
     "the car park was full this morning",
     "we ordered sandwiches for the meeting",
@@ -108,15 +160,13 @@ PLAIN_CLAUSES = (
     "our team won the quiz last Friday",
     "the coffee machine needs new filters",
     "she is going on holiday to the coast next week",
-    "he forgot his umbrella in the canteen",
     "the new timetable starts in September",
     "we need more chairs in the seminar room",
     "the lift is out of order until Tuesday",
     "somebody left a blue jacket at reception",
-    "the students arrive on Monday morning",
-    "there is a fire drill at three o'clock",
+    "there is a fire drill this afternoon",
 )
-CONNECTORS = (", then ", " and ", ". Also, ", ", but ", ", so ")
+CONNECTORS = (", then ", " and ", ". Also, ", ", but ", ", so ", ". ", " because ", " while ")
 TEST_TEMPLATES = (
     "Pharmacy recommends {a} instead of {b} for this patient.",
     "Hold the {a} tonight and restart {b} tomorrow.",
@@ -178,20 +228,29 @@ def capitalize(text: str) -> str:
     return text[0].upper() + text[1:]
 
 
+def drug_clause(rng: random.Random, drugs: list[str]) -> str:
+    if rng.random() < 0.6:
+        return f"{rng.choice(DOMAIN_SUBJECTS)} {fill(rng.choice(DRUG_PREDICATES), rng, drugs)}"
+    return fill(rng.choice(DRUG_CLAUSES), rng, drugs)
+
+
+def plain_clause(rng: random.Random) -> str:
+    if rng.random() < 0.7:
+        return f"{rng.choice(PLAIN_SUBJECTS)} {rng.choice(PLAIN_PREDICATES)}"
+    return rng.choice(PLAIN_CLAUSES)
+
+
 def train_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
-    """Two clauses joined by a connector. Of every three sentences: drug clause + drug clause, drug clause +
-    plain clause, plain clause + plain clause (ordinary speech in the training mix limits forgetting)."""
-    first = TRAIN_CLAUSES[i % len(TRAIN_CLAUSES)]
-    if i % 3 == 2:  # every third sentence has no jargon at all
-        first, second = rng.sample(PLAIN_CLAUSES, 2)
-    else:
-        bank = PLAIN_CLAUSES if i % 3 else TRAIN_CLAUSES
-        second = rng.choice([c for c in bank if c != first])
+    """Two clauses joined by a connector. Of every four sentences: drug + drug, drug + plain, plain + drug,
+    plain + plain (ordinary speech in the training mix limits forgetting)."""
+    kinds = (("drug", "drug"), ("drug", "plain"), ("plain", "drug"), ("plain", "plain"))[i % 4]
+    first, second = (drug_clause(rng, drugs) if k == "drug" else plain_clause(rng) for k in kinds)
+    if first == second:
+        second = plain_clause(rng)
     connector = rng.choice(CONNECTORS)
-    tail = fill(second, rng, drugs)
-    if connector.startswith("."):
-        tail = capitalize(tail)
-    return capitalize(fill(first, rng, drugs)) + connector + tail + "."
+    if connector.rstrip().endswith("."):
+        second = capitalize(second)
+    return capitalize(first) + connector + second + "."
 
 
 def test_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
