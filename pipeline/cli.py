@@ -69,6 +69,7 @@ def validate(
     text_column: Annotated[Optional[str], typer.Option(help="Text column (default: transcription, text or sentence).")] = None,
     allow_outside: Annotated[Optional[bool], typer.Option("--allow-outside/--no-allow-outside", help="Accept paths outside the CSV's folder.")] = None,
     test_share: Annotated[Optional[float], typer.Option(help="Share of clips in the test split.")] = None,
+    validation_share: Annotated[Optional[float], typer.Option(help="Share of clips in the validation split (used to pick the best checkpoint; default 0: the test split is used).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Split seed.")] = None,
     min_seconds: Annotated[Optional[float], typer.Option(help="Shortest clip kept, seconds.")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="Longest clip kept, seconds.")] = None,
@@ -79,7 +80,8 @@ def validate(
 
     cfg = _config(config, {
         "model.name": model, "data.audio_column": audio_column, "data.text_column": text_column,
-        "data.allow_outside": allow_outside, "data.test_share": test_share, "data.seed": seed,
+        "data.allow_outside": allow_outside, "data.test_share": test_share,
+        "data.validation_share": validation_share, "data.seed": seed,
         "data.min_seconds": min_seconds, "data.max_seconds": max_seconds, "data.min_text_chars": min_text_chars,
     })
     result = run_validate(csv_path=csv, work_dir=work, cfg=cfg, use_model=model is not None)
@@ -159,7 +161,7 @@ def evaluate(
     work: WorkOpt = Path("work"),
     config: ConfigOpt = None,
     baseline: Annotated[Optional[str], typer.Option(help="A second model to compare against (same forms as --model).")] = None,
-    split: Annotated[str, typer.Option(help="Manifest split to score: test or train.")] = "test",
+    split: Annotated[str, typer.Option(help="Manifest split to score: test, validation or train.")] = "test",
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write the numbers as JSON here.")] = None,
     report: Annotated[Optional[Path], typer.Option(help="Write a Markdown report here.")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per decoding batch.")] = 16,

@@ -33,6 +33,7 @@ class DataConfig:
     audio_column: str = ""             # "" = auto: audios, audio, path, file
     text_column: str = ""              # "" = auto: transcription, text, sentence
     test_share: float = 0.1            # share of clips in the test split (stable hash of the path)
+    validation_share: float = 0.0      # share in the validation split (model selection in training); 0 = none
     seed: int = 42                     # split seed
     min_text_chars: int = 5            # transcripts must be LONGER than this many characters
     min_seconds: float = 1.0           # clips must be longer than this
@@ -161,6 +162,9 @@ def _validate(cfg: Config, source: str) -> None:
     d, t, a, f = cfg.data, cfg.training, cfg.augment, cfg.features
     if not 0.0 <= d.test_share < 1.0:
         raise bad("data.test_share", d.test_share, "a share in [0, 1), e.g. 0.1")
+    if not 0.0 <= d.validation_share < 1.0 - d.test_share:
+        raise bad("data.validation_share", d.validation_share,
+                  f"a share in [0, {1.0 - d.test_share:g}) (1 - data.test_share), e.g. 0.05 or 0 for none")
     if d.min_seconds < 0 or d.max_seconds <= d.min_seconds:
         raise bad("data.max_seconds", d.max_seconds, f"more than data.min_seconds ({d.min_seconds})")
     if a.variants < 1:

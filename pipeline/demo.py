@@ -4,8 +4,9 @@
 
 Runs the real stages, in order, on data/demo/ (clinical pharmacology dictation that Whisper tiny.en mis-hears):
 import the bundled tiny.en, validate, featurize, score the base model on the held-out test split (voices and
-sentence shapes never trained on), fine-tune on the CPU with a schedule sized for minutes, score the fine-tuned
-model, and print both side by side with example transcripts. A dozen everyday sentences (no jargon) are scored
+sentence shapes never trained on), fine-tune on the CPU with a schedule sized for minutes (the best epoch is picked
+on the validation split, never on the test split), score the fine-tuned model, and print both side by side with
+example transcripts. A dozen everyday sentences (no jargon) are scored
 before and after too, to show that the model did not forget ordinary English.
 
 Outputs under WORK: domain/ (manifest, cache), everyday/ (same), model/ (the fine-tuned model), and summary.json.
@@ -46,7 +47,7 @@ class DemoSettings:
     weight_decay: float = 0.01
     freeze_encoder: bool = True         # the encoder is most of the CPU cost; the new words live in the decoder
     variants: int = 4                   # clean + three augmented variants per clip (each epoch picks one)
-    eval_max_clips: int = 8             # clips decoded at each epoch's evaluation inside training
+    eval_max_clips: int = 0             # validation clips decoded at each epoch's evaluation (0 = all 20)
     max_new_tokens: int = 64            # per clip when scoring (the base model's hallucinations stop here)
     eval_batch_size: int = 8
     examples: int = 4                   # test clips printed before/after
@@ -276,12 +277,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, DemoSettings]:
     p.add_argument("--variants", type=int, default=d.variants)
     p.add_argument("--eval-max-clips", type=int, default=d.eval_max_clips)
     p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=d.freeze_encoder)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for augmentation, data order and initialisation")
     p.add_argument("--text-normalization", choices=("none", "basic"), default=d.text_normalization,
                    help="how training transcripts are normalized (scores are always on normalized text)")
     a = p.parse_args(argv)
     settings = DemoSettings(model=a.model, epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size,
                             learning_rate=a.learning_rate, variants=a.variants, eval_max_clips=a.eval_max_clips,
-                            freeze_encoder=a.freeze_encoder, text_normalization=a.text_normalization)
+                            freeze_encoder=a.freeze_encoder, text_normalization=a.text_normalization,
+                            seed=a.seed)
     return a.work, a.data, settings
 
 

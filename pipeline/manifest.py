@@ -9,7 +9,8 @@ Columns (every later stage uses only rows with status == "ok"):
     duration     f64    seconds (null when the file could not be read)
     sample_rate  i64    Hz (null when the file could not be read)
     channels     i64    (null when the file could not be read)
-    split        str    "train" or "test": a seeded hash of the relative path, so adding rows never moves a clip
+    split        str    "train", "validation" or "test": the CSV's split column, else a seeded hash of the
+                        relative path, so adding rows never moves a clip
     status       str    "ok" or "rejected"
     reason       str    why a row was rejected, in plain words; "" when ok
     csv_row      i64    1-based data row of the CSV (the header is not counted)
@@ -47,7 +48,7 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA)
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
 
 
 def manifest_path(work_dir: Path | str) -> Path:
@@ -65,9 +66,13 @@ def split_position(relpath: str, seed: int) -> float:
     return int.from_bytes(digest, "big") / 2.0**64
 
 
-def assign_split(relpath: str, *, seed: int, test_share: float) -> str:
-    """"test" for clips whose split_position is below test_share, else "train"."""
-    return "test" if split_position(relpath, seed) < test_share else "train"
+def assign_split(relpath: str, *, seed: int, test_share: float, validation_share: float = 0.0) -> str:
+    """"test" for clips whose split_position is below test_share, "validation" for the next validation_share,
+    else "train". Changing validation_share never moves a test clip."""
+    position = split_position(relpath, seed)
+    if position < test_share:
+        return "test"
+    return "validation" if position < test_share + validation_share else "train"
 
 
 def write_manifest(frame: pl.DataFrame, work_dir: Path | str) -> Path:

@@ -252,7 +252,7 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
     problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i]) if p is not None]
                 for i in range(n)]
     frame = _manifest_frame(table, locations, infos, problems, seed=d.seed, test_share=d.test_share,
-                            given=given)
+                            validation_share=d.validation_share, given=given)
     out = write_manifest(frame, work_dir)
     plot = write_duration_plot(frame, work_dir / PLOT_NAME)
     result = _result(table, frame, problems, out, plot)
@@ -306,8 +306,12 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}
+
+
 def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
-    """An optional `split` column (train/test, any case) fixes a row's split; a blank cell means the hash decides.
+    """An optional `split` column (train, validation or test, any case; dev, val and valid mean validation) fixes a
+    row's split; a blank cell means the hash decides.
 
     Teams with a fixed held-out set (other speakers, other rooms) keep it that way across runs."""
     column = next((name for name in table.extras if name.strip().lower() == "split"), None)
@@ -318,16 +322,17 @@ def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
     problems: list[Problem | None] = []
     for value in table.extras[column]:
         v = (value or "").strip().lower()
+        v = SPLIT_ALIASES.get(v, v)
         ok = v in SPLITS or v == ""
         given.append(v if ok else "")
         problems.append(None if ok else Problem(
-            BAD_SPLIT, f"unknown split {value!r} in column '{column}': use {' or '.join(SPLITS)}, "
+            BAD_SPLIT, f"unknown split {value!r} in column '{column}': use {', '.join(SPLITS)} "
                        "or leave it blank for the automatic split"))
     return given, problems
 
 
 def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[AudioInfo | None],
-                    problems: list[list[Problem]], *, seed: int, test_share: float,
+                    problems: list[list[Problem]], *, seed: int, test_share: float, validation_share: float,
                     given: list[str]) -> pl.DataFrame:
     ids: list[str] = []
     seen: set[str] = set()
@@ -345,7 +350,7 @@ def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[Audi
         "duration": [info.duration if info else None for info in infos],
         "sample_rate": [info.sample_rate if info else None for info in infos],
         "channels": [info.channels if info else None for info in infos],
-        "split": [g or assign_split(loc.relpath, seed=seed, test_share=test_share)
+        "split": [g or assign_split(loc.relpath, seed=seed, test_share=test_share, validation_share=validation_share)
                   for loc, g in zip(locations, given)],
         "status": [STATUS_REJECTED if p else STATUS_OK for p in problems],
         "reason": ["; ".join(x.detail for x in p) for p in problems],
@@ -393,10 +398,12 @@ def format_summary(result: ValidateResult) -> str:
         f"validated {r.csv_path} (audio column '{r.audio_column}', text column '{r.text_column}')",
         f"  rows: {r.rows}   kept: {r.kept}   rejected: {r.rejected}",
     ]
-    for split in SPLITS:
+    shown = [s for s in SPLITS if s != "validation" or r.clips.get(s)]   # validation is optional: shown when used
+    width = max(map(len, shown))
+    for split in shown:
         count = r.clips.get(split, 0)
-        lines.append(f"  {split:5}: {count} clip{'s' if count != 1 else ''}, {format_duration(r.seconds.get(split, 0.0))}")
-    empty = [split for split in SPLITS if r.kept and not r.clips.get(split)]
+        lines.append(f"  {split:{width}}: {count} clip{'s' if count != 1 else ''}, {format_duration(r.seconds.get(split, 0.0))}")
+    empty = [split for split in ("train", "test") if r.kept and not r.clips.get(split)]
     if empty:
         lines.append(f"  note: no usable clip fell into the {empty[0]} split; add clips or change data.test_share "
                      "(--test-share) so that both splits have some")

@@ -103,3 +103,13 @@ def test_bad_config_value_is_one_line(folder):
     csv_path.write_text(f"audios,transcription\naudios/1.wav,{GOOD}\n", encoding="utf-8")
     result = invoke("--csv", str(csv_path), "--work", str(folder / "w"), "--test-share", "1.5")
     assert_one_line_error(result, "test_share")
+
+
+def test_validation_share_flag_makes_a_validation_split(folder):
+    csv_path = folder / "clips.csv"
+    csv_path.write_text(f"audios,transcription\naudios/1.wav,{GOOD}\naudios/2.flac,{GOOD}\n", encoding="utf-8")
+    result = invoke("--csv", str(csv_path), "--work", str(folder / "w"), "--test-share", "0",
+                    "--validation-share", "0.999")
+    assert result.exit_code == 0, result.output
+    assert "validation: 2 clips" in result.output
+    assert read_manifest(folder / "w")["split"].to_list() == ["validation", "validation"]

@@ -40,6 +40,7 @@ def test_file_then_flags(tmp_path: Path):
     ("[trainig]\nepochs = 2\n", "[trainig]"),
     ("[training]\nbatch_size = 'big'\n", "training.batch_size"),
     ("[data]\ntest_share = 1.5\n", "data.test_share"),
+    ("[data]\ntest_share = 0.5\nvalidation_share = 0.5\n", "data.validation_share"),
     ("not toml = = =", "not valid TOML"),
 ])
 def test_bad_files_name_key_and_file(tmp_path: Path, text: str, needle: str):

@@ -25,10 +25,11 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def small_copy(dst: Path, train: int = 4, test: int = 2, everyday: int = 2) -> Path:
+def small_copy(dst: Path, train: int = 4, validation: int = 2, test: int = 2, everyday: int = 2) -> Path:
     """A demo data folder with only a few of the committed clips (same CSV format)."""
     rows = read_rows(DATA / demo.DOMAIN_CSV)
-    picked = [r for r in rows if r["split"] == "train"][:train] + [r for r in rows if r["split"] == "test"][:test]
+    picked = [r for split, n in (("train", train), ("validation", validation), ("test", test))
+              for r in [r for r in rows if r["split"] == split][:n]]
     every = read_rows(DATA / demo.EVERYDAY_CSV)[:everyday]
     for name, chosen in ((demo.DOMAIN_CSV, picked), (demo.EVERYDAY_CSV, every)):
         for row in chosen:
@@ -44,7 +45,7 @@ def small_copy(dst: Path, train: int = 4, test: int = 2, everyday: int = 2) -> P
 def test_committed_demo_data_is_complete_and_split_by_voice_and_template():
     rows = read_rows(DATA / demo.DOMAIN_CSV)
     assert 150 <= len(rows) <= 250
-    assert {r["split"] for r in rows} == {"train", "test"}
+    assert {r["split"] for r in rows} == {"train", "validation", "test"}
     assert all((DATA / r["audios"]).is_file() for r in rows)
     every = read_rows(DATA / demo.EVERYDAY_CSV)
     assert len(every) >= 8 and all((DATA / r["audios"]).is_file() for r in every)
@@ -57,15 +58,23 @@ def test_committed_demo_data_is_complete_and_split_by_voice_and_template():
     maker = importlib.util.module_from_spec(spec)
     sys.modules["make_demo_data"] = maker  # dataclasses look their module up while the class is built
     spec.loader.exec_module(maker)
-    # no training sentence (nor any clause of one) has a test sentence's shape
-    shapes = [re.compile(re.escape(t.rstrip(".").lower()).replace(r"\{a\}", ".+").replace(r"\{b\}", ".+")
-                         .replace(r"\{c\}", ".+").replace(r"\{cond\}", ".+")) for t in maker.TEST_TEMPLATES]
-    train = [r["transcription"].lower() for r in rows if r["split"] == "train"]
-    test = [r["transcription"].lower().rstrip(".") for r in rows if r["split"] == "test"]
-    assert all(any(p.fullmatch(t) for p in shapes) for t in test)
-    assert not [t for t in train for p in shapes if p.search(t)]
+    # each held-out split has its own sentence shapes, which no training sentence (nor any clause of one) has
+    def shapes(templates):
+        return [re.compile(re.sub(r"\\\{(a|b|c|cond)\\\}", ".+", re.escape(t.rstrip(".?").lower())))
+                for t in templates]
+
+    def text(split):
+        return [r["transcription"].lower().rstrip(".?") for r in rows if r["split"] == split]
+
+    test_shapes, validation_shapes = shapes(maker.TEST_TEMPLATES), shapes(maker.VALIDATION_TEMPLATES)
+    train, validation, test = text("train"), text("validation"), text("test")
+    assert all(any(p.fullmatch(t) for p in test_shapes) for t in test)
+    assert all(any(p.fullmatch(t) for p in validation_shapes) for t in validation)
+    assert not [t for t in train for p in test_shapes + validation_shapes if p.search(t)]
+    assert not [t for t in validation for p in test_shapes if p.search(t)]
     assert len(set(train)) == len(train)
-    assert not set(maker.TRAIN_VOICES) & set(maker.TEST_VOICES)
+    voices = [set(maker.TRAIN_VOICES), set(maker.VALIDATION_VOICES), set(maker.TEST_VOICES)]
+    assert not (voices[0] & voices[1] or voices[0] & voices[2] or voices[1] & voices[2])
     # every test sentence's jargon also occurs in training
     train_text = " ".join(r["transcription"].lower() for r in rows if r["split"] == "train")
     for r in rows:
@@ -85,6 +94,8 @@ def test_demo_runs_end_to_end_on_a_few_clips(tiny_model, tmp_path, capsys):
     assert result.base_everyday is not None and result.base_everyday.clips == 2
     assert len(result.examples) == 2
     assert (tmp_path / "work" / "model" / "config.json").is_file()
+    metrics = json.loads((tmp_path / "work" / "model" / "metrics.json").read_text())
+    assert metrics["eval_split"] == "validation" and metrics["eval_clips"] == 2   # never the test split
     summary = json.loads((tmp_path / "work" / demo.SUMMARY).read_text())
     assert {"base_test", "tuned_test", "base_everyday", "tuned_everyday", "timings", "test_wer_ratio"} <= set(summary)
     assert summary["timings"]["total"] > 0

@@ -91,6 +91,16 @@ def test_split_depends_only_on_path_and_seed():
     assert all(0.0 <= split_position(p, 7) < 1.0 for p in paths)
 
 
+def test_validation_share_takes_clips_from_train_only():
+    paths = [f"v/{i}.wav" for i in range(2000)]
+    plain = {p: assign_split(p, seed=3, test_share=0.1) for p in paths}
+    with_val = {p: assign_split(p, seed=3, test_share=0.1, validation_share=0.05) for p in paths}
+    assert {p for p in paths if plain[p] == "test"} == {p for p in paths if with_val[p] == "test"}
+    moved = [p for p in paths if plain[p] != with_val[p]]
+    assert moved and all(plain[p] == "train" and with_val[p] == "validation" for p in moved)
+    assert abs(len(moved) / len(paths) - 0.05) < 0.02
+
+
 def test_raising_the_share_only_moves_clips_into_test():
     paths = [f"c/{i}.wav" for i in range(500)]
     small = {p for p in paths if assign_split(p, seed=1, test_share=0.1) == "test"}

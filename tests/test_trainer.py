@@ -64,7 +64,28 @@ def test_every_artefact_is_written(trained):
         assert set(e) >= {"train_loss", "eval_loss", "wer", "cer"}
     assert doc["best"]["wer"] == min(e["wer"] for e in doc["epochs"]) == result.best_wer
     assert doc["steps"] and doc["precision"] == result.precision
+    assert doc["eval_split"] == "test" and doc["eval_clips"] == 2       # no validation split: the guide's way
     assert load_config(out / "whisper-tune.toml").training.learning_rate == 5e-3
+
+
+def test_a_validation_split_is_evaluated_instead_of_test(tiny_model, tmp_path, monkeypatch):
+    from train import trainer
+
+    work = tmp_path / "work"
+    build_cache(work, tiny_model, n_train=4, n_validation=3, n_test=2, variants=1)
+    seen = []
+    real = trainer.EvalDataset
+
+    def spy(cache, split="test", max_clips=0):
+        seen.append(split)
+        return real(cache, split=split, max_clips=max_clips)
+
+    monkeypatch.setattr(trainer, "EvalDataset", spy)
+    out = tmp_path / "out"
+    result = run_train(work_dir=work, output_dir=out, cfg=_cfg(tiny_model, epochs=1))
+    assert seen == ["validation"] and result.eval_split == "validation" and result.eval_clips == 3
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["eval_split"] == "validation" and len(doc["epochs"]) == 1
 
 
 def test_saved_model_is_set_up_for_inference(trained):

@@ -370,14 +370,16 @@ def test_paths_relative_to_the_current_folder_get_a_hint(tmp_path, monkeypatch):
 
 
 def test_split_column_is_honoured(tmp_path):
-    for i in range(6):
+    for i in range(8):
         write_audio(tmp_path / f"c{i}.wav", tone(2.0, seed=i))
-    rows = [[f"c{i}.wav", GOOD, s] for i, s in enumerate(["test", "TRAIN", "", "", "eval", " Test "])]
+    rows = [[f"c{i}.wav", GOOD, s] for i, s in enumerate(["test", "TRAIN", "", "", "eval", " Test ", "Dev",
+                                                          "validation"])]
     csv_path = write_csv(tmp_path / "d.csv", rows, header=["audios", "transcription", "split"])
-    validate(csv_path, tmp_path / "w")
+    result = validate(csv_path, tmp_path / "w")
     m = read_manifest(tmp_path / "w")
+    assert "validation: 2 clips" in format_summary(result) and result.clips["validation"] == 2
     assert m["split"].to_list()[:2] == ["train", "test"][::-1]          # given values win over the hash
-    assert m["split"][5] == "test"
+    assert m["split"][5] == "test" and m["split"].to_list()[6:] == ["validation", "validation"]
     assert m["status"][4] == "rejected" and "unknown split 'eval'" in m["reason"][4]
     assert set(m["split"].to_list()[2:4]) <= {"train", "test"}       # blank: the hash decides
     again = write_csv(tmp_path / "e.csv", [r[:2] for r in rows[2:4]])

@@ -23,12 +23,13 @@ TEXTS = [
 
 
 def synthetic_examples(tokenizer, *, n_train: int, n_test: int, variants: int, n_mels: int = 80,
-                       seed: int = 0, frames: tuple[int, int] = (150, 600)) -> list[CachedExample]:
+                       seed: int = 0, frames: tuple[int, int] = (150, 600),
+                       n_validation: int = 0) -> list[CachedExample]:
     rng = np.random.default_rng(seed)
     out = []
-    for i in range(n_train + n_test):
+    for i in range(n_train + n_validation + n_test):
         clip_id = f"clip{i:04d}.wav"
-        split = "train" if i < n_train else "test"
+        split = "train" if i < n_train else "validation" if i < n_train + n_validation else "test"
         text = TEXTS[i % len(TEXTS)]
         labels = make_labels(text, tokenizer, "basic")
         t = int(rng.integers(*frames))

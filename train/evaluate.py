@@ -23,6 +23,7 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import CacheError, ConfigError, ManifestError
+from pipeline.manifest import SPLITS
 from pipeline.text import normalize_text
 
 from .decode import Decoder, DecodeOptions, open_decoder
@@ -212,15 +213,17 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
-    if split not in ("test", "train"):
-        raise ConfigError(f"--split {split}: expected test or train")
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split}: expected {', '.join(SPLITS)}")
     cache = open_cache(Path(work_dir))
     clip_ids = sorted(cache.clip_ids(split))
     if not clip_ids:
+        others = [s for s in SPLITS if s != split and cache.clip_ids(s)]
+        share = "data.validation_share" if split == "validation" else "data.test_share"
         raise CacheError(
             f"the cache in {Path(work_dir) / 'cache'} has no clip in the {split!r} split; "
-            f"pass --split {'train' if split == 'test' else 'test'}, or change data.test_share and re-run "
-            f"validate and features"
+            + (f"pass --split {others[0]}, or " if others else "")
+            + f"change {share} (or the CSV's split column) and re-run validate and features"
         )
     refs = references(Path(work_dir), cache, clip_ids)
     options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)

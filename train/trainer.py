@@ -6,6 +6,9 @@ Reads the feature cache (features, labels, split) and nothing else: no audio fil
 CPU, one GPU, or several under `torchrun --nproc_per_node N` / `accelerate launch` (DDP: accelerate shards the
 epoch's shuffled batches so every rank reads distinct clips).
 
+Each epoch is evaluated on the validation split when the cache has one (`data.validation_share` or the CSV's split
+column), else on the test split as the guide does; the evaluated split also picks the best checkpoint.
+
 Writes to OUTPUT_DIR: the best model (by WER) with its generation config, the processor, the resolved config
 (whisper-tune.toml), metrics.json (per-epoch train loss, eval loss, WER, CER), curves.png, TensorBoard logs
 (runs/), and the Trainer's checkpoint-* folders that --resume continues from.
@@ -59,6 +62,7 @@ class TrainResult:
     precision: str
     train_clips: int
     eval_clips: int
+    eval_split: str = "test"
 
 
 @dataclass(frozen=True)
@@ -272,7 +276,8 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     cache = open_cache(work_dir)
     cache_dir = work_dir / "cache"
     train_set = TrainDataset(cache, seed=t.seed)
-    eval_set = EvalDataset(cache, max_clips=t.eval_max_clips)
+    eval_split = "validation" if cache.clip_ids("validation") else "test"
+    eval_set = EvalDataset(cache, split=eval_split, max_clips=t.eval_max_clips)
     if len(train_set) == 0:
         raise CacheError(f"the cache in {cache_dir} has no train clip; check the manifest's split column "
                          "and re-run `whisper-tune validate` and `whisper-tune features`")
@@ -302,7 +307,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     plan = StepPlan(len(train_set), t.batch_size, t.grad_accum, max(1, args.world_size), t.epochs, t.max_steps)
     main = args.process_index == 0
     if main:
-        print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips, precision {precision.reason}, "
+        print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
               f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
         message = plan.warning()
         if message:
@@ -341,13 +346,14 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         precision=precision.name,
         train_clips=len(train_set),
         eval_clips=len(eval_set),
+        eval_split=eval_split,
     )
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(output_dir))
         save_config(cfg, output_dir / CONFIG_NAME)
         write_metrics(output_dir / METRICS_NAME, result, state.log_history, plan)
         draw_curves(output_dir / CURVES_NAME, records)
-        print(f"saved the best model (WER {result.best_wer:.2f} %, CER {result.best_cer:.2f} %) to {output_dir}"
+        print(f"saved the best model (WER {result.best_wer:.2f} %, CER {result.best_cer:.2f} % on the {eval_split} split) to {output_dir}"
               if best else f"saved the model to {output_dir}", flush=True)
     return result
 
@@ -383,6 +389,7 @@ def write_metrics(path: Path, result: TrainResult, log_history: list[dict[str, A
         "precision": result.precision,
         "train_clips": result.train_clips,
         "eval_clips": result.eval_clips,
+        "eval_split": result.eval_split,
         "effective_batch": plan.effective_batch,
     }
     tmp = path.with_name(path.name + ".tmp")

@@ -7,12 +7,15 @@ Writes, next to this script:
   audios/*.mp3                  mono 16 kHz, ~24 kbit/s
   everyday.csv + everyday/*.mp3 everyday sentences without jargon: the forgetting check
 
-Every sentence names several drugs (and clinical terms) from one vocabulary of 24 drugs, so the words the model
-must learn occur in both splits. What differs between the splits is everything else:
+Three splits: 200 train clips, 20 validation clips (the trainer picks its best epoch on these) and 30 test clips
+(scored before and after). The drugs and conditions come from one vocabulary (24 drugs), so the words the model must
+learn occur in every split. What differs between the splits is everything else:
   - sentence shapes: training sentences join two clauses from a small grammar (domain subjects and predicates,
     whole clauses, and hundreds of plain everyday clauses); the test sentences come from six templates that the
-    grammar never produces, so the test measures learning the words, not memorising sentences;
-  - voices: the test clips are spoken by speaker variants (m4, m6, f3, f4) that no training clip uses;
+    grammar never produces, so the test measures learning the words, not memorising sentences; the validation
+    sentences come from four more templates of their own;
+  - voices: the test clips are spoken by speaker variants (m4, m6, f3, f4) and the validation clips by variants
+    (m5, m8, f5) that no training clip uses;
 every clip also gets its own speed, pitch and loudness, and 0.3-1.0 s of near-silence on each side.
 The split is written into the CSV (`split` column), which `whisper-tune validate` honours.
 
@@ -35,7 +38,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SEED = 20240611
 SAMPLE_RATE_HZ = 16_000
-N_TRAIN = 220
+N_TRAIN = 200
+N_VALIDATION = 20
 N_TEST = 30
 MP3_COMPRESSION = 0.9            # soundfile/LAME: constant bitrate, ~24 kbit/s at 16 kHz mono
 
@@ -175,6 +179,13 @@ TEST_TEMPLATES = (
     "After the ward round we added {a} and kept the {b}.",
     "Her regular medicines are {a}, {b} and {c}.",
 )
+# The validation split (model selection during training) has shapes and voices of its own, like the test split.
+VALIDATION_TEMPLATES = (
+    "Can we give {a} with {b} after dinner?",
+    "Tomorrow morning the team will review {a} and {b}.",
+    "Since she has {cond}, {a} is safer than {b}.",
+    "His usual tablets include {a} and {b}.",
+)
 EVERYDAY = (
     "Could you pick up the children from school on Thursday afternoon?",
     "The weather should be sunny for most of the weekend.",
@@ -201,6 +212,8 @@ TRAIN_VOICES = tuple(Voice(f"{accent}+{variant}") for accent in ("en-us", "en-gb
                      for variant in ("m1", "m2", "m3", "f1", "f2", "m7"))
 TEST_VOICES = tuple(Voice(f"{accent}+{variant}") for accent in ("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-x-gbclan")
                     for variant in ("m4", "f3", "m6", "f4"))
+VALIDATION_VOICES = tuple(Voice(f"{accent}+{variant}") for accent in ("en-us", "en-gb", "en-gb-x-rp", "en-029")
+                          for variant in ("m5", "f5", "m8"))
 EVERYDAY_VOICES = TRAIN_VOICES[::5] + TEST_VOICES[::4]
 
 
@@ -241,10 +254,14 @@ def plain_clause(rng: random.Random) -> str:
 
 
 def train_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
-    """Two clauses joined by a connector. Of every four sentences: drug + drug, drug + plain, plain + drug,
-    plain + plain (ordinary speech in the training mix limits forgetting)."""
-    kinds = (("drug", "drug"), ("drug", "plain"), ("plain", "drug"), ("plain", "plain"))[i % 4]
-    first, second = (drug_clause(rng, drugs) if k == "drug" else plain_clause(rng) for k in kinds)
+    """One or two clauses. Of every six sentences: drug, drug + drug, drug + plain, plain + drug, drug,
+    plain + plain: lengths vary, so the decoder learns to stop where the speech stops, and ordinary speech in the
+    training mix limits forgetting."""
+    kinds = (("drug",), ("drug", "drug"), ("drug", "plain"), ("plain", "drug"), ("drug",), ("plain", "plain"))[i % 6]
+    clauses = [drug_clause(rng, drugs) if k == "drug" else plain_clause(rng) for k in kinds]
+    if len(clauses) == 1:
+        return capitalize(clauses[0]) + "."
+    first, second = clauses
     if first == second:
         second = plain_clause(rng)
     connector = rng.choice(CONNECTORS)
@@ -255,6 +272,10 @@ def train_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
 
 def test_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
     return capitalize(fill(TEST_TEMPLATES[i % len(TEST_TEMPLATES)], rng, drugs))
+
+
+def validation_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
+    return capitalize(fill(VALIDATION_TEMPLATES[i % len(VALIDATION_TEMPLATES)], rng, drugs))
 
 
 def speak(text: str, voice: Voice, speed: int, pitch: int) -> np.ndarray:
@@ -292,10 +313,17 @@ def build(out_dir: Path) -> None:
     drugs = list(DRUGS)
     rng.shuffle(drugs)
     rows: list[tuple[str, str, str]] = []
-    plan = [("train", i) for i in range(N_TRAIN)] + [("test", i) for i in range(N_TEST)]
+    makers = {"train": (train_sentence, TRAIN_VOICES), "validation": (validation_sentence, VALIDATION_VOICES),
+              "test": (test_sentence, TEST_VOICES)}
+    plan = ([("train", i) for i in range(N_TRAIN)] + [("validation", i) for i in range(N_VALIDATION)]
+            + [("test", i) for i in range(N_TEST)])
+    seen: set[str] = set()
     for split, i in plan:
-        make, voices = (train_sentence, TRAIN_VOICES) if split == "train" else (test_sentence, TEST_VOICES)
+        make, voices = makers[split]
         text = make(i, rng, drugs)
+        while text in seen:          # every clip says something new
+            text = make(i, rng, drugs)
+        seen.add(text)
         voice = voices[rng.randrange(len(voices))]
         name = f"audios/{split}_{i:03d}.mp3"
         write_mp3(out_dir / name, render(text, voice, rng))
@@ -328,7 +356,7 @@ def main() -> int:
     for sub in ("audios", "everyday"):
         shutil.rmtree(HERE / sub, ignore_errors=True)
     build(HERE)
-    print(f"wrote {N_TRAIN + N_TEST} domain clips and {len(EVERYDAY)} everyday clips under {HERE}")
+    print(f"wrote {N_TRAIN + N_VALIDATION + N_TEST} domain clips and {len(EVERYDAY)} everyday clips under {HERE}")
     return 0
 
 
