@@ -66,6 +66,7 @@ DOMAIN_SUBJECTS = (
     "the consultant", "the registrar", "the night team", "pharmacy", "the ward pharmacist", "the surgeon",
     "the GP", "the renal team", "the nurse in charge", "the anaesthetist", "the medical student",
     "the on-call doctor", "the cardiologist", "the discharge team", "the locum", "the outpatient clinic",
+    "she", "he", "her daughter", "his GP", "our pharmacist",
 )
 DRUG_PREDICATES = (
     "started {a} {time}",
@@ -100,6 +101,14 @@ DRUG_PREDICATES = (
     "loaded the patient with {a}",
 )
 DRUG_CLAUSES = (
+    "give {a} {route}",
+    "start {a} {time}",
+    "stop the {a} today",
+    "hold the {a} until the bloods are back",
+    "increase the {a} slowly",
+    "prescribe {a} {time} for a week",
+    "swap the {a} for {b}",
+    "keep an eye on the {a} level",
     "{a} can cause {cond}",
     "the {a} is due {time}",
     "is the {a} still on the chart",
@@ -170,6 +179,9 @@ PLAIN_CLAUSES = (
     "somebody left a blue jacket at reception",
     "there is a fire drill this afternoon",
 )
+# Some sentences open with a time or a reason, so the sentence starts vary as much as the rest.
+OPENERS = ("yesterday", "overnight", "this morning", "on Monday", "after the scan", "as discussed", "for now",
+           "in clinic today", "at the weekend", "on reflection")
 CONNECTORS = (", then ", " and ", ". Also, ", ", but ", ", so ", ". ", " because ", " while ")
 TEST_TEMPLATES = (
     "Pharmacy recommends {a} instead of {b} for this patient.",
@@ -259,6 +271,8 @@ def train_sentence(i: int, rng: random.Random, drugs: list[str]) -> str:
     training mix limits forgetting."""
     kinds = (("drug",), ("drug", "drug"), ("drug", "plain"), ("plain", "drug"), ("drug",), ("plain", "plain"))[i % 6]
     clauses = [drug_clause(rng, drugs) if k == "drug" else plain_clause(rng) for k in kinds]
+    if rng.random() < 0.2:
+        clauses[0] = f"{rng.choice(OPENERS)}, {clauses[0]}"
     if len(clauses) == 1:
         return capitalize(clauses[0]) + "."
     first, second = clauses
