@@ -6,8 +6,8 @@ Runs the real stages, in order, on data/demo/ (clinical pharmacology dictation t
 import the bundled tiny.en, validate, featurize, score the base model on the held-out test split (voices and
 sentence shapes never trained on), fine-tune on the CPU with a schedule sized for minutes (the best epoch is picked
 on the validation split, never on the test split), score the fine-tuned model, and print both side by side with
-example transcripts. A dozen everyday sentences (no jargon) are scored
-before and after too, to show that the model did not forget ordinary English.
+example transcripts. A dozen everyday sentences (no jargon) are scored before and after too, to show that the
+model did not forget ordinary English.
 
 Outputs under WORK: domain/ (manifest, cache), everyday/ (same), model/ (the fine-tuned model), and summary.json.
 """
@@ -52,7 +52,7 @@ class DemoSettings:
     eval_batch_size: int = 8
     examples: int = 4                   # test clips printed before/after
     seed: int = 42
-    text_normalization: str = "none"   # train on the transcripts as written: Whisper's own cased, punctuated style
+    text_normalization: str = "none"    # train on the transcripts as written: Whisper's own cased, punctuated style
 
 
 # Augmentation for the demo: the synthetic voices are few, so vary pitch and tempo too (cheap: features only).
