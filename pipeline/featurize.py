@@ -6,7 +6,8 @@ What a run does:
 1. Reads the manifest's usable rows (status "ok"), keeps this part's share (`--part i/N`, by a hash of the id).
 2. Works out, per clip, the fingerprint every stored item must have: audio content hash (file bytes; re-hashed
    only when path, size or mtime changed), audio settings, feature settings, augmentation chain + seed +
-   variant, tokenizer + normalization + transcript. Items whose fingerprint the index already has are kept;
+   variant, tokenizer + normalization + transcript. Train clips get every variant; validation and test clips,
+   which are only ever scored, get the clean variant 0 alone. Items whose fingerprint the index already has are kept;
    shards that are missing or fail their checksum are dropped (their clips recomputed); complete shards left
    by a killed run are adopted when their rows' fingerprints are the wanted ones.
 3. Labels (cheap) are computed in this process; audio work (decode, trim, normalize, augment, log-mel) runs in
@@ -413,7 +414,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             else:
                 label_todo.append((cid, text))
             need: list[tuple[int, str]] = []
-            for v in range(n_variants):
+            for v in range(n_variants if split == "train" else 1):   # held-out clips are only scored: clean only
                 fp = _digest("features", clip_fp, feat_fp, v, aug_fp if v else "clean")
                 ref = old.get("variants", {}).get(str(v))
                 if ref_ok(ref, fp):

@@ -81,10 +81,11 @@ def test_cache_matches_feature_extractor_and_is_deterministic(tmp_path, tiny_mod
     cfg = config(tiny_model)
     res = run(work, cfg)
     assert (res.clips_total, res.clips_decoded, res.labels_computed, res.skipped) == (5, 5, 5, ())
-    assert res.variants_computed + res.variants_aliased == 5 * 3
+    assert res.variants_computed + res.variants_aliased == 4 * 3 + 1     # the test clip: clean variant only
     assert res.variants_computed >= 5 and res.variants_aliased >= 1      # some variants equal the clean clip
     cache = open_cache(work)
     assert len(cache) == 5 and cache.clip_ids("test") == ["clip00"] and cache.meta.variants == 3
+    assert cache.variants("clip00") == [0] and all(cache.variants(c) == [0, 1, 2] for c in cache.clip_ids("train"))
     fe = WhisperFeatureExtractor(feature_size=80)
     for row in rows:
         clean = audio.prepare(audio.load(row["path"]), top_db=30.0, normalize=True)
@@ -92,7 +93,8 @@ def test_cache_matches_feature_extractor_and_is_deterministic(tmp_path, tiny_mod
         ex = cache.get(row["id"], 0)
         assert np.abs(ex.padded() - ref).max() <= 2e-3
         assert ex.features.shape[1] < 200          # ~1 s stored, not 30 s
-        assert ex.text == cache.get(row["id"], 2).text
+        if row["split"] == "train":
+            assert ex.text == cache.get(row["id"], 2).text
     # a second, independent run gives byte-identical shards
     work_b = tmp_path / "b" / "work"
     work_b.parent.mkdir()
@@ -114,7 +116,7 @@ def test_incremental_reruns_do_only_what_changed(tmp_path, tiny_model):
     assert same.no_audio_work and "no audio work" in same.message and snapshot(work) == before
 
     rows[1]["text"] = "An edited transcript"          # edited transcript: that clip's labels only
-    rows[2]["split"] = "test"                          # split change: index only
+    rows[2]["split"] = "test"                          # moved out of train: index only (keeps its clean variant)
     write_manifest(pl.DataFrame(rows), work)
     edit = run(work, cfg)
     assert (edit.clips_decoded, edit.variants_computed, edit.labels_computed) == (0, 0, 1)
@@ -131,14 +133,21 @@ def test_incremental_reruns_do_only_what_changed(tmp_path, tiny_model):
 
     aug = config(tiny_model, **{"augment.transforms": [{"name": "Gain", "p": 0.9}]})   # augmentation only
     changed = run(work, aug)
-    assert changed.clips_decoded == 5 and changed.labels_computed == 0
-    assert changed.variants_computed + changed.variants_aliased == 5 * 2      # variants 1..2, never variant 0
+    assert changed.clips_decoded == 3 and changed.labels_computed == 0     # the 3 train clips (2 are test)
+    assert changed.variants_computed + changed.variants_aliased == 3 * 2      # variants 1..2, never variant 0
     assert changed.variants_reused == 5
     assert open_cache(work).get("clip00", 0).features.tobytes() == before[("clip00", 0)][0]
 
     more = run(work, config(tiny_model, **{"augment.transforms": [{"name": "Gain", "p": 0.9}],
                                            "augment.variants": 4}))           # one more variant
-    assert more.variants_computed + more.variants_aliased == 5 and more.variants_reused == 15
+    assert more.variants_computed + more.variants_aliased == 3 and more.variants_reused == 3 * 3 + 2
+
+    rows[2]["split"] = "train"                         # moved into train: only its augmented variants
+    write_manifest(pl.DataFrame(rows), work)
+    back = run(work, config(tiny_model, **{"augment.transforms": [{"name": "Gain", "p": 0.9}],
+                                           "augment.variants": 4}))
+    assert (back.clips_decoded, back.labels_computed, back.variants_computed + back.variants_aliased) == (1, 0, 3)
+    assert open_cache(work).variants("clip02") == [0, 1, 2, 3]
 
     other = tmp_path / "other-model"                   # another model, same feature settings, other tokenizer
     shutil.copytree(tiny_model, other)
