@@ -258,24 +258,19 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
 def _time_data_path(trainer) -> list[float]:
     """Wraps the trainer's batch fetching and input preparation with a timer: [seconds, optimizer steps]."""
     acc = [0.0, 0]
-    fetch, prepare = trainer.get_batch_samples, trainer._prepare_inputs
 
-    def timed_fetch(*a, **k):
-        start = time.perf_counter()
-        try:
-            return fetch(*a, **k)
-        finally:
-            acc[0] += time.perf_counter() - start
-            acc[1] += 1
+    def timed(fn, counts_steps: bool):
+        def wrapper(*a, **k):
+            start = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                acc[0] += time.perf_counter() - start
+                acc[1] += int(counts_steps)
+        return wrapper
 
-    def timed_prepare(*a, **k):
-        start = time.perf_counter()
-        try:
-            return prepare(*a, **k)
-        finally:
-            acc[0] += time.perf_counter() - start
-
-    trainer.get_batch_samples, trainer._prepare_inputs = timed_fetch, timed_prepare
+    trainer.get_batch_samples = timed(trainer.get_batch_samples, counts_steps=True)
+    trainer._prepare_inputs = timed(trainer._prepare_inputs, counts_steps=False)
     return acc
 
 
