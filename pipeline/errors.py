@@ -32,3 +32,7 @@ class CacheError(WhisperTuneError):
 
 class ModelError(WhisperTuneError):
     """A --model value cannot be resolved or imported."""
+
+
+class DiskFullError(WhisperTuneError):
+    """The disk filled up during a write; the message names the folder. Work already written is kept."""
