@@ -135,6 +135,10 @@ def train(
     language: Annotated[Optional[str], typer.Option(help="Language for multilingual models, e.g. arabic, french (must match features).")] = None,
     task: Annotated[Optional[str], typer.Option(help="transcribe or translate (must match features).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --output-dir.")] = False,
+    lora_rank: Annotated[Optional[int], typer.Option(help="> 0: train LoRA adapters of this rank on a frozen base (needs peft); 0 = full fine-tuning.")] = None,
+    lora_alpha: Annotated[Optional[float], typer.Option(help="LoRA scaling numerator (scale = alpha / rank); 0 = twice the rank.")] = None,
+    lora_dropout: Annotated[Optional[float], typer.Option(help="Dropout on the LoRA path.")] = None,
+    lora_targets: Annotated[Optional[str], typer.Option(help="Comma-separated projections given adapters: q_proj,k_proj,v_proj,out_proj,fc1,fc2.")] = None,
 ) -> None:
     """Fine-tune from the feature cache alone with Seq2SeqTrainer (CPU, one GPU, or torchrun/accelerate DDP)."""
     from train.trainer import run_train
@@ -150,6 +154,8 @@ def train(
         "training.logging_steps": logging_steps, "training.save_total_limit": save_total_limit,
         "training.dataloader_workers": dataloader_workers, "training.eval_max_clips": eval_max_clips,
         "model.language": language, "model.task": task,
+        "training.lora_rank": lora_rank, "training.lora_alpha": lora_alpha, "training.lora_dropout": lora_dropout,
+        "training.lora_targets": lora_targets,
     })
     run_train(work_dir=work, output_dir=output_dir, cfg=cfg, resume=resume)
 

@@ -70,6 +70,11 @@ class FeaturesConfig:
     batch_clips: int = 32              # clips per worker task
 
 
+# Whisper's linear projections a LoRA adapter may wrap: attention (self and cross) and the feed-forward block.
+LORA_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+LORA_DEFAULT_TARGETS = ",".join(LORA_MODULES)
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     epochs: float = 5.0
@@ -91,6 +96,10 @@ class TrainingConfig:
     save_total_limit: int = 2
     dataloader_workers: int = 1
     eval_max_clips: int = 0            # 0 = whole test split at each evaluation
+    lora_rank: int = 0                 # > 0: train LoRA adapters of this rank on a frozen base (peft); 0 = off
+    lora_alpha: float = 0.0            # LoRA scaling numerator; 0 = twice the rank
+    lora_dropout: float = 0.05         # dropout on the LoRA path
+    lora_targets: str = LORA_DEFAULT_TARGETS  # comma-separated projections that get adapters
 
 
 @dataclass(frozen=True)
@@ -179,6 +188,26 @@ def _validate(cfg: Config, source: str) -> None:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')
+    _validate_lora(t, bad)
+
+
+def _validate_lora(t: "TrainingConfig", bad) -> None:
+    if t.lora_rank < 0:
+        raise bad("training.lora_rank", t.lora_rank, "0 (off) or a rank like 8, 16, 32 (--lora-rank)")
+    if t.lora_alpha < 0:
+        raise bad("training.lora_alpha", t.lora_alpha, "0 (twice the rank) or a positive number (--lora-alpha)")
+    if not 0.0 <= t.lora_dropout < 1.0:
+        raise bad("training.lora_dropout", t.lora_dropout, "a probability in [0, 1), e.g. 0.05 (--lora-dropout)")
+    names = lora_target_names(t.lora_targets)
+    unknown = [n for n in names if n not in LORA_MODULES]
+    if unknown or not names:
+        raise bad("training.lora_targets", t.lora_targets,
+                  f"a comma-separated subset of {LORA_DEFAULT_TARGETS} (--lora-targets)")
+
+
+def lora_target_names(text: str) -> tuple[str, ...]:
+    """training.lora_targets as a tuple of module names ("q_proj, v_proj" -> ("q_proj", "v_proj"))."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _build(raw: Mapping[str, Any], source: str) -> Config:

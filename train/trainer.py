@@ -30,6 +30,7 @@ from pipeline.config import Config, save_config
 from pipeline.errors import CacheError, ConfigError
 from pipeline.models import SOT, load_processor, resolve_model, token_id
 
+from . import lora
 from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
 from .model import Precision, choose_precision, load_model
@@ -291,6 +292,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         if resume_from is None:
             raise ConfigError(f"--resume: {output_dir} holds no checkpoint-* folder to continue from; "
                               "run without --resume to start a new training")
+        lora.check_checkpoint(resume_from, lora.lora_settings(t))
     elif _checkpoints(output_dir):
         raise ConfigError(f"{output_dir} already holds checkpoints of an earlier run; pass --resume to continue "
                           "it, or choose another --output-dir (or delete its checkpoint-* folders) to start over")
@@ -301,6 +303,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
                        gradient_checkpointing=t.gradient_checkpointing, freeze_encoder=t.freeze_encoder)
     _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, cache_dir)
+    model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
     precision = choose_precision(t.precision)
 
     args = training_arguments(cfg, output_dir, precision)
@@ -309,6 +312,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     if main:
         print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
               f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
+        print(lora.describe_trainable(model, lora.lora_settings(t)), flush=True)
         message = plan.warning()
         if message:
             _warn(message)
@@ -332,7 +336,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     trainer.train(resume_from_checkpoint=resume_from)
 
     trainer.model.config.use_cache = True          # the saved model is for inference
-    trainer.save_model(str(output_dir))
+    lora.save_model(trainer, output_dir)           # after LoRA: merged model + OUTPUT_DIR/adapter
     records = epoch_records(trainer.state.log_history)
     state = trainer.state
     best = min(records, key=lambda r: r.wer) if records else None
