@@ -53,6 +53,7 @@ class DemoSettings:
     examples: int = 4                   # test clips printed before/after
     seed: int = 42
     text_normalization: str = "none"    # train on the transcripts as written: Whisper's own cased, punctuated style
+    lora_rank: int = 0                  # > 0: LoRA adapters of this rank instead of full fine-tuning (needs peft)
 
 
 # Augmentation for the demo: the synthetic voices are few, so vary pitch and tempo too (cheap: features only).
@@ -81,6 +82,8 @@ class DemoResult:
     examples: tuple[tuple[str, str, str], ...]        # (reference, base, fine-tuned)
     timings: dict[str, float] = field(default_factory=dict)      # wall seconds per stage
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU seconds per stage
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)  # this process's peak resident memory per stage
+    trainable: tuple[int, int] = (0, 0)                          # (trainable, total) parameters of the fine-tune
     model_dir: str = ""
 
     @property
@@ -118,6 +121,7 @@ def demo_config(settings: DemoSettings, work_dir: Path):
         "training.logging_steps": 5, "training.save_total_limit": 1, "training.dataloader_workers": 0,
         "training.eval_max_clips": s.eval_max_clips, "training.generation_max_length": s.max_new_tokens,
         "training.seed": s.seed, "features.text_normalization": s.text_normalization,
+        "training.lora_rank": s.lora_rank,
     })
 
 
@@ -127,15 +131,39 @@ class Clock:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
         self.cpu: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         banner(name)
+        reset_peak_rss()
         start, cpu = time.perf_counter(), time.process_time()
         out = fn()
         self.timings[name] = round(time.perf_counter() - start, 1)
         self.cpu[name] = round(time.process_time() - cpu, 1)
+        peak = peak_rss_mb()
+        if peak is not None:
+            self.peak_rss_mb[name] = round(peak, 1)
         print(f"[{name}: {self.timings[name]:.1f} s, CPU {self.cpu[name]:.1f} s]", flush=True)
         return out
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-memory window for this process (Linux; elsewhere the peak is the process's lifetime one)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process since reset_peak_rss (Linux VmHWM), in MB; None where unknown."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def banner(text: str) -> None:
@@ -203,6 +231,7 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSet
     if model_dir.exists():  # a fresh fine-tune every run: the demo shows the effect of one schedule
         shutil.rmtree(model_dir)
     clock.run("fine-tune (CPU)", lambda: run_train(work_dir=domain_dir, output_dir=model_dir, cfg=cfg, resume=False))
+    trainable = trainable_parameters(base, cfg)
 
     tuned_test = clock.run("fine-tuned model on the test split",
                            lambda: _score(str(model_dir), domain_dir, cfg, settings))
@@ -222,11 +251,22 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSet
         base_everyday=_scores(base_every) if base_every is not None else None,
         tuned_everyday=_scores(tuned_every) if tuned_every is not None else None,
         examples=examples, timings=clock.timings, cpu_seconds=clock.cpu, model_dir=str(model_dir),
+        peak_rss_mb=clock.peak_rss_mb, trainable=trainable,
     )
     print(format_summary(result))
     write_json(work_dir / SUMMARY, result.to_json())
     print(f"\nwrote {work_dir / SUMMARY}; the fine-tuned model is in {model_dir}")
     return result
+
+
+def trainable_parameters(base: str, cfg) -> tuple[int, int]:
+    """(trainable, total) parameters of the demo's fine-tune: the base model set up as run_train sets it up."""
+    from train.lora import add_adapters, count_parameters, lora_settings
+    from train.model import load_model
+
+    t = cfg.training
+    model = load_model(base, gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)
+    return count_parameters(add_adapters(model, lora_settings(t)))
 
 
 def format_summary(result: DemoResult) -> str:
@@ -253,6 +293,10 @@ def format_summary(result: DemoResult) -> str:
         lines.append(f"  base      : {base.strip()}")
         lines.append(f"  fine-tuned: {tuned.strip()}")
         lines.append("")
+    trainable, total = result.trainable
+    if total:
+        lines.append(f"trainable parameters: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M "
+                     f"({100 * trainable / total:.2f} %)")
     lines.append("time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
     return "\n".join(lines)
 
@@ -277,6 +321,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, DemoSettings]:
     p.add_argument("--variants", type=int, default=d.variants)
     p.add_argument("--eval-max-clips", type=int, default=d.eval_max_clips)
     p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=d.freeze_encoder)
+    p.add_argument("--lora-rank", type=int, default=d.lora_rank,
+                   help="> 0: train LoRA adapters of this rank instead of every weight (needs peft)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for augmentation, data order and initialisation")
     p.add_argument("--text-normalization", choices=("none", "basic"), default=d.text_normalization,
                    help="how training transcripts are normalized (scores are always on normalized text)")
@@ -284,7 +330,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, DemoSettings]:
     settings = DemoSettings(model=a.model, epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size,
                             learning_rate=a.learning_rate, variants=a.variants, eval_max_clips=a.eval_max_clips,
                             freeze_encoder=a.freeze_encoder, text_normalization=a.text_normalization,
-                            seed=a.seed)
+                            seed=a.seed, lora_rank=a.lora_rank)
     return a.work, a.data, settings
 
 

@@ -23,7 +23,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_ddp_reads_distinct_clips(tiny_model, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--lora-rank", "4"]], ids=["full", "lora"])
+def test_two_process_ddp_reads_distinct_clips(tiny_model, tmp_path, extra):
     work = tmp_path / "work"
     build_cache(work, tiny_model, n_train=8, n_test=2, variants=2)
     config = tmp_path / "ddp.toml"
@@ -39,7 +40,7 @@ def test_two_process_ddp_reads_distinct_clips(tiny_model, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", TRACE_ENV: str(trace)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), "-m", "pipeline.cli", "train", "--work", str(work),
-           "--output-dir", str(out), "--config", str(config)]
+           "--output-dir", str(out), "--config", str(config), *extra]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 device(s)" in proc.stderr  # the few-steps warning counts both ranks
@@ -57,3 +58,4 @@ def test_two_process_ddp_reads_distinct_clips(tiny_model, tmp_path):
     # the loss is a per-token mean (about ln(vocab) at random init), not scaled by the number of processes
     assert doc["epochs"][0]["train_loss"] < 12.0
     assert (out / "model.safetensors").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file() == bool(extra)   # LoRA: merged + adapter

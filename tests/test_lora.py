@@ -169,3 +169,21 @@ def test_missing_peft_is_one_line_error(monkeypatch, tmp_path):
         lora.require_peft(16)
     res = CliRunner().invoke(app, ["train", "--work", str(tmp_path), "--lora-rank", "-3"])
     assert res.exit_code == 1 and "training.lora_rank = -3" in res.output and "Traceback" not in res.output
+
+
+def test_bench_rows_full_against_lora(monkeypatch):
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).resolve().parents[1] / "bench"))
+    from lora_bench import format_rows, lora_rows
+
+    full, adapted = lora_rows(("test-128",), lora_rank=4, micro_batch=1, steps=1, label_tokens=8, device="cpu")
+    assert (full.arm, adapted.arm) == ("full", "LoRA r=4") and full.micro_batch == adapted.micro_batch == 1
+    assert 0 < adapted.trainable < 0.05 * full.trainable and adapted.total > full.total
+    assert full.clips_per_s > 0 and adapted.clips_per_s > 0
+    assert "LoRA r=4" in format_rows([full, adapted])
+
+
+def test_demo_passes_its_lora_rank_on(tmp_path):
+    from pipeline import demo
+
+    work, _, settings = demo.parse_args(["--work", str(tmp_path), "--lora-rank", "8"])
+    assert settings.lora_rank == 8 and demo.demo_config(settings, work).training.lora_rank == 8

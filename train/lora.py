@@ -107,10 +107,11 @@ def count_parameters(model) -> tuple[int, int]:
     return trainable, total
 
 
-def describe_trainable(model, settings: LoraSettings | None) -> str:
+def describe_trainable(model, settings: LoraSettings | None, freeze_encoder: bool = False) -> str:
     """One log line: what trains, and its share of the parameters."""
     trainable, total = count_parameters(model)
-    what = settings.describe() if settings is not None else "full fine-tuning"
+    what = (settings.describe() if settings is not None else
+            "full fine-tuning of the decoder (encoder frozen)" if freeze_encoder else "full fine-tuning")
     return f"{what}: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters trainable ({100 * trainable / total:.2f} %)"
 
 

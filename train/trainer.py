@@ -312,7 +312,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     if main:
         print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
               f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
-        print(lora.describe_trainable(model, lora.lora_settings(t)), flush=True)
+        print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
         message = plan.warning()
         if message:
             _warn(message)
