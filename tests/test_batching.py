@@ -138,3 +138,20 @@ def test_settings_accept_auto_or_a_value():
                      ({"training.effective_batch": 0}, "effective_batch")):
         with pytest.raises(ConfigError, match=key):
             load_config(None, bad)
+
+
+def test_plan_batch_on_the_cpu_sets_the_models_checkpointing(tiny_model, tmp_path):
+    from train.model import choose_precision, load_model
+    from train.batching import plan_batch
+
+    from train_cache import build_cache
+
+    cache = build_cache(tmp_path / "work", tiny_model, n_train=4)
+    precision = choose_precision("fp32")
+    for setting, expected in (("auto", False), ("on", True), ("off", False)):
+        t = load_config(None, {"training.gradient_checkpointing": setting, "training.effective_batch": 8}).training
+        net = load_model(str(tiny_model), gradient_checkpointing=not expected)
+        choice = plan_batch(t, net, cache, cache.clip_ids("train"), precision)
+        assert choice.gradient_checkpointing is expected and net.is_activation_checkpointing is expected
+        assert (choice.micro_batch, choice.grad_accum) == (4, 2)
+        assert net.config._attn_implementation == "sdpa"
