@@ -155,3 +155,31 @@ def test_plan_batch_on_the_cpu_sets_the_models_checkpointing(tiny_model, tmp_pat
         assert choice.gradient_checkpointing is expected and net.is_activation_checkpointing is expected
         assert (choice.micro_batch, choice.grad_accum) == (4, 2)
         assert net.config._attn_implementation == "sdpa"
+
+
+def test_plan_batch_on_cuda_probes_the_longest_label_and_applies_the_choice(tiny_model, tmp_path, monkeypatch):
+    """The CUDA branch's wiring, with the device's memory figures and probe passed in (no GPU needed)."""
+    import train.batching as batching
+    from train.model import Precision, load_model
+
+    from train_cache import build_cache
+
+    cache = build_cache(tmp_path / "work", tiny_model, n_train=6)
+    ids = cache.clip_ids("train")
+    longest = max(len(cache.get(c, 0).labels) for c in ids) - 1
+    shapes: list = []
+
+    def fake_probe(model, shape, dtype):
+        shapes.append((shape, dtype))
+        return simulated_probe(2, 1.5)          # budget 9 GiB below: 4 fit without checkpointing, 8 with it
+
+    monkeypatch.setattr(batching.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(batching, "make_probe", fake_probe)
+    monkeypatch.setattr(batching, "device_memory", lambda model, device: memory(10))
+    monkeypatch.setattr(batching, "training_device", lambda: batching.torch.device("cpu"))
+    net = load_model(str(tiny_model), gradient_checkpointing=False)
+    t = load_config().training
+    choice = batching.plan_batch(t, net, cache, ids, Precision("bf16", False, "test"))
+    assert shapes[0][0] == batching.ProbeShape(n_mels=80, label_tokens=longest) and shapes[0][1] is batching.torch.bfloat16
+    assert (choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing) == (8, 8, True)
+    assert net.is_activation_checkpointing and choice.eval_batch == 8

@@ -264,6 +264,10 @@ def make_probe(model, shape: ProbeShape, dtype: torch.dtype | None) -> Probe:
             return int(torch.cuda.max_memory_allocated(device))
         except torch.cuda.OutOfMemoryError:
             return None
+        except RuntimeError as err:     # cuBLAS / cuDNN report running out of memory in their own words
+            if "out of memory" in str(err).lower() or "ALLOC_FAILED" in str(err):
+                return None
+            raise
         finally:
             feats = labels = loss = None  # noqa: F841 - free the probe's tensors before the next one
             model.zero_grad(set_to_none=True)
@@ -283,6 +287,13 @@ def device_memory(model, device: torch.device) -> DeviceMemory:
 def world_size() -> int:
     """Processes in this run, as torchrun and accelerate launch announce them."""
     return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
+def training_device() -> torch.device:
+    """This rank's device; starts the process group under torchrun / accelerate launch (as Trainer would)."""
+    from accelerate import PartialState
+
+    return PartialState().device
 
 
 def _agree_across_ranks(choice: BatchChoice) -> BatchChoice:
@@ -309,9 +320,7 @@ def plan_batch(t: TrainingConfig, model, cache, clip_ids: Sequence[str], precisi
         if cuda and req.eval_batch is None:
             choice = replace(choice, eval_batch=min(EVAL_BATCH_CAP, choice.micro_batch * 2))
     else:
-        from accelerate import PartialState
-
-        device = PartialState().device          # starts the process group under torchrun / accelerate launch
+        device = training_device()
         model.to(device)
         if shape is None:
             labels = min(longest_label(cache, clip_ids), int(model.config.max_target_positions))
