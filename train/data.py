@@ -16,7 +16,6 @@ Only pipeline.cache/errors/constants are imported here: no audio library.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from pipeline.constants import N_FRAMES
 from pipeline.errors import CacheError
+from pipeline.hashing import stable_int
 
 LABEL_PAD = -100                     # ignored by the cross-entropy loss
 FLOOR_KEY = "input_floor"            # compact batches (see Collator): each clip's floor value
@@ -45,8 +45,7 @@ class CacheReader(Protocol):
 
 def _stable_seed(*parts: object) -> int:
     """A 64-bit seed from the parts, identical in every process (unlike hash())."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return stable_int(*map(str, parts), size=8, sep=b"\x1f")
 
 
 def scheduled_variant(seed: int, epoch: int, clip_id: str, variants: Sequence[int]) -> int:
