@@ -12,6 +12,7 @@ TRANSLATE = "<|translate|>"
 START_OF_PREV = "<|startofprev|>"
 START_OF_LM = "<|startoflm|>"
 NO_CAPTIONS = "<|nocaptions|>"
+TASK_TOKENS = {"transcribe": TRANSCRIBE, "translate": TRANSLATE}   # the generation config's task_to_id keys
 SPECIAL_TOKENS = (EOT, SOT, TRANSLATE, TRANSCRIBE, START_OF_LM, START_OF_PREV, NO_CAPTIONS, NO_TIMESTAMPS)
 
 TIMESTAMP_STEP_S = 0.02          # one timestamp token per 20 ms: <|0.00|>, <|0.02|>, ... <|30.00|>
