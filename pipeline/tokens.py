@@ -33,9 +33,15 @@ def language_table() -> dict[str, str]:
     return dict(LANGUAGES)
 
 
+def language_token(code: str) -> str:
+    """'fr' -> '<|fr|>'."""
+    return f"<|{code}|>"
+
+
 def language_tokens(vocab: dict[str, int]) -> dict[str, int]:
     """'<|fr|>' -> id for every Whisper language the vocabulary has."""
-    return {f"<|{code}|>": vocab[f"<|{code}|>"] for code in language_table() if f"<|{code}|>" in vocab}
+    tokens = (language_token(code) for code in language_table())
+    return {token: vocab[token] for token in tokens if token in vocab}
 
 
 def language_code(language: str) -> str:

@@ -4,7 +4,7 @@
     train = TrainDataset(cache, seed=42)          # one item per train clip; its variant depends on the epoch
     evals = EvalDataset(cache)                    # clean variant 0 of every test clip
     sampler = EpochSampler(len(train), seed=42)   # shuffles per epoch and tells the dataset which epoch it is
-    collate = Collator(sot_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
+    collate = Collator(sot_id=token_id(tokenizer, SOT))  # pipeline.models.token_id, pipeline.tokens.SOT
     batch = dense_features(collate(items))        # on the training device: Whisper's (B, n_mels, 3000) input
 
 Items hold the cache's trimmed float16 features (memory-mapped by the reader), so nothing is copied into RAM

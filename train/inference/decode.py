@@ -23,7 +23,7 @@ from pipeline.constants import MAX_LABEL_TOKENS, N_FRAMES
 from pipeline.errors import ModelError
 from pipeline.models import is_ct2_folder, is_multilingual, load_processor, resolve_model, tokenizer_from_file
 from pipeline.system import usable_cores
-from pipeline.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_tokens
+from pipeline.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_token, language_tokens
 
 
 class Decoder(Protocol):
@@ -187,4 +187,4 @@ def ct2_prompt(multilingual: bool, options: DecodeOptions) -> list[str]:
     """The decoder prompt: start token, then language and task for multilingual models, then no-timestamps."""
     if not multilingual:
         return [SOT, NO_TIMESTAMPS]
-    return [SOT, f"<|{language_code(options.language)}|>", TASK_TOKENS[options.task], NO_TIMESTAMPS]
+    return [SOT, language_token(language_code(options.language)), TASK_TOKENS[options.task], NO_TIMESTAMPS]

@@ -26,7 +26,7 @@ from pipeline.manifest import SPLITS
 from pipeline.text import normalize_text
 
 from .decode import Decoder, DecodeOptions, open_decoder
-from .metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
+from train.metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
 
 CLEAN_VARIANT = 0
 
