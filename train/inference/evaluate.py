@@ -24,9 +24,9 @@ from pipeline.errors import CacheError, ConfigError, ManifestError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.manifest import SPLITS
 from pipeline.text import normalize_text
+from train.metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
 
 from .decode import Decoder, DecodeOptions, open_decoder
-from train.metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
 
 CLEAN_VARIANT = 0
 
