@@ -25,7 +25,7 @@ from .fileio import atomic_write_text
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = DEFAULT_MODEL          # hub id, local transformers folder, CTranslate2 folder, or "bundled:tiny.en"
-    language: str = ""                 # "" = English for .en models, else "english"; e.g. "arabic", "french"
+    language: str = ""                 # "" = English (.en models; tokens.DEFAULT_LANGUAGE otherwise); e.g. "arabic"
     task: str = "transcribe"           # or "translate"
 
 
