@@ -106,7 +106,7 @@ def random_whisper(shape: str, tok, n_mels: int):
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from pipeline.models import SOT
+    from pipeline.tokens import SOT
     from train.model import prepare_model
 
     d, layers, heads, ffn = SHAPES[shape]
@@ -278,7 +278,8 @@ def measure_shape(shape: str, work: Path, model_dir: Path, a, out: Path) -> tupl
 
     from pipeline.cache import open_cache
     from pipeline.config import load_config
-    from pipeline.models import SOT, load_processor
+    from pipeline.models import load_processor
+    from pipeline.tokens import SOT
     from train.batching import plan_batch
     from train.data import Collator, TrainDataset
     from train.model import choose_precision, set_checkpointing
