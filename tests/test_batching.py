@@ -125,7 +125,7 @@ def test_ranks_agree_on_the_most_careful_choice():
     assert agree(choice, 32, False) is choice
 
 
-def test_settings_accept_auto_or_a_value():
+def test_settings_accept_auto_or_a_value(tmp_path):
     t = load_config().training
     assert (t.batch_size, t.grad_accum, t.gradient_checkpointing, t.effective_batch) == ("auto", "auto", "auto", 64)
     t = load_config(None, {"training.batch_size": "8", "training.grad_accum": "2",
@@ -133,6 +133,12 @@ def test_settings_accept_auto_or_a_value():
     assert (t.batch_size, t.grad_accum, t.gradient_checkpointing) == (8, 2, True)
     req = BatchRequest.of(t, world_size=3)
     assert (req.micro_batch, req.grad_accum, req.checkpointing, req.world_size) == (8, 2, True, 3)
+    from pipeline.config import save_config
+
+    for overrides in ({}, {"training.batch_size": 8, "training.grad_accum": 2, "training.gradient_checkpointing": False}):
+        cfg = load_config(None, overrides)
+        save_config(cfg, tmp_path / "run.toml")           # what a run records reads back the same
+        assert load_config(tmp_path / "run.toml") == cfg
     for bad, key in (({"training.batch_size": "big"}, "batch_size"), ({"training.grad_accum": 4}, "grad_accum"),
                      ({"training.gradient_checkpointing": "sometimes"}, "gradient_checkpointing"),
                      ({"training.effective_batch": 0}, "effective_batch")):
