@@ -172,14 +172,17 @@ def hashed_shares(sizes: Counter[str], seed: int, *, test_share: float, validati
 
 def better_seed(sizes: Counter[str], *, seed: int, test_share: float,
                 validation_share: float) -> tuple[int, dict[str, float]] | None:
-    """The seed among the next SEED_TRIALS whose draw comes closest to the targets, if it beats `seed`'s."""
+    """The seed among the next SEED_TRIALS whose draw comes closest to the targets (an empty held-out split that
+    should have clips counts as the furthest), if it beats `seed`'s."""
     if not sizes or len(sizes) > SEED_SEARCH_MAX_GROUPS:
         return None
     shares = {"test_share": test_share, "validation_share": validation_share}
 
     def miss(s: int) -> tuple[float, dict[str, float]]:
         got = hashed_shares(sizes, s, **shares)
-        return abs(got["test"] - test_share) + abs(got["validation"] - validation_share), got
+        empty = sum(1.0 for split, share in (("test", test_share), ("validation", validation_share))
+                    if share > 0 and got[split] == 0)          # a held-out split with nothing is worst of all
+        return empty + abs(got["test"] - test_share) + abs(got["validation"] - validation_share), got
 
     best_miss, _ = miss(seed)
     best = None
