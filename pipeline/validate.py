@@ -12,6 +12,8 @@ after normalization -> with a model: label (prefix + text + end token) within th
 
 Rejected rows stay in the manifest with status "rejected" and the reason in words; the run goes on. The CSV as a
 whole being unusable is a CsvError. Writes WORK/manifest.parquet and WORK/durations.png, prints a summary.
+Splits (per path, or per group with data.group_column): pipeline/grouping.py; held-out clips repeating train
+transcripts or audio: pipeline/leakage.py.
 """
 
 from __future__ import annotations
