@@ -28,7 +28,7 @@ from pipeline.text import normalize_text
 
 from .decode import Decoder, DecodeOptions, open_decoder
 from .metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
-from .unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
+from train.unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
 
 CLEAN_VARIANT = 0
 
