@@ -9,7 +9,7 @@ Two kinds, both counted per held-out split over usable clips only:
 - same audio: the clip's file has the same bytes as a train clip's file (another path, same recording). Files are
   compared by size first, so only files whose size also occurs on the other side are read and hashed.
 
-Nothing here decodes audio: `train/` uses text_in_train() on old manifests that lack the column.
+Nothing here decodes audio: `train/inference/unseen.py` uses text_in_train() on old manifests that lack the column.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from .config import Config
 from .constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
 from .csvfile import CsvTable, read_table
 from .errors import AudioError, ModelError, WhisperTuneError
+from .fileio import atomic_path
 from .grouping import GroupHint, GroupReport, format_groups, format_hint, group_values, plan_splits
 from .leakage import LeakageReport, find_leaks, format_leakage
 from .manifest import (COLUMNS, OPTIONAL_SCHEMA, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, clip_id,
@@ -480,13 +481,8 @@ def write_duration_plot(frame: pl.DataFrame, path: Path) -> Path:
     ax.set_ylabel("clips")
     ax.set_title("Durations of the usable clips")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -18,7 +18,7 @@ from pipeline.errors import ManifestError
 from pipeline.leakage import text_in_train
 from pipeline.manifest import STATUS_OK, read_manifest
 
-from .metrics import word_error_rate
+from train.metrics import word_error_rate
 
 COLUMN = "text_in_train"
 
