@@ -146,20 +146,23 @@ class _Bad(Exception):
     """What is wrong with an index file, in a few words (becomes one CacheError line)."""
 
 
-def _short(value: Any) -> str:
+def quote(value: Any) -> str:
+    """A value as JSON, cut to 60 characters (error messages stay one short line)."""
     text = json.dumps(value, ensure_ascii=False, default=str)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+_KIND_NAMES = {dict: "an object", str: "a string", int: "a whole number", (dict, type(None)): "an object or null"}
+
+
 def _get(d: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if not isinstance(d, dict):
-        raise _Bad(f"{where} must be an object, got {_short(d)}")
+        raise _Bad(f"{where} must be an object, got {quote(d)}")
     if key not in d:
         raise _Bad(f"{where} lacks {key!r}")
     value = d[key]
-    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, (int, type(None))))
-    if not ok:
-        raise _Bad(f"{where}.{key} must be {getattr(kind, '__name__', 'null or a number')}, got {_short(value)}")
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+        raise _Bad(f"{where}.{key} must be {_KIND_NAMES[kind]}, got {quote(value)}")
     return value
 
 
@@ -175,12 +178,12 @@ def _mapping(d: Any, key: str, where: str) -> dict[str, Any]:
 
 
 def _shard_info(name: str, d: Any) -> ShardInfo:
-    where = f"shards[{_short(name)}]"
+    where = f"shards[{quote(name)}]"
     if not is_shard_name(name):
-        raise _Bad(f"shard name {_short(name)} is not a plain cache shard file name")
+        raise _Bad(f"shard name {quote(name)} is not a plain cache shard file name")
     kind = _get(d, "kind", str, where)
     if kind != shard_kind(name):
-        raise _Bad(f"{where}.kind is {_short(kind)}, the name says {shard_kind(name)!r}")
+        raise _Bad(f"{where}.kind is {quote(kind)}, the name says {shard_kind(name)!r}")
     return ShardInfo(name=name, kind=kind, checksum=_get(d, "checksum", str, where), size=_count(d, "size", where),
                      mtime_ns=_count(d, "mtime_ns", where), rows=_count(d, "rows", where),
                      ctime_ns=_count(d, "ctime_ns", where), inode=_count(d, "inode", where))
@@ -189,12 +192,12 @@ def _shard_info(name: str, d: Any) -> ShardInfo:
 def _row_ref(d: Any, where: str, shards: Mapping[str, ShardInfo]) -> RowRef:
     name = _get(d, "shard", str, where)
     if not is_shard_name(name):
-        raise _Bad(f"{where}.shard {_short(name)} is not a plain cache shard file name")
+        raise _Bad(f"{where}.shard {quote(name)} is not a plain cache shard file name")
     if name not in shards:
         raise _Bad(f"{where}.shard {name} is not in the shard list")
     alias = d.get("alias")
     if alias is not None and (not isinstance(alias, int) or isinstance(alias, bool) or alias < 0):
-        raise _Bad(f"{where}.alias must be a variant number, got {_short(alias)}")
+        raise _Bad(f"{where}.alias must be a variant number, got {quote(alias)}")
     return RowRef(shard=name, row=_count(d, "row", where), fp=_get(d, "fp", str, where), alias=alias)
 
 
@@ -208,12 +211,12 @@ def _source(d: Any, where: str) -> SourceRecord | None:
 
 
 def _clip(cid: str, d: Any, shards: Mapping[str, ShardInfo]) -> ClipEntry:
-    where = f"clips[{_short(cid)}]"
+    where = f"clips[{quote(cid)}]"
     labels = _get(d, "labels", (dict, type(None)), where)
     variants = {}
     for key, ref in _mapping(d, "variants", where).items():
         if not key.isdigit():
-            raise _Bad(f"{where}.variants has key {_short(key)}, expected a variant number")
+            raise _Bad(f"{where}.variants has key {quote(key)}, expected a variant number")
         variants[int(key)] = _row_ref(ref, f"{where}.variants[{key}]", shards)
     return ClipEntry(split=_get(d, "split", str, where), text=_get(d, "text", str, where), source=_source(d, where),
                      labels=None if labels is None else _row_ref(labels, f"{where}.labels", shards),
@@ -232,11 +235,11 @@ def _parse(data: Any) -> CacheIndex:
         raise _Bad("not a whisper-tune cache index")
     version = data.get("version")
     if version != INDEX_VERSION:
-        raise _Bad(f"index version {_short(version)}, this whisper-tune reads version {INDEX_VERSION}")
+        raise _Bad(f"index version {quote(version)}, this whisper-tune reads version {INDEX_VERSION}")
     shards = {name: _shard_info(name, d) for name, d in _mapping(data, "shards", "index").items()}
     clips = {cid: _clip(cid, d, shards) for cid, d in _mapping(data, "clips", "index").items()}
-    skipped = {cid: SkipEntry(reason=_get(d, "reason", str, f"skipped[{_short(cid)}]"),
-                              fp=_get(d, "fp", str, f"skipped[{_short(cid)}]"), source=_source(d, "skipped"))
+    skipped = {cid: SkipEntry(reason=_get(d, "reason", str, f"skipped[{quote(cid)}]"),
+                              fp=_get(d, "fp", str, f"skipped[{quote(cid)}]"), source=_source(d, "skipped"))
                for cid, d in _mapping(data, "skipped", "index").items()}
     return CacheIndex(meta=_meta(_mapping(data, "meta", "index")), shards=shards, clips=clips, skipped=skipped)
 
