@@ -22,7 +22,7 @@ from pipeline.cache import CacheError, CacheLock, open_cache
 from pipeline.cache.shard import KILL_HOOK_ENV
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.featurize import parse_part, part_of
+from pipeline.featurize import part_of
 from pipeline.manifest import write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,13 +213,6 @@ def test_parts_combine_into_the_whole(tmp_path, tiny_model):
     merged = run(work, cfg)                       # a whole run over the parts reuses all and merges the index
     assert merged.clips_decoded == 0 and not list((work / "cache").glob("index.part-*"))
     assert snapshot(work) == snapshot(whole)
-
-
-def test_parse_part():
-    assert parse_part(None) is None and parse_part("2/8") == (2, 8)
-    for bad in ("0/2", "3/2", "x", "1/0", "1-2"):
-        with pytest.raises(ConfigError, match="--part"):
-            parse_part(bad)
 
 
 def test_lock_held_and_bad_config_give_clear_errors(tmp_path, tiny_model):
