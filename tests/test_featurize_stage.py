@@ -1,5 +1,6 @@
-"""The `features` stage (pipeline/featurize/stage.py) end to end on generated clips: parity through the cache,
-determinism, incremental re-runs counted item by item, bad audio, corruption repair, kill-and-resume, parts, and the lock."""
+"""The `features` stage (pipeline/featurize/stage.py) end to end on generated clips: parity through the
+cache, determinism, incremental re-runs counted item by item, bad audio, corruption repair, kill-and-resume,
+parts, and the lock."""
 
 from __future__ import annotations
 

@@ -117,7 +117,8 @@ class _Shard:
             self._mmap = pa.memory_map(str(self.path), "r")
             reader = ipc.open_file(self._mmap)
             if reader.num_record_batches != 1:
-                raise CacheError(f"shard {self.path} has {reader.num_record_batches} record batches, expected 1; {hint}")
+                raise CacheError(f"shard {self.path} has {reader.num_record_batches} record batches, expected 1; "
+                                 f"{hint}")
             batch = reader.get_batch(0)
         except (pa.ArrowInvalid, OSError) as err:
             raise CacheError(f"shard {self.path} is unreadable ({err}); {hint}") from None

@@ -54,7 +54,8 @@ def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
     df = read_manifest(work_dir)
     for col in ("id", "path", "text", "split", "status"):
         if col not in df.columns:
-            raise ManifestError(f"{work_dir / 'manifest.parquet'} has no {col!r} column; re-run `whisper-tune validate`")
+            raise ManifestError(f"{work_dir / 'manifest.parquet'} has no {col!r} column; "
+                                "re-run `whisper-tune validate`")
     df = df.filter(pl.col("status") == "ok").sort("id")
     if part is not None:
         df = df.filter([part_of(c, part[1]) == part[0] for c in df["id"].to_list()])

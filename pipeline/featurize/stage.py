@@ -126,8 +126,8 @@ def fingerprints(cfg: Config, part: tuple[int, int] | None, previous: IndexMeta,
     fps = Fingerprints(audio=audio_fingerprint(cfg.audio.trim_top_db, cfg.audio.peak_normalize), features=feat_fp,
                        augment=aug_fp, labels=tok_key or tok_fp, n_variants=int(cfg.augment.variants))
     meta = IndexMeta(n_mels=n_mels, variants=fps.n_variants, model=m.name, tokenizer_fingerprint=tok_fp,
-                     tokenizer_key=tok_key, feature_fingerprint=feat_fp, feature_key=feat_key, augment_fingerprint=aug_fp,
-                     audio_fingerprint=fps.audio, text_normalization=norm,
+                     tokenizer_key=tok_key, feature_fingerprint=feat_fp, feature_key=feat_key,
+                     augment_fingerprint=aug_fp, audio_fingerprint=fps.audio, text_normalization=norm,
                      part="" if part is None else f"{part[0]}/{part[1]}")
     return meta, fps
 
@@ -185,9 +185,9 @@ class Counts:
 def worker_settings(cfg: Config, tools: Tools, fps: Fingerprints) -> WorkerSettings:
     tools.logmel()
     tools.augmenter()
-    return WorkerSettings(mel_filters=tools.mel_filters, transforms=tuple(cfg.augment.transforms),  # type: ignore[arg-type]
-                          augment_seed=int(cfg.augment.seed), trim_top_db=float(cfg.audio.trim_top_db),
-                          peak_normalize=bool(cfg.audio.peak_normalize),
+    return WorkerSettings(mel_filters=tools.mel_filters,  # type: ignore[arg-type]
+                          transforms=tuple(cfg.augment.transforms), augment_seed=int(cfg.augment.seed),
+                          trim_top_db=float(cfg.audio.trim_top_db), peak_normalize=bool(cfg.audio.peak_normalize),
                           key=stable_hex(fps.features, fps.augment, fps.audio))
 
 
@@ -258,7 +258,8 @@ def summary(res: FeaturesResult, index: CacheIndex) -> str:
     if res.clips_decoded == 0:
         variants = sum(len(e.variants) for e in index.clips.values())
         labels = f"; {res.labels_computed} labels re-tokenized" if res.labels_computed else ""
-        return f"features: no audio work needed: {n_clips} clips, {variants} clip-variants cached{labels} ({seconds:.1f} s)"
+        return (f"features: no audio work needed: {n_clips} clips, {variants} clip-variants cached{labels} "
+                f"({seconds:.1f} s)")
     return (f"features: {res.clips_decoded} clips decoded, {res.variants_computed} variants computed "
             f"({res.variants_aliased} unchanged by augmentation, stored once), {res.variants_reused} reused, "
             f"{res.labels_computed} labels; {n_clips} clips in {res.cache_dir} ({seconds:.1f} s, "
