@@ -74,6 +74,7 @@ def validate(
     min_seconds: Annotated[Optional[float], typer.Option(help="Shortest clip kept, seconds.")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="Longest clip kept, seconds.")] = None,
     min_text_chars: Annotated[Optional[int], typer.Option(help="Transcripts must be longer than this.")] = None,
+    group_column: Annotated[Optional[str], typer.Option(help="CSV column of speaker/session ids: all rows of a group go to the same split.")] = None,
 ) -> None:
     """Check every CSV row and write WORK/manifest.parquet with a status and reason per row."""
     from .validate import run_validate
@@ -83,6 +84,7 @@ def validate(
         "data.allow_outside": allow_outside, "data.test_share": test_share,
         "data.validation_share": validation_share, "data.seed": seed,
         "data.min_seconds": min_seconds, "data.max_seconds": max_seconds, "data.min_text_chars": min_text_chars,
+        "data.group_column": group_column,
     })
     result = run_validate(csv_path=csv, work_dir=work, cfg=cfg, use_model=model is not None)
     if result.kept == 0:
@@ -114,16 +116,19 @@ def train(
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the fine-tuned model and reports go.")] = Path("work/model"),
     config: ConfigOpt = None,
     epochs: Annotated[Optional[float], typer.Option(help="Training epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Per-device train batch size.")] = None,
-    eval_batch_size: Annotated[Optional[int], typer.Option(help="Per-device eval batch size.")] = None,
-    grad_accum: Annotated[Optional[int], typer.Option(help="Gradient accumulation steps.")] = None,
+    batch_size: Annotated[Optional[str], typer.Option(help="Per-device micro-batch: auto (the largest that fits the GPU; 4 on the CPU) or a number.")] = None,
+    eval_batch_size: Annotated[Optional[str], typer.Option(help="Per-device generation batch at evaluation: auto or a number.")] = None,
+    grad_accum: Annotated[Optional[str], typer.Option(help="Gradient accumulation steps: auto (from --effective-batch) or a number (with an explicit --batch-size).")] = None,
+    effective_batch: Annotated[Optional[int], typer.Option(help="Clips per optimizer step over all devices (default 64) when --batch-size is auto.")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     warmup: Annotated[Optional[float], typer.Option(help="Warmup: share of steps (<1) or step count.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimizer steps (overrides epochs).")] = None,
     precision: Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Training seed (also picks each epoch's variants).")] = None,
     freeze_encoder: Annotated[Optional[bool], typer.Option("--freeze-encoder/--no-freeze-encoder", help="Train the decoder only.")] = None,
-    gradient_checkpointing: Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")] = None,
+    gradient_checkpointing: Annotated[Optional[str], typer.Option(help="auto (off when the micro-batch fits the GPU without it), on or off.")] = None,
+    no_gradient_checkpointing: Annotated[bool, typer.Option("--no-gradient-checkpointing", help="Same as --gradient-checkpointing off.")] = False,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model (off by default).")] = None,
     early_stopping_patience: Annotated[Optional[int], typer.Option(help="Evaluations without improvement before stopping (0 = off).")] = None,
     lr_scheduler: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: cosine, linear, constant, ...")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay.")] = None,
@@ -148,7 +153,8 @@ def train(
         "training.eval_batch_size": eval_batch_size, "training.grad_accum": grad_accum,
         "training.learning_rate": learning_rate, "training.warmup": warmup, "training.max_steps": max_steps,
         "training.precision": precision, "training.seed": seed, "training.freeze_encoder": freeze_encoder,
-        "training.gradient_checkpointing": gradient_checkpointing,
+        "training.gradient_checkpointing": "off" if no_gradient_checkpointing else gradient_checkpointing,
+        "training.effective_batch": effective_batch, "training.compile": compile,
         "training.early_stopping_patience": early_stopping_patience, "training.lr_scheduler": lr_scheduler,
         "training.weight_decay": weight_decay, "training.generation_max_length": generation_max_length,
         "training.logging_steps": logging_steps, "training.save_total_limit": save_total_limit,
@@ -174,7 +180,7 @@ def evaluate(
     worst: Annotated[int, typer.Option(help="How many worst clips to list.")] = 10,
 ) -> None:
     """WER and CER of a model (and optionally a baseline) on the cached clean clips."""
-    from train.evaluate import run_evaluate
+    from train.inference.evaluate import run_evaluate
 
     cfg = _config(config, {"model.name": model})
     run_evaluate(model=cfg.model.name, work_dir=work, cfg=cfg, baseline=baseline, split=split,
@@ -191,7 +197,7 @@ def transcribe(
     batch_size: Annotated[int, typer.Option(help="Clips per decoding batch.")] = 8,
 ) -> None:
     """Transcribe audio files (clips over 30 s use long-form decoding)."""
-    from .transcribe import run_transcribe
+    from train.inference.transcribe import run_transcribe
 
     cfg = _config(config, {"model.name": model})
     run_transcribe(model=cfg.model.name, inputs=audio, cfg=cfg, output=output, batch_size=batch_size)
@@ -208,7 +214,7 @@ def export(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Transcribe a few clips with faster-whisper after writing.")] = True,
 ) -> None:
     """Export a fine-tuned model to a folder that faster-whisper loads directly."""
-    from train.export import run_export
+    from train.inference.export import run_export
 
     cfg = _config(config, {"model.name": model})
     run_export(model=cfg.model.name, out_dir=out, to=to, quantization=quantization, verify=verify)

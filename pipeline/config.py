@@ -19,12 +19,15 @@ from typing import Any, Mapping
 
 from .constants import DEFAULT_MODEL
 from .errors import ConfigError
+from .fileio import atomic_write_text
+
+AUTO = "auto"                          # a setting the train stage picks from the device (train/batching.py)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = DEFAULT_MODEL          # hub id, local transformers folder, CTranslate2 folder, or "bundled:tiny.en"
-    language: str = ""                 # "" = English for .en models, else "english"; e.g. "arabic", "french"
+    language: str = ""                 # "" = English (.en models; tokens.DEFAULT_LANGUAGE otherwise); e.g. "arabic"
     task: str = "transcribe"           # or "translate"
 
 
@@ -39,6 +42,7 @@ class DataConfig:
     min_seconds: float = 1.0           # clips must be longer than this
     max_seconds: float = 30.0          # ... and shorter than this (Whisper's window)
     allow_outside: bool = False        # accept paths that leave the CSV's folder
+    group_column: str = ""             # CSV column of speaker / session ids: each group goes to one split; "" = none
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,10 @@ LORA_DEFAULT_TARGETS = ",".join(LORA_MODULES)
 @dataclass(frozen=True)
 class TrainingConfig:
     epochs: float = 5.0
-    batch_size: int = 4
-    eval_batch_size: int = 4
-    grad_accum: int = 16
+    batch_size: int | str = AUTO       # micro-batch per device: "auto" (fits the GPU; 4 on the CPU) or a number
+    eval_batch_size: int | str = AUTO  # generation batch at evaluation: "auto" or a number
+    grad_accum: int | str = AUTO       # "auto": effective_batch / (batch_size x devices); a number needs a batch_size
+    effective_batch: int = 64          # clips per optimizer step over all devices (the guide's 4 x 16)
     learning_rate: float = 1e-5
     warmup: float = 0.05               # < 1: share of total steps; >= 1: a step count
     lr_scheduler: str = "cosine"
@@ -90,7 +95,8 @@ class TrainingConfig:
     max_steps: int = -1                # > 0 overrides epochs
     precision: str = "auto"            # auto, bf16, fp16, fp32
     seed: int = 42
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | str = AUTO   # "auto": off when the micro-batch fits the GPU without it
+    compile: bool = False              # torch.compile the model (unmeasured here)
     freeze_encoder: bool = False
     logging_steps: int = 50
     save_total_limit: int = 2
@@ -128,6 +134,8 @@ _SECTION_TYPES = {
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check/convert one value against its annotation (str, int, float, bool, tuple of dicts)."""
     hint = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
+    if isinstance(hint, tuple):        # (AUTO, int) or (AUTO, bool): "auto" or a value
+        return _auto_or(value, hint[1], where)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -164,6 +172,29 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return tuple(dict(v) for v in value)
 
 
+def _auto_or(value: Any, inner: type, where: str) -> Any:
+    if isinstance(value, str) and value.strip().lower() in (AUTO, "on", "off"):
+        word = value.strip().lower()
+        if word == AUTO or inner is bool:
+            return AUTO if word == AUTO else word == "on"
+    try:
+        return _coerce(value, inner, where)
+    except ConfigError:
+        what = "a whole number" if inner is int else "on or off"
+        raise ConfigError(f"{where}: expected \"auto\" or {what}, got {value!r}") from None
+
+
+def _check_batch_settings(t: TrainingConfig, bad: Any) -> None:
+    for key in ("batch_size", "eval_batch_size", "grad_accum", "effective_batch"):
+        value = getattr(t, key)
+        if value != AUTO and value < 1:
+            raise bad(f"training.{key}", value, '"auto" or 1 or more' if key != "effective_batch" else "1 or more")
+    if t.batch_size == AUTO and t.grad_accum != AUTO:
+        raise bad("training.grad_accum", t.grad_accum, '"auto" while training.batch_size is "auto" (the '
+                  "accumulation is derived from training.effective_batch, --effective-batch); or give an explicit "
+                  "--batch-size with it")
+
+
 def _validate(cfg: Config, source: str) -> None:
     def bad(key: str, value: Any, expected: str) -> ConfigError:
         return ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {expected}")
@@ -174,6 +205,10 @@ def _validate(cfg: Config, source: str) -> None:
     if not 0.0 <= d.validation_share < 1.0 - d.test_share:
         raise bad("data.validation_share", d.validation_share,
                   f"a share in [0, {1.0 - d.test_share:g}) (1 - data.test_share), e.g. 0.05 or 0 for none")
+    if d.group_column != d.group_column.strip() or d.group_column.strip().lower() == "split":
+        raise bad("data.group_column", d.group_column,
+                  "the name of a CSV column of speaker or session ids (not 'split', no surrounding spaces), "
+                  "e.g. \"speaker\", or \"\" for none")
     if d.min_seconds < 0 or d.max_seconds <= d.min_seconds:
         raise bad("data.max_seconds", d.max_seconds, f"more than data.min_seconds ({d.min_seconds})")
     if a.variants < 1:
@@ -182,8 +217,7 @@ def _validate(cfg: Config, source: str) -> None:
         raise bad("features.text_normalization", f.text_normalization, '"basic" or "none"')
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise bad("training.precision", t.precision, "auto, bf16, fp16 or fp32")
-    if t.batch_size < 1 or t.eval_batch_size < 1 or t.grad_accum < 1:
-        raise bad("training.batch_size/eval_batch_size/grad_accum", (t.batch_size, t.eval_batch_size, t.grad_accum), "1 or more")
+    _check_batch_settings(t, bad)
     if t.learning_rate <= 0:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if cfg.model.task not in ("transcribe", "translate"):
@@ -242,6 +276,10 @@ def _simple_hint(hint: Any) -> Any:
     if origin is tuple:
         return tuple
     if isinstance(hint, types.UnionType):
+        members = set(typing.get_args(hint))
+        for inner in (bool, int):
+            if members == {inner, str}:
+                return (AUTO, inner)
         return str
     return hint
 
@@ -292,9 +330,7 @@ def save_config(cfg: Config, path: Path) -> None:
                 lines.append(f"[[{section}.{key}]]")
                 lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
                 lines.append("")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _toml_value(value: Any) -> str:

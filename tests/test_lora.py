@@ -119,8 +119,8 @@ def test_lora_run_trains_and_writes_merged_model_and_adapter(trained, tiny_model
 
 
 def test_merged_model_evaluates_and_exports(trained, work, tmp_path):
-    from train.evaluate import run_evaluate
-    from train.export import run_export
+    from train.inference.evaluate import run_evaluate
+    from train.inference.export import run_export
 
     out, result = trained
     scores = run_evaluate(model=str(out), work_dir=work, cfg=load_config(None), split="test", batch_size=2,
