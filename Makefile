@@ -53,6 +53,7 @@ bench: install
 
 bench-gpu: install
 	$(BIN)/python bench/gpu_bench.py
+	$(BIN)/python bench/lora_bench.py
 
 clean:
 	rm -rf work
