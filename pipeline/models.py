@@ -48,11 +48,16 @@ def tokenizer_from_file(tokenizer_json: Path):
 
     if not tokenizer_json.is_file():
         raise ModelError(f"{tokenizer_json.parent} has no tokenizer.json; a Whisper tokenizer is needed next to model.bin")
-    return WhisperTokenizerFast(
-        tokenizer_file=str(tokenizer_json),
-        bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
-        model_max_length=1024,
-    )
+    try:
+        return WhisperTokenizerFast(
+            tokenizer_file=str(tokenizer_json),
+            bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
+            model_max_length=1024,
+        )
+    except Exception as err:  # the tokenizers library raises a bare Exception for a file it cannot parse
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ModelError(f"{tokenizer_json} is not a usable Whisper tokenizer ({first}); copy the tokenizer.json "
+                         "that came with the model next to model.bin") from None
 
 
 def is_multilingual(tokenizer) -> bool:
@@ -91,7 +96,9 @@ def resolve_model(spec: str) -> str:
             "or a CTranslate2 folder (model.bin, config.json, tokenizer.json)"
         )
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return spec  # hub id; transformers reports network problems itself
+        from .hub import hub_source
+
+        return hub_source(spec)  # the id, or its cached snapshot when offline; fails at once without network
     raise ModelError(f"--model {spec}: no such folder, and not a hub id like openai/whisper-small.en")
 
 
