@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from .errors import WhisperTuneError
+from .errors import WhisperTuneError, worker_message
 
 app = typer.Typer(
     name="whisper-tune",
@@ -45,9 +45,16 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except WhisperTuneError as err:
-            fail(str(err), err.exit_code)
+            fail(worker_message(str(err)), err.exit_code)
         except KeyboardInterrupt:
             fail("interrupted; finished work is kept, re-run the same command to resume", 130)
+        except Exception as err:
+            from .fileio import disk_full, is_disk_full
+
+            if not is_disk_full(err):
+                raise
+            where = Path(getattr(err, "filename", None) or "nothing").parent   # the file's folder when known
+            fail(str(disk_full(err, where if str(where) != "." else Path.cwd())))
 
     return wrapper
 
@@ -103,7 +110,10 @@ def features(
     from .featurize import parse_part, run_features
 
     cfg = _config(config, {"model.name": model, "augment.variants": variants, "features.jobs": jobs})
-    run_features(work_dir=work, cfg=cfg, part=parse_part(part))
+    from .fileio import disk_full_as_error
+
+    with disk_full_as_error(work / "cache"):
+        run_features(work_dir=work, cfg=cfg, part=parse_part(part))
 
 
 @app.command()

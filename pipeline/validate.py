@@ -28,10 +28,11 @@ from typing import Callable, Iterator, Sequence
 import polars as pl
 
 from .audio import AudioInfo, verify
-from .config import Config
+from .config import Config, check_output_folder
 from .constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
 from .csvfile import CsvTable, read_table
 from .errors import AudioError, ModelError, WhisperTuneError
+from .fileio import disk_full_as_error
 from .manifest import (COLUMNS, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, assign_split, clip_id,
                        write_manifest)
 from .text import normalize_text
@@ -209,7 +210,7 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
 
     use_model: also check label lengths with cfg.model.name's tokenizer (ModelError when it cannot load).
     echo: where the summary goes (None = silent)."""
-    csv_path, work_dir = Path(csv_path), Path(work_dir)
+    csv_path, work_dir = Path(csv_path), check_output_folder(work_dir, "--work")
     d = cfg.data
     table = read_table(csv_path, audio_column=d.audio_column, text_column=d.text_column)
     tokenizer = _load_tokenizer(cfg) if use_model else None        # fail before the slow part
@@ -253,8 +254,9 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
                 for i in range(n)]
     frame = _manifest_frame(table, locations, infos, problems, seed=d.seed, test_share=d.test_share,
                             validation_share=d.validation_share, given=given)
-    out = write_manifest(frame, work_dir)
-    plot = write_duration_plot(frame, work_dir / PLOT_NAME)
+    with disk_full_as_error(work_dir):
+        out = write_manifest(frame, work_dir)
+        plot = write_duration_plot(frame, work_dir / PLOT_NAME)
     result = _result(table, frame, problems, out, plot)
     if echo is not None:
         echo(format_summary(result))
