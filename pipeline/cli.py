@@ -178,7 +178,7 @@ def evaluate(
     worst: Annotated[int, typer.Option(help="How many worst clips to list.")] = 10,
 ) -> None:
     """WER and CER of a model (and optionally a baseline) on the cached clean clips."""
-    from train.evaluate import run_evaluate
+    from train.inference.evaluate import run_evaluate
 
     cfg = _config(config, {"model.name": model})
     run_evaluate(model=cfg.model.name, work_dir=work, cfg=cfg, baseline=baseline, split=split,
@@ -195,7 +195,7 @@ def transcribe(
     batch_size: Annotated[int, typer.Option(help="Clips per decoding batch.")] = 8,
 ) -> None:
     """Transcribe audio files (clips over 30 s use long-form decoding)."""
-    from .transcribe import run_transcribe
+    from train.inference.transcribe import run_transcribe
 
     cfg = _config(config, {"model.name": model})
     run_transcribe(model=cfg.model.name, inputs=audio, cfg=cfg, output=output, batch_size=batch_size)
@@ -212,7 +212,7 @@ def export(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Transcribe a few clips with faster-whisper after writing.")] = True,
 ) -> None:
     """Export a fine-tuned model to a folder that faster-whisper loads directly."""
-    from train.export import run_export
+    from train.inference.export import run_export
 
     cfg = _config(config, {"model.name": model})
     run_export(model=cfg.model.name, out_dir=out, to=to, quantization=quantization, verify=verify)

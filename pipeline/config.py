@@ -19,12 +19,13 @@ from typing import Any, Mapping
 
 from .constants import DEFAULT_MODEL
 from .errors import ConfigError
+from .fileio import atomic_write_text
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = DEFAULT_MODEL          # hub id, local transformers folder, CTranslate2 folder, or "bundled:tiny.en"
-    language: str = ""                 # "" = English for .en models, else "english"; e.g. "arabic", "french"
+    language: str = ""                 # "" = English (.en models; tokens.DEFAULT_LANGUAGE otherwise); e.g. "arabic"
     task: str = "transcribe"           # or "translate"
 
 
@@ -311,9 +312,7 @@ def save_config(cfg: Config, path: Path) -> None:
                 lines.append(f"[[{section}.{key}]]")
                 lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
                 lines.append("")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _toml_value(value: Any) -> str:

@@ -162,7 +162,7 @@ def _validate_and_featurize(csv_path: Path, work_dir: Path, cfg) -> None:
 
 
 def _score(model: str, work_dir: Path, cfg, settings: DemoSettings):
-    from train.evaluate import run_evaluate
+    from train.inference.evaluate import run_evaluate
 
     return run_evaluate(model=model, work_dir=work_dir, cfg=cfg, split="test", batch_size=settings.eval_batch_size,
                         worst=0, max_new_tokens=settings.max_new_tokens)

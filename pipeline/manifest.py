@@ -21,13 +21,13 @@ Rejected rows get a split too (the one they would have once fixed), so the colum
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import polars as pl
 
 from .errors import ManifestError
+from .fileio import atomic_path
+from .hashing import stable_hex, stable_unit
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -57,13 +57,12 @@ def manifest_path(work_dir: Path | str) -> Path:
 
 def clip_id(relpath: str) -> str:
     """Stable id of a clip: 16 hex digits of blake2b over its path relative to the CSV's folder (posix form)."""
-    return hashlib.blake2b(relpath.encode("utf-8"), digest_size=8).hexdigest()
+    return stable_hex(relpath, size=8)
 
 
 def split_position(relpath: str, seed: int) -> float:
     """Where a clip falls in [0, 1): blake2b(seed, relative path) as a uniform number. Depends on nothing else."""
-    digest = hashlib.blake2b(f"{seed}\x00{relpath}".encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    return stable_unit(seed, relpath, sep=b"\x00")
 
 
 def assign_split(relpath: str, *, seed: int, test_share: float, validation_share: float = 0.0) -> str:
@@ -82,13 +81,8 @@ def write_manifest(frame: pl.DataFrame, work_dir: Path | str) -> Path:
         raise ManifestError(f"manifest frame lacks the columns {', '.join(missing)}")
     frame = _conform(frame, "manifest frame")
     out = manifest_path(work_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         frame.write_parquet(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

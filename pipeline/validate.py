@@ -32,7 +32,7 @@ from .config import Config, check_output_folder
 from .constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
 from .csvfile import CsvTable, read_table
 from .errors import AudioError, ModelError, WhisperTuneError
-from .fileio import disk_full_as_error
+from .fileio import atomic_path, disk_full_as_error
 from .manifest import (COLUMNS, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, assign_split, clip_id,
                        write_manifest)
 from .text import normalize_text
@@ -461,13 +461,8 @@ def write_duration_plot(frame: pl.DataFrame, path: Path) -> Path:
     ax.set_ylabel("clips")
     ax.set_title("Durations of the usable clips")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -20,7 +20,7 @@ from pipeline.config import load_config
 from pipeline.errors import CacheError
 from pipeline.manifest import write_manifest
 from pipeline.text import normalize_text
-from train import evaluate as ev
+from train.inference import evaluate as ev
 
 def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels: int = 80) -> Path:
     """A work folder with a manifest and a cache holding the clean variant of each (id, audio, text, split)."""
@@ -188,7 +188,7 @@ def test_evaluate_runs_without_audio_libraries(tiny_model, noise_work, tmp_path)
     blockers = tmp_path / "blockers"
     blockers.mkdir()
     (blockers / "sitecustomize.py").write_text(LEAN_SITECUSTOMIZE)
-    code = ("from pathlib import Path; from pipeline.config import load_config; from train.evaluate import run_evaluate; "
+    code = ("from pathlib import Path; from pipeline.config import load_config; from train.inference.evaluate import run_evaluate; "
             f"r = run_evaluate(model={str(tiny_model)!r}, work_dir=Path({str(noise_work)!r}), cfg=load_config(), "
             "max_new_tokens=2, worst=0); print('clips', r.scores.clips)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(blockers), os.getcwd()])}

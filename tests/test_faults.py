@@ -337,7 +337,7 @@ def _manifest(work: Path, splits: dict[str, int]) -> None:
 
 
 def test_train_and_evaluate_count_the_uncached_clips_after_a_killed_features_run(tiny_model, tmp_path):
-    from train.evaluate import run_evaluate
+    from train.inference.evaluate import run_evaluate
 
     work = tmp_path / "work"
     build_cache(work, tiny_model, n_train=0, n_test=2, variants=1, frames=(50, 80))   # stopped before train

@@ -24,11 +24,11 @@ def test_local_transformers_folder_resolves_to_itself(tiny_model):
 
 
 def test_hub_id_passes_through_when_the_hub_is_reachable(monkeypatch):
-    import pipeline.hub
+    import pipeline.models.hub
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(pipeline.hub, "reach", lambda endpoint: None)      # as if the network were up
+    monkeypatch.setattr(pipeline.models.hub, "reach", lambda endpoint: None)      # as if the network were up
     assert resolve_model("openai/whisper-small.en") == "openai/whisper-small.en"
 
 

@@ -11,8 +11,6 @@ Scores, all in percent:
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 from collections import Counter
@@ -24,11 +22,12 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import CacheError, ConfigError, ManifestError
+from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.manifest import SPLITS
 from pipeline.text import normalize_text
+from train.metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
 
 from .decode import Decoder, DecodeOptions, open_decoder
-from .metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
 
 CLEAN_VARIANT = 0
 
@@ -174,22 +173,27 @@ def decode_all(decoder: Decoder, batches: Iterable[np.ndarray], *, progress: boo
 
 
 def references(work_dir: Path, cache, clip_ids: Sequence[str]) -> list[str]:
-    """Transcripts as the CSV has them (for orthographic WER): recorded in the cache index, else from the
+    """Raw transcripts, as the CSV has them (for orthographic WER): recorded in the cache index, else from the
     manifest when WORK has one; the cached normalized text as a last resort."""
-    raw: dict[str, str] = {}
+    from_manifest: dict[str, str] = {}
     try:
         from pipeline.manifest import read_manifest
 
         df = read_manifest(work_dir)
-        raw = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
+        from_manifest = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
     except (ImportError, ManifestError):
         pass   # only cache/ was copied to this machine
 
     def one(cid: str) -> str:
-        recorded = cache.transcript(cid) if hasattr(cache, "transcript") else ""
-        return recorded or raw.get(cid) or cache.get(cid, CLEAN_VARIANT).text
+        raw_transcript = cache.transcript(cid) if hasattr(cache, "transcript") else ""   # before normalization
+        return raw_transcript or from_manifest.get(cid) or normalized_transcript(cache, cid)
 
     return [one(cid) for cid in clip_ids]
+
+
+def normalized_transcript(cache, clip_id: str) -> str:
+    """The transcript the labels were made from (normalized), stored with the clean variant."""
+    return cache.get(clip_id, CLEAN_VARIANT).text
 
 
 def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str], *, options: DecodeOptions,
@@ -210,7 +214,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
                  worst: int = 10, max_new_tokens: int | None = None) -> EvalResult:
     """Score `model` (and `baseline`) on the clean variant of every cached clip of `split`; print the table,
     write `json_path` / `report_path` when given. max_new_tokens: per clip (default: the decoder's whole context)."""
-    from pipeline.cache import open_cache
+    from pipeline.cache import CACHE_DIRNAME, open_cache
     from pipeline.coverage import uncached_note
 
     if batch_size < 1:
@@ -228,7 +232,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
         others = [s for s in SPLITS if s != split and cache.clip_ids(s)]
         share = "data.validation_share" if split == "validation" else "data.test_share"
         raise CacheError(
-            f"the cache in {Path(work_dir) / 'cache'} has no clip in the {split!r} split; "
+            f"the cache in {Path(work_dir) / CACHE_DIRNAME} has no clip in the {split!r} split; "
             + (f"pass --split {others[0]}, or " if others else "")
             + f"change {share} (or the CSV's split column) and re-run validate and features"
         )
@@ -248,22 +252,15 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     )
     print(format_table(result))
     if json_path is not None:
-        write_atomic(Path(json_path), json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(Path(json_path), result.to_json())
         print(f"wrote {json_path}")
     if report_path is not None:
-        write_atomic(Path(report_path), markdown_report(result))
+        atomic_write_text(Path(report_path), markdown_report(result))
         print(f"wrote {report_path}")
     return result
 
 
 # ---------------------------------------------------------------- output
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def _rows(result: EvalResult) -> list[tuple[str, ...]]:
     def row(s: ModelScores, name: str) -> tuple[str, ...]:
