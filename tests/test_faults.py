@@ -25,6 +25,7 @@ from pipeline.models import bundled_model_dir, load_processor, resolve_model, to
 from pipeline.validate import check_audio
 from train.checkpoints import COMPLETE_MARKER, checkpoint_folders, checkpoint_problem
 from train.trainer import run_train
+from test_trainer import _cfg
 from train_cache import build_cache
 
 OFFLINE_TAIL = ("download it once on a machine with network access, or use a model that needs no network: "
@@ -36,12 +37,9 @@ def cli(*args: str):
 
 
 def train_cfg(model: Path, **training):
-    base = {"batch_size": 2, "eval_batch_size": 2, "grad_accum": 1, "learning_rate": 1e-3, "warmup": 0.0,
-            "lr_scheduler": "constant", "epochs": 2, "logging_steps": 1, "generation_max_length": 4,
-            "early_stopping_patience": 0, "dataloader_workers": 0, "gradient_checkpointing": False,
-            "save_total_limit": 3}
-    base.update(training)
-    return load_config(None, {"model.name": str(model), **{f"training.{k}": v for k, v in base.items()}})
+    """The trainer tests' settings: two epochs of two steps each on the 4-clip cache below."""
+    return _cfg(model, **{"epochs": 2, "learning_rate": 1e-3, "generation_max_length": 4, "save_total_limit": 3,
+                          **training})
 
 
 @pytest.fixture(scope="module")
