@@ -81,6 +81,7 @@ def validate(
     min_seconds: Annotated[Optional[float], typer.Option(help="Shortest clip kept, seconds.")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="Longest clip kept, seconds.")] = None,
     min_text_chars: Annotated[Optional[int], typer.Option(help="Transcripts must be longer than this.")] = None,
+    group_column: Annotated[Optional[str], typer.Option(help="CSV column of speaker/session ids: all rows of a group go to the same split.")] = None,
 ) -> None:
     """Check every CSV row and write WORK/manifest.parquet with a status and reason per row."""
     from .validate import run_validate
@@ -90,6 +91,7 @@ def validate(
         "data.allow_outside": allow_outside, "data.test_share": test_share,
         "data.validation_share": validation_share, "data.seed": seed,
         "data.min_seconds": min_seconds, "data.max_seconds": max_seconds, "data.min_text_chars": min_text_chars,
+        "data.group_column": group_column,
     })
     result = run_validate(csv_path=csv, work_dir=work, cfg=cfg, use_model=model is not None)
     if result.kept == 0:

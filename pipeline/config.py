@@ -40,6 +40,7 @@ class DataConfig:
     min_seconds: float = 1.0           # clips must be longer than this
     max_seconds: float = 30.0          # ... and shorter than this (Whisper's window)
     allow_outside: bool = False        # accept paths that leave the CSV's folder
+    group_column: str = ""             # CSV column of speaker / session ids: each group goes to one split; "" = none
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,10 @@ def _validate(cfg: Config, source: str) -> None:
     if not 0.0 <= d.validation_share < 1.0 - d.test_share:
         raise bad("data.validation_share", d.validation_share,
                   f"a share in [0, {1.0 - d.test_share:g}) (1 - data.test_share), e.g. 0.05 or 0 for none")
+    if d.group_column != d.group_column.strip() or d.group_column.strip().lower() == "split":
+        raise bad("data.group_column", d.group_column,
+                  "the name of a CSV column of speaker or session ids (not 'split', no surrounding spaces), "
+                  "e.g. \"speaker\", or \"\" for none")
     if d.min_seconds < 0 or d.max_seconds <= d.min_seconds:
         raise bad("data.max_seconds", d.max_seconds, f"more than data.min_seconds ({d.min_seconds})")
     if a.variants < 1:

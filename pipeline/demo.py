@@ -108,6 +108,7 @@ def demo_config(settings: DemoSettings, work_dir: Path):
     s = settings
     return load_config(None, {
         "model.name": s.model,
+        "data.group_column": "speaker",    # the CSV's split column pins every row; grouping keeps any new ones apart
         "augment.variants": s.variants, "augment.seed": s.seed, "augment.transforms": DEMO_TRANSFORMS,
         "training.epochs": s.epochs, "training.max_steps": s.max_steps, "training.batch_size": s.batch_size,
         "training.eval_batch_size": s.eval_batch_size, "training.grad_accum": 1,

@@ -10,10 +10,15 @@ Columns (every later stage uses only rows with status == "ok"):
     sample_rate  i64    Hz (null when the file could not be read)
     channels     i64    (null when the file could not be read)
     split        str    "train", "validation" or "test": the CSV's split column, else a seeded hash of the
-                        relative path, so adding rows never moves a clip
+                        relative path (of the group value with --group-column: pipeline/grouping.py), so adding
+                        rows never moves a clip
     status       str    "ok" or "rejected"
     reason       str    why a row was rejected, in plain words; "" when ok
     csv_row      i64    1-based data row of the CSV (the header is not counted)
+    text_in_train  bool  a usable validation/test clip whose normalized transcript a usable train clip also says
+    audio_in_train bool  a usable validation/test clip with the same file bytes as a usable train clip
+                        (both False for train and rejected rows; manifests written before them lack both columns,
+                        and every reader treats them as optional)
     ...                 the CSV's other columns, as text (renamed csv_<name> if the name is taken above)
 
 Rejected rows get a split too (the one they would have once fixed), so the column is never empty.
@@ -45,6 +50,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "csv_row": pl.Int64(),
 }
 COLUMNS: tuple[str, ...] = tuple(SCHEMA)
+# Written by validate since the leakage report; optional when reading (older manifests lack them).
+OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio_in_train": pl.Boolean()}
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"

@@ -28,6 +28,7 @@ from pipeline.text import normalize_text
 from train.metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
 
 from .decode import Decoder, DecodeOptions, open_decoder
+from .unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
 
 CLEAN_VARIANT = 0
 
@@ -65,6 +66,7 @@ class EvalResult:
     worst: tuple[ClipResult, ...]
     wrong_words: tuple[tuple[str, int], ...]     # reference words substituted or deleted, most frequent first
     per_clip: tuple[ClipResult, ...] = ()        # every clip, in clip id order
+    unseen: UnseenScores | None = None           # WER apart on clips whose transcript is (not) in train
 
     @property
     def wer(self) -> float:
@@ -89,6 +91,9 @@ class EvalResult:
                 "baseline_seconds": b.seconds, "baseline_clips_per_second": b.clips_per_second,
                 "wer_difference": s.wer - b.wer, "cer_difference": s.cer - b.cer,
             })
+        if self.unseen is not None:
+            out["unseen_text_wer"] = self.unseen.wer
+            out["unseen_text"] = asdict(self.unseen)
         out["worst"] = [asdict(c) for c in self.worst]
         out["wrong_words"] = [{"word": w, "count": n} for w, n in self.wrong_words]
         out["per_clip"] = [asdict(c) for c in self.per_clip]
@@ -249,6 +254,8 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     result = EvalResult(
         split=split, clip_ids=tuple(clip_ids), references=tuple(refs), scores=main, baseline=base,
         worst=worst_clips(per_clip, worst), wrong_words=wrong_words(refs, main.hypotheses), per_clip=tuple(per_clip),
+        unseen=unseen_scores(text_in_train_flags(Path(work_dir), clip_ids), clip_ids, refs, main.hypotheses,
+                             base.hypotheses if base else None),
     )
     print(format_table(result))
     if json_path is not None:
@@ -288,6 +295,8 @@ def format_table(result: EvalResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     out = [f"\n{result.scores.clips} clips, split {result.split!r}; WER/CER on normalized text, "
            "orthographic WER on raw text", *lines]
+    if result.unseen is not None:
+        out.append(format_unseen(result.unseen, result.split, result.scores.wer))
     if result.worst:
         out.append(f"\nworst {len(result.worst)} clips (normalized WER):")
         for c in result.worst:
@@ -313,6 +322,8 @@ def markdown_report(result: EvalResult) -> str:
              "WER and CER on normalized text (lowercase, punctuation removed); orthographic WER on the raw text.",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(result)]
+    if result.unseen is not None:
+        lines += ["", format_unseen(result.unseen, result.split, s.wer) + "."]
     if result.worst:
         has_base = result.baseline is not None
         lines += ["", f"## Worst {len(result.worst)} clips", "",
