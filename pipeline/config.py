@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -118,6 +119,9 @@ _SECTION_TYPES = {
 }
 
 
+_SECTION_NAMES = {cls: name for name, cls in _SECTION_TYPES.items()}
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check/convert one value against its annotation (str, int, float, bool, tuple of dicts)."""
     hint = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
@@ -223,6 +227,12 @@ def _range_problems(cfg: Config) -> list[tuple[str, Any, str]]:
          "0 (load in the training process) or more worker processes (--dataloader-workers)"),
         ("training.eval_max_clips", t.eval_max_clips, t.eval_max_clips >= 0, "0 (all) or more clips (--eval-max-clips)"),
     ]
+    for section in (d, a, g, f, t):                     # nan and inf pass every comparison above unnoticed
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                key = f"{_SECTION_NAMES[type(section)]}.{item.name}"
+                checks.insert(0, (key, value, False, "a finite number"))
     return [(key, value, expected) for key, value, ok, expected in checks if not ok]
 
 

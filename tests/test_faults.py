@@ -277,6 +277,7 @@ def test_a_cache_error_in_a_dataloader_worker_is_one_line(work, tiny_model, tmp_
     ("data.min_text_chars", -1, "0 or more"),
     ("audio.trim_top_db", -3, "0 (no trim) or a positive dB value, e.g. 30"),
     ("augment.seed", 2**32, "a whole number from 0 to 4294967295"),
+    ("training.learning_rate", "nan", "a finite number"),
 ])
 def test_nonsense_values_are_refused_in_the_config_layer(tmp_path, key, value, expected):
     section, name = key.split(".")
@@ -285,7 +286,7 @@ def test_nonsense_values_are_refused_in_the_config_layer(tmp_path, key, value, e
     shown = load_config(None).to_dict()[section][name].__class__(value)
     assert str(caught.value) == f"defaults: {key} = {shown!r} is not allowed; expected {expected}"
     toml = tmp_path / "c.toml"                                          # the TOML file is checked alike
-    toml.write_text(f"[{section}]\n{name} = {value}\n")
+    toml.write_text(f"[{section}]\n{name} = {value}\n")                # TOML spells nan as nan
     with pytest.raises(ConfigError) as caught:
         load_config(toml)
     assert str(caught.value) == f"{toml}: {key} = {shown!r} is not allowed; expected {expected}"
