@@ -8,7 +8,7 @@ import torch
 from pipeline.models import SOT, load_processor
 from train.data import (FLOOR_KEY, FRAMES_KEY, LABEL_PAD, Collator, EpochSampler, EvalDataset, TrainDataset,
                         _expand_torch, dense_features, scheduled_variant)
-from train_cache import build_cache
+from helpers import build_cache
 
 
 @pytest.fixture(scope="module")

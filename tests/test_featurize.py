@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from pipeline.cache import CacheError, CacheLock, open_cache
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
