@@ -83,3 +83,11 @@ def test_evaluate_keeps_its_own_batch_size_beside_the_config():
     out = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "300"}).output
     assert "Clips per decoding batch." in out and "[default: 16]" in out
     assert evaluate.evaluate.__doc__ and "--model" in out
+
+
+def test_a_negative_flag_sets_its_value_for_a_text_field():
+    probe, seen = seen_app(Flag("training.precision", "auto, bf16, fp16 or fp32.", negative="fp32"))
+    for args, expected in ((["--no-precision"], "fp32"), (["--precision", "bf16"], "bf16"), ([], "auto")):
+        result = CliRunner().invoke(probe, args)
+        assert result.exit_code == 0, result.output
+        assert seen[-1].training.precision == expected
