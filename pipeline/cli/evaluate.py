@@ -24,7 +24,7 @@ def evaluate(
     cfg: Config,
 ) -> None:
     """WER and CER of a model (and optionally a baseline) on the cached clean clips."""
-    from train.evaluate import run_evaluate
+    from train.inference.evaluate import run_evaluate
 
     run_evaluate(model=cfg.model.name, work_dir=work, cfg=cfg, baseline=baseline, split=split,
                  json_path=json_path, report_path=report, batch_size=batch_size, worst=worst)

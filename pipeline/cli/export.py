@@ -21,6 +21,6 @@ def export(
     cfg: Config,
 ) -> None:
     """Export a fine-tuned model to a folder that faster-whisper loads directly."""
-    from train.export import run_export
+    from train.inference.export import run_export
 
     run_export(model=cfg.model.name, out_dir=out, to=to, quantization=quantization, verify=verify)

@@ -20,6 +20,6 @@ def transcribe(
     cfg: Config,
 ) -> None:
     """Transcribe audio files (clips over 30 s use long-form decoding)."""
-    from ..transcribe import run_transcribe
+    from train.inference.transcribe import run_transcribe
 
     run_transcribe(model=cfg.model.name, inputs=audio, cfg=cfg, output=output, batch_size=batch_size)

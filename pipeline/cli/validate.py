@@ -23,6 +23,7 @@ FLAGS = (
     Flag("data.min_seconds", "Shortest clip kept, seconds."),
     Flag("data.max_seconds", "Longest clip kept, seconds."),
     Flag("data.min_text_chars", "Transcripts must be longer than this."),
+    Flag("data.group_column", "CSV column of speaker/session ids: all rows of a group go to the same split."),
 )
 
 

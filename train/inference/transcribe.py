@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +24,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .audio import load, prepare
-from .config import Config
-from .constants import AUDIO_EXTENSIONS, N_SAMPLES, SAMPLE_RATE_HZ
-from .errors import AudioError, ConfigError
+from pipeline.audio import load, prepare
+from pipeline.config import Config
+from pipeline.constants import AUDIO_EXTENSIONS, N_SAMPLES, SAMPLE_RATE_HZ
+from pipeline.errors import AudioError, ConfigError
+from pipeline.fileio import atomic_write_text
+
+from .decode import DecodeOptions, TransformersDecoder
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json")
 
@@ -104,7 +106,7 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]
 
 
 def transcribe_clips(decoder, clips: Sequence[np.ndarray], batch_size: int) -> list[str]:
-    """Texts for mono 16 kHz clips, in order. `decoder` is a train.decode.TransformersDecoder."""
+    """Texts for mono 16 kHz clips, in order. `decoder` is a decode.TransformersDecoder."""
     fe = decoder.processor.feature_extractor
     texts = [""] * len(clips)
     for group in batches_by_length([c.size for c in clips], batch_size):
@@ -136,18 +138,9 @@ def render(transcripts: Sequence[Transcript], fmt: str) -> str:
     return "".join(f"{t.path}\t{t.text}\n" for t in transcripts)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: Path | None = None,
                    batch_size: int = 8, max_new_tokens: int | None = None) -> list[Transcript]:
     """Transcribe every input (see the module doc). max_new_tokens: per 30 s window (default: whole context)."""
-    from train.decode import DecodeOptions, TransformersDecoder
-
     fmt = output_format(output)
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
@@ -176,7 +169,7 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
             sys.stdout.write(text)
             sys.stdout.flush()
         else:
-            write_atomic(output, text)
+            atomic_write_text(output, text)
             print(f"wrote {len(transcripts)} transcripts to {output}", file=sys.stderr)
     if len(failures) == 1:
         raise AudioError(_one_line(failures[0]))

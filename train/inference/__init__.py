@@ -1,0 +1,10 @@
+"""Inference with a (fine-tuned) model, all on one decoder:
+
+- decode.py      batched greedy decoding of log-mel features, transformers or CTranslate2 backend
+- evaluate.py    `whisper-tune evaluate`: WER / CER on the cached clean clips, optionally against a baseline
+- transcribe.py  `whisper-tune transcribe`: text for new audio files (the only module here that decodes audio)
+- export.py      `whisper-tune export`: a verified CTranslate2 / faster-whisper folder (conversion in
+                 pipeline.models.ct2_export)
+
+Nothing is imported here, so `import train.inference.evaluate` never loads the audio libraries.
+"""
