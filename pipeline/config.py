@@ -21,6 +21,8 @@ from .constants import DEFAULT_MODEL
 from .errors import ConfigError
 from .fileio import atomic_write_text
 
+AUTO = "auto"                          # a setting the train stage picks from the device (train/batching.py)
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -75,9 +77,10 @@ class FeaturesConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     epochs: float = 5.0
-    batch_size: int = 4
-    eval_batch_size: int = 4
-    grad_accum: int = 16
+    batch_size: int | str = AUTO       # micro-batch per device: "auto" (fits the GPU; 4 on the CPU) or a number
+    eval_batch_size: int | str = AUTO  # generation batch at evaluation: "auto" or a number
+    grad_accum: int | str = AUTO       # "auto": effective_batch / (batch_size x devices); a number needs a batch_size
+    effective_batch: int = 64          # clips per optimizer step over all devices (the guide's 4 x 16)
     learning_rate: float = 1e-5
     warmup: float = 0.05               # < 1: share of total steps; >= 1: a step count
     lr_scheduler: str = "cosine"
@@ -87,7 +90,8 @@ class TrainingConfig:
     max_steps: int = -1                # > 0 overrides epochs
     precision: str = "auto"            # auto, bf16, fp16, fp32
     seed: int = 42
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | str = AUTO   # "auto": off when the micro-batch fits the GPU without it
+    compile: bool = False              # torch.compile the model (unmeasured here)
     freeze_encoder: bool = False
     logging_steps: int = 50
     save_total_limit: int = 2
@@ -121,6 +125,8 @@ _SECTION_TYPES = {
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check/convert one value against its annotation (str, int, float, bool, tuple of dicts)."""
     hint = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
+    if isinstance(hint, tuple):        # (AUTO, int) or (AUTO, bool): "auto" or a value
+        return _auto_or(value, hint[1], where)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -157,6 +163,29 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return tuple(dict(v) for v in value)
 
 
+def _auto_or(value: Any, inner: type, where: str) -> Any:
+    if isinstance(value, str) and value.strip().lower() in (AUTO, "on", "off"):
+        word = value.strip().lower()
+        if word == AUTO or inner is bool:
+            return AUTO if word == AUTO else word == "on"
+    try:
+        return _coerce(value, inner, where)
+    except ConfigError:
+        what = "a whole number" if inner is int else "on or off"
+        raise ConfigError(f"{where}: expected \"auto\" or {what}, got {value!r}") from None
+
+
+def _check_batch_settings(t: TrainingConfig, bad: Any) -> None:
+    for key in ("batch_size", "eval_batch_size", "grad_accum", "effective_batch"):
+        value = getattr(t, key)
+        if value != AUTO and value < 1:
+            raise bad(f"training.{key}", value, '"auto" or 1 or more' if key != "effective_batch" else "1 or more")
+    if t.batch_size == AUTO and t.grad_accum != AUTO:
+        raise bad("training.grad_accum", t.grad_accum, '"auto" while training.batch_size is "auto" (the '
+                  "accumulation is derived from training.effective_batch, --effective-batch); or give an explicit "
+                  "--batch-size with it")
+
+
 def _validate(cfg: Config, source: str) -> None:
     def bad(key: str, value: Any, expected: str) -> ConfigError:
         return ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {expected}")
@@ -179,8 +208,7 @@ def _validate(cfg: Config, source: str) -> None:
         raise bad("features.text_normalization", f.text_normalization, '"basic" or "none"')
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise bad("training.precision", t.precision, "auto, bf16, fp16 or fp32")
-    if t.batch_size < 1 or t.eval_batch_size < 1 or t.grad_accum < 1:
-        raise bad("training.batch_size/eval_batch_size/grad_accum", (t.batch_size, t.eval_batch_size, t.grad_accum), "1 or more")
+    _check_batch_settings(t, bad)
     if t.learning_rate <= 0:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if cfg.model.task not in ("transcribe", "translate"):
@@ -219,6 +247,10 @@ def _simple_hint(hint: Any) -> Any:
     if origin is tuple:
         return tuple
     if isinstance(hint, types.UnionType):
+        members = set(typing.get_args(hint))
+        for inner in (bool, int):
+            if members == {inner, str}:
+                return (AUTO, inner)
         return str
     return hint
 

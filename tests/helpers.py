@@ -131,7 +131,7 @@ def make_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0, *, weights:
 # ------------------------------------------------------------------------------------------ import blocker
 
 AUDIO_PACKAGES = ("librosa", "audiomentations", "soundfile", "soxr")
-AUDIO_MODULES = ("pipeline.audio", "pipeline.augment", "pipeline.features", "pipeline.featurize")
+AUDIO_MODULES = ("pipeline.audio", "pipeline.augment", "pipeline.logmel", "pipeline.featurize")
 
 _SITECUSTOMIZE = textwrap.dedent("""
     import importlib.abc, importlib.util, os, sys

@@ -31,6 +31,7 @@ from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.models import load_processor, resolve_model, token_id
 from pipeline.tokens import SOT
 
+from .batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
 from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
 from .model import Precision, choose_precision, load_model
@@ -76,6 +77,7 @@ class StepPlan:
     world_size: int
     epochs: float
     max_steps: int
+    derived: bool = False        # micro-batch and accumulation derived from training.effective_batch
 
     @property
     def effective_batch(self) -> int:
@@ -101,7 +103,8 @@ class StepPlan:
                f"(batch {self.batch_size} x grad-accum {self.grad_accum} x {self.world_size} device(s)) = "
                f"{self.steps_per_epoch} step(s) per epoch x {self.epochs:g} epoch(s)")
         fix = ("raise --max-steps" if self.max_steps > 0 else
-               f"lower --grad-accum (now {self.grad_accum}) or --batch-size, or raise --epochs, or add clips")
+               f"lower --effective-batch (now {self.effective_batch}), or raise --epochs, or add clips" if self.derived
+               else f"lower --grad-accum (now {self.grad_accum}) or --batch-size, or raise --epochs, or add clips")
         return (f"warning: this run makes only {self.total_steps} optimizer step(s) ({how}); warmup and the "
                 f"learning-rate schedule need at least {FEW_STEPS} to mean much. To get more: {fix}.")
 
@@ -217,8 +220,9 @@ def _check_cache_fits(cache, model_cfg, tokenizer, model_name: str, cache_dir: P
         )
 
 
-def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
-    """Seq2SeqTrainingArguments with the guide's settings, taken from cfg.training."""
+def training_arguments(cfg: Config, output_dir: Path, precision: Precision, batch: BatchChoice | None = None):
+    """Seq2SeqTrainingArguments with the guide's settings, taken from cfg.training; batch sizes from `batch`
+    (default: the choice without a device probe)."""
     from transformers import Seq2SeqTrainingArguments
 
     from transformers.trainer_utils import SchedulerType
@@ -229,11 +233,12 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
         raise ConfigError(f"training.lr_scheduler = {t.lr_scheduler!r} is not a schedule transformers knows; "
                           f"use one of {', '.join(known)} (--lr-scheduler)")
     warmup: float | int = t.warmup if t.warmup < 1 else int(t.warmup)
+    batch = batch or choose_batch(BatchRequest.of(t, 1))
     return Seq2SeqTrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        per_device_train_batch_size=batch.micro_batch,
+        per_device_eval_batch_size=batch.eval_batch,
+        gradient_accumulation_steps=batch.grad_accum,
         learning_rate=t.learning_rate,
         warmup_steps=warmup,
         num_train_epochs=t.epochs,
@@ -257,6 +262,7 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
         dataloader_num_workers=t.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         dataloader_persistent_workers=t.dataloader_workers > 0,
+        **fast_path_args(torch.cuda.is_available() and not precision.use_cpu, t.compile),
         **precision.training_args(),
     )
 
@@ -300,14 +306,19 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     processor = load_processor(resolved, cfg.model.language, cfg.model.task)
     tokenizer = processor.tokenizer
     model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
-                       gradient_checkpointing=t.gradient_checkpointing, freeze_encoder=t.freeze_encoder)
+                       gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)
     _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, cache_dir)
     precision = choose_precision(t.precision)
 
-    args = training_arguments(cfg, output_dir, precision)
-    plan = StepPlan(len(train_set), t.batch_size, t.grad_accum, max(1, args.world_size), t.epochs, t.max_steps)
+    batch = plan_batch(t, model, cache, train_set.clip_ids, precision)   # probes the GPU; sets checkpointing
+    args = training_arguments(cfg, output_dir, precision, batch)
+    plan = StepPlan(len(train_set), batch.micro_batch, batch.grad_accum, max(1, args.world_size), t.epochs,
+                    t.max_steps, derived=t.batch_size == "auto")
     main = args.process_index == 0
     if main:
+        print(batch.describe(), flush=True)
+        if batch.note:
+            _warn(batch.note)
         print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
               f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
         message = plan.warning()
@@ -392,6 +403,8 @@ def write_metrics(path: Path, result: TrainResult, log_history: list[dict[str, A
         "eval_clips": result.eval_clips,
         "eval_split": result.eval_split,
         "effective_batch": plan.effective_batch,
+        "micro_batch": plan.batch_size,
+        "grad_accum": plan.grad_accum,
     }
     atomic_write_json(path, doc)
 
