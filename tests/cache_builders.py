@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from pipeline.cache import CachedExample, open_cache
 from pipeline.config import load_config
 from pipeline.featurize import run_features

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tone, write_audio
+from helpers import build_cache, tone, write_audio
 from pipeline import audio
 from pipeline.cli import app
 from pipeline.config import load_config
@@ -26,7 +26,6 @@ from pipeline.validate import check_audio
 from train.checkpoints import COMPLETE_MARKER, checkpoint_folders, checkpoint_problem
 from train.trainer import run_train
 from test_trainer import _cfg
-from train_cache import build_cache
 
 OFFLINE_TAIL = ("download it once on a machine with network access, or use a model that needs no network: "
                 "--model bundled:tiny.en, a local transformers folder, or a CTranslate2 / faster-whisper folder")

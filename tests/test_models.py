@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from conftest import espeak_available, speak  # noqa: E402
+from helpers import espeak_available, speak  # noqa: E402
 from pipeline.constants import BUNDLED_MODEL, N_SAMPLES, SAMPLE_RATE_HZ  # noqa: E402
 from pipeline.errors import ModelError  # noqa: E402
 from pipeline.models import (bundled_model_dir, is_multilingual, load_processor, resolve_model,  # noqa: E402
@@ -88,6 +88,7 @@ def load_30s(path: Path) -> np.ndarray:
     return np.pad(audio, (0, N_SAMPLES - audio.size)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_imported_tiny_en_transcribes_like_faster_whisper(tmp_path):
     faster_whisper = pytest.importorskip("faster_whisper")
     import torch
