@@ -360,7 +360,7 @@ def test_train_and_evaluate_count_the_uncached_clips_after_a_killed_features_run
 # ------------------------------------------------------------------ 10: workers and GPU memory released
 
 def test_no_dataloader_worker_outlives_run_train(work, tiny_model, tmp_path):
-    psutil = pytest.importorskip("psutil")
+    import psutil
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     result = run_train(work_dir=work, output_dir=tmp_path / "out", cfg=train_cfg(tiny_model, dataloader_workers=2))
     assert result.global_step == 4
