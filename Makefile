@@ -45,7 +45,7 @@ evaluate: install
 	$(WT) evaluate --model $(OUTPUT_DIR) --baseline $(MODEL) --work $(WORK) $(CFG)
 
 demo: install
-	$(BIN)/python -m pipeline.demo --work work/demo
+	$(BIN)/python data/demo/run_demo.py --work work/demo
 
 bench: install
 	$(BIN)/python bench/features_bench.py

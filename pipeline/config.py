@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -131,6 +132,9 @@ _SECTION_TYPES = {
 }
 
 
+_SECTION_NAMES = {cls: name for name, cls in _SECTION_TYPES.items()}
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check/convert one value against its annotation (str, int, float, bool, tuple of dicts)."""
     hint = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
@@ -222,7 +226,61 @@ def _validate(cfg: Config, source: str) -> None:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')
+    for key, value, expected in _range_problems(cfg):
+        raise bad(key, value, expected)
     _validate_lora(t, bad)
+
+
+MAX_SEED = 2**32 - 1              # numpy and torch seeds are 32-bit
+MAX_GENERATION_TOKENS = 448       # Whisper's decoder positions
+
+
+def _range_problems(cfg: Config) -> list[tuple[str, Any, str]]:
+    """Every numeric setting outside its meaningful range: (key, value, what is expected), flags and TOML alike."""
+    d, a, g, f, t = cfg.data, cfg.audio, cfg.augment, cfg.features, cfg.training
+    checks = [
+        ("data.seed", d.seed, 0 <= d.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}"),
+        ("data.min_text_chars", d.min_text_chars, d.min_text_chars >= 0, "0 or more"),
+        ("audio.trim_top_db", a.trim_top_db, a.trim_top_db >= 0, "0 (no trim) or a positive dB value, e.g. 30"),
+        ("augment.seed", g.seed, 0 <= g.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}"),
+        ("features.shard_max_mb", f.shard_max_mb, f.shard_max_mb > 0, "a positive size in MB, e.g. 64"),
+        ("features.jobs", f.jobs, f.jobs >= 0, "0 (all cores) or a positive number of workers (--jobs)"),
+        ("features.batch_clips", f.batch_clips, f.batch_clips >= 1, "1 or more clips per worker task"),
+        ("training.epochs", t.epochs, t.epochs > 0, "a positive number of epochs, e.g. 5 (--epochs)"),
+        ("training.warmup", t.warmup, t.warmup >= 0, "0 or more: a share of the steps below 1, else a step count"
+                                                     " (--warmup)"),
+        ("training.weight_decay", t.weight_decay, t.weight_decay >= 0, "0 or more, e.g. 0.01 (--weight-decay)"),
+        ("training.early_stopping_patience", t.early_stopping_patience, t.early_stopping_patience >= 0,
+         "0 (off) or more evaluations (--early-stopping-patience)"),
+        ("training.generation_max_length", t.generation_max_length,
+         1 <= t.generation_max_length <= MAX_GENERATION_TOKENS,
+         f"1 to {MAX_GENERATION_TOKENS} tokens (--generation-max-length)"),
+        ("training.max_steps", t.max_steps, t.max_steps == -1 or t.max_steps >= 1,
+         "-1 (train for --epochs) or a positive step count (--max-steps)"),
+        ("training.seed", t.seed, 0 <= t.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED} (--seed)"),
+        ("training.logging_steps", t.logging_steps, t.logging_steps >= 1, "1 or more steps (--logging-steps)"),
+        ("training.save_total_limit", t.save_total_limit, t.save_total_limit >= 1,
+         "1 or more checkpoints kept (--save-total-limit)"),
+        ("training.dataloader_workers", t.dataloader_workers, t.dataloader_workers >= 0,
+         "0 (load in the training process) or more worker processes (--dataloader-workers)"),
+        ("training.eval_max_clips", t.eval_max_clips, t.eval_max_clips >= 0, "0 (all) or more clips (--eval-max-clips)"),
+    ]
+    for section in (d, a, g, f, t):                     # nan and inf pass every comparison above unnoticed
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                key = f"{_SECTION_NAMES[type(section)]}.{item.name}"
+                checks.insert(0, (key, value, False, "a finite number"))
+    return [(key, value, expected) for key, value, ok, expected in checks if not ok]
+
+
+def check_output_folder(path: Path | str, flag: str) -> Path:
+    """A folder a stage writes into: it may exist as a folder or not at all, never as a file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p} is an existing file; expected a folder (a new one or an existing one): "
+                          f"choose another {flag}")
+    return p
 
 
 def _validate_lora(t: "TrainingConfig", bad) -> None:

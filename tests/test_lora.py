@@ -17,7 +17,7 @@ from pipeline.errors import ConfigError
 from train import lora
 from train.model import load_model
 from train.trainer import run_train
-from train_cache import build_cache
+from helpers import build_cache
 
 pytest.importorskip("peft")
 
@@ -183,7 +183,8 @@ def test_bench_rows_full_against_lora(monkeypatch):
 
 
 def test_demo_passes_its_lora_rank_on(tmp_path):
-    from pipeline import demo
+    from test_demo import load_script
 
-    work, _, settings = demo.parse_args(["--work", str(tmp_path), "--lora-rank", "8"])
-    assert settings.lora_rank == 8 and demo.demo_config(settings, work).training.lora_rank == 8
+    demo = load_script("run_demo")
+    _, _, settings = demo.parse_args(["--work", str(tmp_path), "--lora-rank", "8"])
+    assert settings.lora_rank == 8 and demo.demo_config(settings).training.lora_rank == 8

@@ -9,7 +9,7 @@ from pipeline.errors import CacheError, ConfigError
 from train.data import TRACE_ENV
 from train.model import choose_precision
 from train.trainer import StepPlan, run_train
-from train_cache import build_cache
+from helpers import build_cache
 
 
 def _cfg(model, **training):

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import Config, save_config
+from pipeline.config import Config, check_output_folder, save_config
+from pipeline.coverage import uncached_note
 from pipeline.errors import CacheError, ConfigError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.models import load_processor, resolve_model, token_id
@@ -33,9 +34,11 @@ from pipeline.tokens import SOT
 
 from . import lora
 from .batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
+from .checkpoints import complete_marker_callback, plan_start
 from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
 from .model import Precision, choose_precision, load_model
+from .release import training_session
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
 CONFIG_NAME = "whisper-tune.toml"
@@ -268,41 +271,33 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision, batc
     )
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
-    return sorted(output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
-
-
 def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = False) -> TrainResult:
     """Fine-tune cfg.model.name on WORK/cache and write the model and reports to output_dir."""
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from pipeline.cache import CACHE_DIRNAME, open_cache
 
     t = cfg.training
-    work_dir, output_dir = Path(work_dir), Path(output_dir)
+    work_dir, output_dir = Path(work_dir), check_output_folder(output_dir, "--output-dir")
     cache = open_cache(work_dir)
     cache_dir = work_dir / CACHE_DIRNAME
     train_set = TrainDataset(cache, seed=t.seed)
     eval_split = "validation" if cache.clip_ids("validation") else "test"
     eval_set = EvalDataset(cache, split=eval_split, max_clips=t.eval_max_clips)
+    uncached = uncached_note(work_dir, cache, "train")
     if len(train_set) == 0:
-        raise CacheError(f"the cache in {cache_dir} has no train clip; check the manifest's split column "
-                         "and re-run `whisper-tune validate` and `whisper-tune features`")
+        raise CacheError(uncached or f"the cache in {cache_dir} has no train clip; check the manifest's split "
+                         "column and re-run `whisper-tune validate` and `whisper-tune features`")
+    if uncached:
+        _warn(f"warning: {uncached}")
     if len(eval_set) == 0:
         raise CacheError(f"the cache in {cache_dir} has no test clip to evaluate on; re-run `whisper-tune "
                          "validate` with --test-share above 0 (e.g. 0.1), then `whisper-tune features`")
 
-    resume_from: str | None = None
-    if resume:
-        resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if resume_from is None:
-            raise ConfigError(f"--resume: {output_dir} holds no checkpoint-* folder to continue from; "
-                              "run without --resume to start a new training")
+    start = plan_start(output_dir, resume=resume)      # the newest complete checkpoint; partial ones set aside
+    resume_from = str(start) if start is not None else None
+    if resume_from is not None:
         lora.check_checkpoint(resume_from, lora.lora_settings(t))
-    elif _checkpoints(output_dir):
-        raise ConfigError(f"{output_dir} already holds checkpoints of an earlier run; pass --resume to continue "
-                          "it, or choose another --output-dir (or delete its checkpoint-* folders) to start over")
 
     resolved = resolve_model(cfg.model.name)
     processor = load_processor(resolved, cfg.model.language, cfg.model.task)
@@ -331,7 +326,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
 
     CacheTrainer, EpochCallback = _training_classes()
     epoch_callback = EpochCallback()
-    callbacks: list[Any] = [epoch_callback]
+    callbacks: list[Any] = [epoch_callback, complete_marker_callback()]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = CacheTrainer(
@@ -345,10 +340,10 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         callbacks=callbacks,
     )
     epoch_callback.trainer = trainer
-    trainer.train(resume_from_checkpoint=resume_from)
-
-    trainer.model.config.use_cache = True          # the saved model is for inference
-    lora.save_model(trainer, output_dir)           # after LoRA: merged model + OUTPUT_DIR/adapter
+    with training_session(trainer, output_dir):    # one-line errors; workers and GPU memory released on exit
+        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.model.config.use_cache = True      # the saved model is for inference
+        lora.save_model(trainer, output_dir)       # after LoRA: merged model + OUTPUT_DIR/adapter
     records = epoch_records(trainer.state.log_history)
     state = trainer.state
     best = min(records, key=lambda r: r.wer) if records else None
