@@ -70,6 +70,9 @@ def _weights_problem(folder: Path) -> str | None:
     safetensors = folder / "model.safetensors"
     if safetensors.is_file():
         return _safetensors_problem(safetensors)
+    adapter = folder / "adapter_model.safetensors"          # a LoRA run's checkpoint (train/lora.py)
+    if adapter.is_file():
+        return _safetensors_problem(adapter)
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         try:
