@@ -132,6 +132,8 @@ def train(
     save_total_limit: Annotated[Optional[int], typer.Option(help="Checkpoints kept in --output-dir (the best one is always kept).")] = None,
     dataloader_workers: Annotated[Optional[int], typer.Option(help="DataLoader worker processes per device (0 = in the training process).")] = None,
     eval_max_clips: Annotated[Optional[int], typer.Option(help="Evaluate on the first N test clips only (0 = all).")] = None,
+    pack: Annotated[Optional[bool], typer.Option("--pack/--no-pack", help="Pack several clips into each 30 s training window.")] = None,
+    timestamp_prob: Annotated[Optional[float], typer.Option(help="Share of training windows labelled with timestamps (0-1).")] = None,
     language: Annotated[Optional[str], typer.Option(help="Language for multilingual models, e.g. arabic, french (must match features).")] = None,
     task: Annotated[Optional[str], typer.Option(help="transcribe or translate (must match features).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in --output-dir.")] = False,
@@ -150,6 +152,7 @@ def train(
         "training.logging_steps": logging_steps, "training.save_total_limit": save_total_limit,
         "training.dataloader_workers": dataloader_workers, "training.eval_max_clips": eval_max_clips,
         "model.language": language, "model.task": task,
+        "training.pack": pack, "training.timestamp_prob": timestamp_prob,
     })
     run_train(work_dir=work, output_dir=output_dir, cfg=cfg, resume=resume)
 

@@ -91,6 +91,8 @@ class TrainingConfig:
     save_total_limit: int = 2
     dataloader_workers: int = 1
     eval_max_clips: int = 0            # 0 = whole test split at each evaluation
+    pack: bool = False                 # pack several clips into each 30 s window (train/packing.py)
+    timestamp_prob: float = 0.2        # share of training windows labelled with timestamps (distil-whisper's 0.2)
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ def _validate(cfg: Config, source: str) -> None:
         raise bad("training.batch_size/eval_batch_size/grad_accum", (t.batch_size, t.eval_batch_size, t.grad_accum), "1 or more")
     if t.learning_rate <= 0:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
+    if not 0.0 <= t.timestamp_prob <= 1.0:
+        raise bad("training.timestamp_prob", t.timestamp_prob, "a probability in [0, 1], e.g. 0.2 (--timestamp-prob)")
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')
 

@@ -53,6 +53,8 @@ class DemoSettings:
     examples: int = 4                   # test clips printed before/after
     seed: int = 42
     text_normalization: str = "none"    # train on the transcripts as written: Whisper's own cased, punctuated style
+    pack: bool = False                  # several clips per 30 s training window (train/packing.py)
+    timestamp_prob: float = 0.2         # share of training windows labelled with timestamps
 
 
 # Augmentation for the demo: the synthetic voices are few, so vary pitch and tempo too (cheap: features only).
@@ -118,6 +120,7 @@ def demo_config(settings: DemoSettings, work_dir: Path):
         "training.logging_steps": 5, "training.save_total_limit": 1, "training.dataloader_workers": 0,
         "training.eval_max_clips": s.eval_max_clips, "training.generation_max_length": s.max_new_tokens,
         "training.seed": s.seed, "features.text_normalization": s.text_normalization,
+        "training.pack": s.pack, "training.timestamp_prob": s.timestamp_prob,
     })
 
 
@@ -280,11 +283,14 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, DemoSettings]:
     p.add_argument("--seed", type=int, default=d.seed, help="seed for augmentation, data order and initialisation")
     p.add_argument("--text-normalization", choices=("none", "basic"), default=d.text_normalization,
                    help="how training transcripts are normalized (scores are always on normalized text)")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=d.pack,
+                   help="pack several clips into each 30 s training window")
+    p.add_argument("--timestamp-prob", type=float, default=d.timestamp_prob)
     a = p.parse_args(argv)
     settings = DemoSettings(model=a.model, epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size,
                             learning_rate=a.learning_rate, variants=a.variants, eval_max_clips=a.eval_max_clips,
                             freeze_encoder=a.freeze_encoder, text_normalization=a.text_normalization,
-                            seed=a.seed)
+                            seed=a.seed, pack=a.pack, timestamp_prob=a.timestamp_prob)
     return a.work, a.data, settings
 
 

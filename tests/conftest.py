@@ -18,10 +18,12 @@ def make_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0) -> Path:
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor)
 
+    from pipeline.ct2_import import add_timestamp_tokens
     from pipeline.models import bundled_model_dir, read_json, tokenizer_from_file
 
     ct2 = bundled_model_dir()
     tok = tokenizer_from_file(ct2 / "tokenizer.json")
+    add_timestamp_tokens(tok, len(tok) + 1501, ct2)   # <|0.00|> .. <|30.00|>, as tiny.en has them
     ct2_cfg = read_json(ct2 / "config.json")
     torch.manual_seed(seed)
     cfg = WhisperConfig(

@@ -33,6 +33,7 @@ from pipeline.models import SOT, load_processor, resolve_model, token_id
 from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
 from .model import Precision, choose_precision, load_model
+from .packing import describe_windows, planned_epochs, training_dataset
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
 CONFIG_NAME = "whisper-tune.toml"
@@ -301,6 +302,9 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
                        gradient_checkpointing=t.gradient_checkpointing, freeze_encoder=t.freeze_encoder)
     _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, cache_dir)
+    train_set = training_dataset(cache, tokenizer, seed=t.seed, pack=t.pack, timestamp_prob=t.timestamp_prob,
+                                 planned_epochs=planned_epochs(t.epochs, t.max_steps),
+                                 vocab_size=model.config.vocab_size)
     precision = choose_precision(t.precision)
 
     args = training_arguments(cfg, output_dir, precision)
@@ -309,6 +313,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     if main:
         print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
               f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
+        print(describe_windows(train_set), flush=True)
         message = plan.warning()
         if message:
             _warn(message)
