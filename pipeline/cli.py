@@ -184,7 +184,7 @@ def transcribe(
     audio: Annotated[list[Path], typer.Argument(help="Audio files or folders.")],
     model: ModelOpt = None,
     config: ConfigOpt = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results here (.csv or .jsonl); default: print.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results here (.csv, .jsonl, or subtitles: .srt, .vtt); default: print.")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per decoding batch.")] = 8,
 ) -> None:
     """Transcribe audio files (clips over 30 s use long-form decoding)."""

@@ -84,6 +84,7 @@ class DemoResult:
     timings: dict[str, float] = field(default_factory=dict)      # wall seconds per stage
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # this process's CPU seconds per stage
     model_dir: str = ""
+    longform: dict[str, Any] = field(default_factory=dict)    # train/inference/longform.demo_longform
 
     @property
     def test_ratio(self) -> float:
@@ -171,6 +172,15 @@ def _score(model: str, work_dir: Path, cfg, settings: DemoSettings):
                         worst=0, max_new_tokens=settings.max_new_tokens)
 
 
+def _longform(domain_dir: Path, work_dir: Path, cfg, base: str, tuned: Path) -> dict[str, Any]:
+    from train.inference.longform import demo_longform
+
+    from .manifest import read_manifest, usable
+
+    rows = usable(read_manifest(domain_dir), "test").to_dicts()
+    return demo_longform(rows, work_dir, cfg, {"base": base, "fine-tuned": str(tuned)})
+
+
 def _scores(result) -> Scores:
     s = result.scores
     return Scores(wer=round(s.wer, 2), cer=round(s.cer, 2), clips=s.clips, seconds=round(s.seconds, 1))
@@ -213,6 +223,8 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSet
     if everyday_csv is not None:
         tuned_every = clock.run("fine-tuned model on everyday sentences",
                                 lambda: _score(str(model_dir), everyday_dir, cfg, settings))
+    longform = clock.run("long-form check (60-90 s recordings of test clips)",
+                         lambda: _longform(domain_dir, work_dir, cfg, settings.model, model_dir))
     clock.timings["total"] = round(time.perf_counter() - total_start, 1)
     clock.cpu["total"] = round(time.process_time(), 1)
 
@@ -225,6 +237,7 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSet
         base_everyday=_scores(base_every) if base_every is not None else None,
         tuned_everyday=_scores(tuned_every) if tuned_every is not None else None,
         examples=examples, timings=clock.timings, cpu_seconds=clock.cpu, model_dir=str(model_dir),
+        longform=longform,
     )
     print(format_summary(result))
     write_json(work_dir / SUMMARY, result.to_json())
@@ -249,6 +262,10 @@ def format_summary(result: DemoResult) -> str:
     lines.append(f"test WER after / before: {result.test_ratio:.2f} (target: at most 0.33)")
     if result.everyday_change is not None:
         lines.append(f"everyday WER change: {result.everyday_change:+.1f} points (target: at most +2.0)")
+    if result.longform:
+        lf = result.longform
+        lines.append(f"{'WER, long-form (' + str(lf['recordings']) + ' recordings)':34}{lf['base']['wer']:>11.1f}%"
+                     f"{lf['fine-tuned']['wer']:>13.1f}%   glued words after: {len(lf['fine-tuned']['glued'])}")
     lines.append("")
     lines.append("examples from the test split (voices and sentence shapes never trained on):")
     for ref, base, tuned in result.examples:
