@@ -52,9 +52,11 @@ def make_model(folder: Path, size: str, n_mels: int = 80) -> Path:
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor)
 
+    from pipeline.ct2_import import add_timestamp_tokens
     from pipeline.models import bundled_model_dir, tokenizer_from_file
 
     tok = tokenizer_from_file(bundled_model_dir() / "tokenizer.json")
+    add_timestamp_tokens(tok, len(tok) + 1501, bundled_model_dir())   # <|0.00|> .. <|30.00|>, as tiny.en
     shape = {"tiny": dict(d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
                           decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536),
              "test": dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
