@@ -52,7 +52,7 @@ def make_model(folder: Path, size: str, n_mels: int = 80) -> Path:
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor)
 
-    from pipeline.ct2_import import add_timestamp_tokens
+    from pipeline.models.ct2_import import add_timestamp_tokens
     from pipeline.models import bundled_model_dir, tokenizer_from_file
 
     tok = tokenizer_from_file(bundled_model_dir() / "tokenizer.json")

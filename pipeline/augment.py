@@ -7,7 +7,6 @@ NumPy's global generator; both are seeded per call and restored afterwards.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -17,14 +16,14 @@ import numpy as np
 
 from .constants import SAMPLE_RATE_HZ
 from .errors import AudioError, ConfigError
+from .hashing import stable_hex, stable_int
 
 AUGMENT_CODE_VERSION = "augment-1"
 
 
 def variant_seed(base_seed: int, clip_id: str, variant: int) -> int:
     """A 32-bit seed for one (clip, variant), stable across machines and Python versions."""
-    h = hashlib.blake2b(f"{int(base_seed)}\0{clip_id}\0{int(variant)}".encode("utf-8"), digest_size=8)
-    return int.from_bytes(h.digest(), "little") & 0xFFFF_FFFF
+    return stable_int(int(base_seed), clip_id, int(variant), size=8) & 0xFFFF_FFFF
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,8 @@ def augment_fingerprint(transforms: Sequence[Mapping[str, Any]], base_seed: int)
         lib = version("audiomentations")
     except PackageNotFoundError:   # pragma: no cover
         lib = "missing"
-    h = hashlib.blake2b(digest_size=12)
-    h.update(json.dumps({"code": AUGMENT_CODE_VERSION, "audiomentations": lib, "seed": int(base_seed),
-                         "transforms": [dict(t) for t in transforms]}, sort_keys=True, default=str).encode("utf-8"))
-    return h.hexdigest()
+    return stable_hex(json.dumps({"code": AUGMENT_CODE_VERSION, "audiomentations": lib, "seed": int(base_seed),
+                                  "transforms": [dict(t) for t in transforms]}, sort_keys=True, default=str))
 
 
 class Augmenter:

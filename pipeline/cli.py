@@ -74,6 +74,7 @@ def validate(
     min_seconds: Annotated[Optional[float], typer.Option(help="Shortest clip kept, seconds.")] = None,
     max_seconds: Annotated[Optional[float], typer.Option(help="Longest clip kept, seconds.")] = None,
     min_text_chars: Annotated[Optional[int], typer.Option(help="Transcripts must be longer than this.")] = None,
+    group_column: Annotated[Optional[str], typer.Option(help="CSV column of speaker/session ids: all rows of a group go to the same split.")] = None,
 ) -> None:
     """Check every CSV row and write WORK/manifest.parquet with a status and reason per row."""
     from .validate import run_validate
@@ -83,6 +84,7 @@ def validate(
         "data.allow_outside": allow_outside, "data.test_share": test_share,
         "data.validation_share": validation_share, "data.seed": seed,
         "data.min_seconds": min_seconds, "data.max_seconds": max_seconds, "data.min_text_chars": min_text_chars,
+        "data.group_column": group_column,
     })
     result = run_validate(csv_path=csv, work_dir=work, cfg=cfg, use_model=model is not None)
     if result.kept == 0:
@@ -171,7 +173,7 @@ def evaluate(
     worst: Annotated[int, typer.Option(help="How many worst clips to list.")] = 10,
 ) -> None:
     """WER and CER of a model (and optionally a baseline) on the cached clean clips."""
-    from train.evaluate import run_evaluate
+    from train.inference.evaluate import run_evaluate
 
     cfg = _config(config, {"model.name": model})
     run_evaluate(model=cfg.model.name, work_dir=work, cfg=cfg, baseline=baseline, split=split,
@@ -188,7 +190,7 @@ def transcribe(
     batch_size: Annotated[int, typer.Option(help="Clips per decoding batch.")] = 8,
 ) -> None:
     """Transcribe audio files (clips over 30 s use long-form decoding)."""
-    from .transcribe import run_transcribe
+    from train.inference.transcribe import run_transcribe
 
     cfg = _config(config, {"model.name": model})
     run_transcribe(model=cfg.model.name, inputs=audio, cfg=cfg, output=output, batch_size=batch_size)
@@ -205,7 +207,7 @@ def export(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Transcribe a few clips with faster-whisper after writing.")] = True,
 ) -> None:
     """Export a fine-tuned model to a folder that faster-whisper loads directly."""
-    from train.export import run_export
+    from train.inference.export import run_export
 
     cfg = _config(config, {"model.name": model})
     run_export(model=cfg.model.name, out_dir=out, to=to, quantization=quantization, verify=verify)

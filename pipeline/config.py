@@ -19,12 +19,13 @@ from typing import Any, Mapping
 
 from .constants import DEFAULT_MODEL
 from .errors import ConfigError
+from .fileio import atomic_write_text
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = DEFAULT_MODEL          # hub id, local transformers folder, CTranslate2 folder, or "bundled:tiny.en"
-    language: str = ""                 # "" = English for .en models, else "english"; e.g. "arabic", "french"
+    language: str = ""                 # "" = English (.en models; tokens.DEFAULT_LANGUAGE otherwise); e.g. "arabic"
     task: str = "transcribe"           # or "translate"
 
 
@@ -39,6 +40,7 @@ class DataConfig:
     min_seconds: float = 1.0           # clips must be longer than this
     max_seconds: float = 30.0          # ... and shorter than this (Whisper's window)
     allow_outside: bool = False        # accept paths that leave the CSV's folder
+    group_column: str = ""             # CSV column of speaker / session ids: each group goes to one split; "" = none
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,10 @@ def _validate(cfg: Config, source: str) -> None:
     if not 0.0 <= d.validation_share < 1.0 - d.test_share:
         raise bad("data.validation_share", d.validation_share,
                   f"a share in [0, {1.0 - d.test_share:g}) (1 - data.test_share), e.g. 0.05 or 0 for none")
+    if d.group_column != d.group_column.strip() or d.group_column.strip().lower() == "split":
+        raise bad("data.group_column", d.group_column,
+                  "the name of a CSV column of speaker or session ids (not 'split', no surrounding spaces), "
+                  "e.g. \"speaker\", or \"\" for none")
     if d.min_seconds < 0 or d.max_seconds <= d.min_seconds:
         raise bad("data.max_seconds", d.max_seconds, f"more than data.min_seconds ({d.min_seconds})")
     if a.variants < 1:
@@ -267,9 +273,7 @@ def save_config(cfg: Config, path: Path) -> None:
                 lines.append(f"[[{section}.{key}]]")
                 lines.extend(f"{k} = {_toml_value(v)}" for k, v in item.items())
                 lines.append("")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "\n".join(lines))
 
 
 def _toml_value(value: Any) -> str:

@@ -111,6 +111,7 @@ def demo_config(settings: DemoSettings, work_dir: Path):
     s = settings
     return load_config(None, {
         "model.name": s.model,
+        "data.group_column": "speaker",    # the CSV's split column pins every row; grouping keeps any new ones apart
         "augment.variants": s.variants, "augment.seed": s.seed, "augment.transforms": DEMO_TRANSFORMS,
         "training.epochs": s.epochs, "training.max_steps": s.max_steps, "training.batch_size": s.batch_size,
         "training.eval_batch_size": s.eval_batch_size, "training.grad_accum": 1,
@@ -166,7 +167,7 @@ def _validate_and_featurize(csv_path: Path, work_dir: Path, cfg) -> None:
 
 
 def _score(model: str, work_dir: Path, cfg, settings: DemoSettings):
-    from train.evaluate import run_evaluate
+    from train.inference.evaluate import run_evaluate
 
     return run_evaluate(model=model, work_dir=work_dir, cfg=cfg, split="test", batch_size=settings.eval_batch_size,
                         worst=0, max_new_tokens=settings.max_new_tokens)

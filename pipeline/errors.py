@@ -26,6 +26,11 @@ class AudioError(WhisperTuneError):
     """One audio file cannot be used; the message says why. Stages report these per clip and go on."""
 
 
+class LabelError(WhisperTuneError):
+    """A transcript that cannot become a training label (empty after normalization, too long, special tokens).
+    The features stage reports these per clip and goes on, like bad audio; it is not an audio problem."""
+
+
 class CacheError(WhisperTuneError):
     """The feature cache is missing, corrupted, foreign or locked; the message says how to rebuild it."""
 

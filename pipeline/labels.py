@@ -6,23 +6,21 @@ transcripts and every segment it predicts begin), so a fine-tuned model keeps th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from .constants import MAX_LABEL_TOKENS
-from .errors import AudioError
-from .models import SOT
+from .errors import LabelError
+from .hashing import stable_hex
+from .tokens import SOT
 from .text import normalize_text
 
 LABEL_CODE_VERSION = "labels-2"        # 2: leading space
 LEADING_SPACE = " "                    # Whisper's text tokens start with a space: " Hello", not "Hello"
 
-
-class LabelError(AudioError):
-    """A transcript that cannot become a label (reported per clip, like bad audio)."""
+__all__ = ["LABEL_CODE_VERSION", "LabelError", "Labels", "make_labels", "tokenizer_fingerprint"]
 
 
 @dataclass(frozen=True)
@@ -33,16 +31,11 @@ class Labels:
 
 def tokenizer_fingerprint(tokenizer, text_normalization: str) -> str:
     """Everything that decides the label ids: vocabulary and merges, special tokens, prefix, normalization."""
-    h = hashlib.blake2b(digest_size=12)
-    h.update(f"{LABEL_CODE_VERSION}|{text_normalization}|{MAX_LABEL_TOKENS}|".encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        h.update(backend.to_str().encode("utf-8"))
-    else:  # slow tokenizer
-        h.update(json.dumps(tokenizer.get_vocab(), sort_keys=True).encode("utf-8"))
-    h.update(json.dumps([int(i) for i in tokenizer.prefix_tokens]).encode())
-    h.update(json.dumps(sorted(map(str, tokenizer.all_special_tokens))).encode())
-    return h.hexdigest()
+    vocabulary = backend.to_str() if backend is not None else json.dumps(tokenizer.get_vocab(), sort_keys=True)
+    return stable_hex(f"{LABEL_CODE_VERSION}|{text_normalization}|{MAX_LABEL_TOKENS}|", vocabulary,
+                      json.dumps([int(i) for i in tokenizer.prefix_tokens]),
+                      json.dumps(sorted(map(str, tokenizer.all_special_tokens))), sep=b"")
 
 
 def make_labels(text: str, tokenizer, text_normalization: str) -> Labels:

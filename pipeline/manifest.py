@@ -10,10 +10,15 @@ Columns (every later stage uses only rows with status == "ok"):
     sample_rate  i64    Hz (null when the file could not be read)
     channels     i64    (null when the file could not be read)
     split        str    "train", "validation" or "test": the CSV's split column, else a seeded hash of the
-                        relative path, so adding rows never moves a clip
+                        relative path (of the group value with --group-column: pipeline/grouping.py), so adding
+                        rows never moves a clip
     status       str    "ok" or "rejected"
     reason       str    why a row was rejected, in plain words; "" when ok
     csv_row      i64    1-based data row of the CSV (the header is not counted)
+    text_in_train  bool  a usable validation/test clip whose normalized transcript a usable train clip also says
+    audio_in_train bool  a usable validation/test clip with the same file bytes as a usable train clip
+                        (both False for train and rejected rows; manifests written before them lack both columns,
+                        and every reader treats them as optional)
     ...                 the CSV's other columns, as text (renamed csv_<name> if the name is taken above)
 
 Rejected rows get a split too (the one they would have once fixed), so the column is never empty.
@@ -21,13 +26,13 @@ Rejected rows get a split too (the one they would have once fixed), so the colum
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import polars as pl
 
 from .errors import ManifestError
+from .fileio import atomic_path
+from .hashing import stable_hex, stable_unit
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -45,6 +50,8 @@ SCHEMA: dict[str, pl.DataType] = {
     "csv_row": pl.Int64(),
 }
 COLUMNS: tuple[str, ...] = tuple(SCHEMA)
+# Written by validate since the leakage report; optional when reading (older manifests lack them).
+OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio_in_train": pl.Boolean()}
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
@@ -57,13 +64,12 @@ def manifest_path(work_dir: Path | str) -> Path:
 
 def clip_id(relpath: str) -> str:
     """Stable id of a clip: 16 hex digits of blake2b over its path relative to the CSV's folder (posix form)."""
-    return hashlib.blake2b(relpath.encode("utf-8"), digest_size=8).hexdigest()
+    return stable_hex(relpath, size=8)
 
 
 def split_position(relpath: str, seed: int) -> float:
     """Where a clip falls in [0, 1): blake2b(seed, relative path) as a uniform number. Depends on nothing else."""
-    digest = hashlib.blake2b(f"{seed}\x00{relpath}".encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
+    return stable_unit(seed, relpath, sep=b"\x00")
 
 
 def assign_split(relpath: str, *, seed: int, test_share: float, validation_share: float = 0.0) -> str:
@@ -82,13 +88,8 @@ def write_manifest(frame: pl.DataFrame, work_dir: Path | str) -> Path:
         raise ManifestError(f"manifest frame lacks the columns {', '.join(missing)}")
     frame = _conform(frame, "manifest frame")
     out = manifest_path(work_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(out) as tmp:
         frame.write_parquet(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -12,6 +12,7 @@ TRANSLATE = "<|translate|>"
 START_OF_PREV = "<|startofprev|>"
 START_OF_LM = "<|startoflm|>"
 NO_CAPTIONS = "<|nocaptions|>"
+TASK_TOKENS = {"transcribe": TRANSCRIBE, "translate": TRANSLATE}   # the generation config's task_to_id keys
 SPECIAL_TOKENS = (EOT, SOT, TRANSLATE, TRANSCRIBE, START_OF_LM, START_OF_PREV, NO_CAPTIONS, NO_TIMESTAMPS)
 
 TIMESTAMP_STEP_S = 0.02          # one timestamp token per 20 ms: <|0.00|>, <|0.02|>, ... <|30.00|>
@@ -32,9 +33,15 @@ def language_table() -> dict[str, str]:
     return dict(LANGUAGES)
 
 
+def language_token(code: str) -> str:
+    """'fr' -> '<|fr|>'."""
+    return f"<|{code}|>"
+
+
 def language_tokens(vocab: dict[str, int]) -> dict[str, int]:
     """'<|fr|>' -> id for every Whisper language the vocabulary has."""
-    return {f"<|{code}|>": vocab[f"<|{code}|>"] for code in language_table() if f"<|{code}|>" in vocab}
+    tokens = (language_token(code) for code in language_table())
+    return {token: vocab[token] for token in tokens if token in vocab}
 
 
 def language_code(language: str) -> str:

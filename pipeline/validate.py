@@ -12,6 +12,8 @@ after normalization -> with a model: label (prefix + text + end token) within th
 
 Rejected rows stay in the manifest with status "rejected" and the reason in words; the run goes on. The CSV as a
 whole being unusable is a CsvError. Writes WORK/manifest.parquet and WORK/durations.png, prints a summary.
+Splits (per path, or per group with data.group_column): pipeline/grouping.py; held-out clips repeating train
+transcripts or audio: pipeline/leakage.py.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 import re
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -32,7 +34,10 @@ from .config import Config
 from .constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
 from .csvfile import CsvTable, read_table
 from .errors import AudioError, ModelError, WhisperTuneError
-from .manifest import (COLUMNS, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, assign_split, clip_id,
+from .fileio import atomic_path
+from .grouping import GroupHint, GroupReport, format_groups, format_hint, group_values, plan_splits
+from .leakage import LeakageReport, find_leaks, format_leakage
+from .manifest import (COLUMNS, OPTIONAL_SCHEMA, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, clip_id,
                        write_manifest)
 from .text import normalize_text
 
@@ -103,6 +108,9 @@ class ValidateResult:
     examples: dict[str, tuple[Example, ...]] = field(default_factory=dict)   # kind -> first few rows
     audio_column: str = ""
     text_column: str = ""
+    groups: GroupReport | None = None          # with --group-column
+    group_hint: GroupHint | None = None        # without it, when a column looks like one
+    leakage: LeakageReport | None = None
 
 
 # ---------------------------------------------------------------------------------------------- per-row checks
@@ -213,6 +221,8 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
     d = cfg.data
     table = read_table(csv_path, audio_column=d.audio_column, text_column=d.text_column)
     tokenizer = _load_tokenizer(cfg) if use_model else None        # fail before the slow part
+    if d.group_column:
+        group_values(table, d.group_column)                          # ... and so does a missing group column
 
     csv_dir = Path(os.path.abspath(csv_path.parent))
     n = len(table)
@@ -251,11 +261,17 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
     given, split_problem = given_splits(table)
     problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i]) if p is not None]
                 for i in range(n)]
-    frame = _manifest_frame(table, locations, infos, problems, seed=d.seed, test_share=d.test_share,
-                            validation_share=d.validation_share, given=given)
+    kept = [not p for p in problems]
+    plan = plan_splits(table, [loc.relpath for loc in locations], given, kept, group_column=d.group_column,
+                       seed=d.seed, test_share=d.test_share, validation_share=d.validation_share)
+    paths = [str(loc.path) if loc.path is not None else "" for loc in locations]
+    leaks = find_leaks(texts=table.texts, paths=paths, splits=plan.splits, kept=kept, rows=table.rows)
+    frame = _manifest_frame(table, locations, infos, problems, splits=plan.splits,
+                            flags={"text_in_train": leaks.text_in_train, "audio_in_train": leaks.audio_in_train})
     out = write_manifest(frame, work_dir)
     plot = write_duration_plot(frame, work_dir / PLOT_NAME)
-    result = _result(table, frame, problems, out, plot)
+    result = replace(_result(table, frame, problems, out, plot), groups=plan.report, group_hint=plan.hint,
+                     leakage=leaks)
     if echo is not None:
         echo(format_summary(result))
     return result
@@ -332,8 +348,8 @@ def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
 
 
 def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[AudioInfo | None],
-                    problems: list[list[Problem]], *, seed: int, test_share: float, validation_share: float,
-                    given: list[str]) -> pl.DataFrame:
+                    problems: list[list[Problem]], *, splits: list[str],
+                    flags: dict[str, Sequence[bool]]) -> pl.DataFrame:
     ids: list[str] = []
     seen: set[str] = set()
     for loc, row in zip(locations, table.rows):
@@ -350,17 +366,17 @@ def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[Audi
         "duration": [info.duration if info else None for info in infos],
         "sample_rate": [info.sample_rate if info else None for info in infos],
         "channels": [info.channels if info else None for info in infos],
-        "split": [g or assign_split(loc.relpath, seed=seed, test_share=test_share, validation_share=validation_share)
-                  for loc, g in zip(locations, given)],
+        "split": splits,
         "status": [STATUS_REJECTED if p else STATUS_OK for p in problems],
         "reason": ["; ".join(x.detail for x in p) for p in problems],
         "csv_row": list(table.rows),
     }
-    frame = pl.DataFrame(data, schema=SCHEMA)
+    frame = pl.DataFrame(data, schema=SCHEMA).with_columns(
+        pl.Series(name, list(values), dtype=OPTIONAL_SCHEMA[name]) for name, values in flags.items())
     extras = {}
     for name, values in table.extras.items():
         column = name
-        while column in COLUMNS or column in extras:
+        while column in COLUMNS or column in OPTIONAL_SCHEMA or column in extras:
             column = f"csv_{column}"
         extras[column] = pl.Series(column, list(values), dtype=pl.String)
     return frame.with_columns(**extras) if extras else frame
@@ -416,6 +432,12 @@ def format_summary(result: ValidateResult) -> str:
                 lines.append(f"      row {ex.csv_row}: {_one_line(ex.source, 60) or '(empty)'} - {_one_line(ex.detail, 160)}")
             if count > len(r.examples.get(kind, ())):
                 lines.append(f"      ... and {count - len(r.examples.get(kind, ()))} more (see the reason column)")
+    if r.groups is not None:
+        lines.extend(format_groups(r.groups, r.kept))
+    if r.group_hint is not None:
+        lines.extend(format_hint(r.group_hint))
+    if r.leakage is not None:
+        lines.extend(format_leakage(r.leakage))
     lines.append(f"  manifest: {r.manifest_path}")
     lines.append(f"  durations: {r.plot_path}")
     return "\n".join(lines)
@@ -459,13 +481,8 @@ def write_duration_plot(frame: pl.DataFrame, path: Path) -> Path:
     ax.set_ylabel("clips")
     ax.set_title("Durations of the usable clips")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -18,7 +18,7 @@ def make_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0) -> Path:
     from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
                               WhisperForConditionalGeneration, WhisperProcessor)
 
-    from pipeline.ct2_import import add_timestamp_tokens
+    from pipeline.models.ct2_import import add_timestamp_tokens
     from pipeline.models import bundled_model_dir, read_json, tokenizer_from_file
 
     ct2 = bundled_model_dir()

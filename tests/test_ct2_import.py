@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ctranslate2 = pytest.importorskip("ctranslate2")
 torch = pytest.importorskip("torch")
 
-from pipeline import ct2_import  # noqa: E402
+from pipeline.models import ct2_import  # noqa: E402
 from pipeline.errors import ModelError  # noqa: E402
 from pipeline.models import bundled_model_dir, is_multilingual, resolve_model, tokenizer_from_file  # noqa: E402
 

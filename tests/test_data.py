@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.models import SOT, load_processor
+from pipeline.models import load_processor
+from pipeline.tokens import SOT
 from train.data import (FLOOR_KEY, FRAMES_KEY, LABEL_PAD, Collator, EpochSampler, EvalDataset, TrainDataset,
                         _expand_torch, dense_features, scheduled_variant)
 from train_cache import build_cache

@@ -6,7 +6,8 @@ import pytest
 from transformers import GenerationConfig
 
 from pipeline.errors import ModelError
-from train.decode import DecodeOptions, ct2_prompt, generation_kwargs, language_code
+from pipeline.tokens import language_code
+from train.inference.decode import DecodeOptions, ct2_prompt, generation_kwargs
 
 
 class FakeTokenizer:
@@ -48,9 +49,8 @@ def test_unknown_language_names_the_setting():
 
 def test_prompts_for_english_only_and_multilingual_models():
     opts = DecodeOptions(language="french", task="translate")
-    assert ct2_prompt(FakeTokenizer(False), False, opts) == ["<|startoftranscript|>", "<|notimestamps|>"]
-    assert ct2_prompt(FakeTokenizer(True), True, opts) == ["<|startoftranscript|>", "<|fr|>", "<|translate|>",
-                                                           "<|notimestamps|>"]
+    assert ct2_prompt(False, opts) == ["<|startoftranscript|>", "<|notimestamps|>"]
+    assert ct2_prompt(True, opts) == ["<|startoftranscript|>", "<|fr|>", "<|translate|>", "<|notimestamps|>"]
     assert "language" not in generation_kwargs(FakeModel(), FakeTokenizer(False), opts)
     model = FakeModel()                          # a generation config without language tables (old checkpoints)
     kwargs = generation_kwargs(model, FakeTokenizer(True), opts)

@@ -36,7 +36,7 @@ def small_copy(dst: Path, train: int = 4, validation: int = 2, test: int = 2, ev
             (dst / row["audios"]).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(DATA / row["audios"], dst / row["audios"])
         with open(dst / name, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["audios", "transcription", "split"])
+            writer = csv.DictWriter(fh, fieldnames=["audios", "transcription", "split", "speaker"])
             writer.writeheader()
             writer.writerows(chosen)
     return dst
@@ -75,6 +75,12 @@ def test_committed_demo_data_is_complete_and_split_by_voice_and_template():
     assert len(set(train)) == len(train)
     voices = [set(maker.TRAIN_VOICES), set(maker.VALIDATION_VOICES), set(maker.TEST_VOICES)]
     assert not (voices[0] & voices[1] or voices[0] & voices[2] or voices[1] & voices[2])
+    # the speaker column is the voice the generator drew for each clip, and no speaker is in two splits
+    domain, everyday = maker.plan()
+    assert [(t.name, t.text, t.split, t.voice.name) for t in domain] == [
+        (r["audios"], r["transcription"], r["split"], r["speaker"]) for r in rows]
+    assert [t.voice.name for t in everyday] == [r["speaker"] for r in every]
+    assert all(len({r["split"] for r in rows if r["speaker"] == s}) == 1 for s in {r["speaker"] for r in rows})
     # every test sentence's jargon also occurs in training
     train_text = " ".join(r["transcription"].lower() for r in rows if r["split"] == "train")
     for r in rows:

@@ -20,7 +20,7 @@ from pipeline.config import load_config
 from pipeline.errors import CacheError
 from pipeline.manifest import write_manifest
 from pipeline.text import normalize_text
-from train import evaluate as ev
+from train.inference import evaluate as ev
 
 def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels: int = 80) -> Path:
     """A work folder with a manifest and a cache holding the clean variant of each (id, audio, text, split)."""
@@ -168,7 +168,7 @@ def test_random_model_both_mel_sizes(tiny_model, tiny_model_128, noise_work):
 
 LEAN_SITECUSTOMIZE = """
 import importlib.abc, sys
-BLOCKED = ("librosa", "audiomentations", "pipeline.audio", "pipeline.augment", "pipeline.features",
+BLOCKED = ("librosa", "audiomentations", "pipeline.audio", "pipeline.augment", "pipeline.logmel",
            "pipeline.featurize")
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
@@ -188,10 +188,33 @@ def test_evaluate_runs_without_audio_libraries(tiny_model, noise_work, tmp_path)
     blockers = tmp_path / "blockers"
     blockers.mkdir()
     (blockers / "sitecustomize.py").write_text(LEAN_SITECUSTOMIZE)
-    code = ("from pathlib import Path; from pipeline.config import load_config; from train.evaluate import run_evaluate; "
+    code = ("from pathlib import Path; from pipeline.config import load_config; from train.inference.evaluate import run_evaluate; "
             f"r = run_evaluate(model={str(tiny_model)!r}, work_dir=Path({str(noise_work)!r}), cfg=load_config(), "
             "max_new_tokens=2, worst=0); print('clips', r.scores.clips)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(blockers), os.getcwd()])}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "clips 3" in proc.stdout
+
+
+def test_unseen_text_wer_is_printed_and_recorded(tmp_path, monkeypatch, capsys):
+    clips = [(f"clip{i}", noise(1.0 + i, i), REFS[i], "test") for i in range(3)]
+    clips.append(("trainclip", noise(1.0, 9), "the cat sat on the mat", "train"))   # REFS[1], normalized
+    work = write_work(tmp_path / "work", clips)
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, HYPS))
+    result = ev.run_evaluate(model="m", work_dir=work, cfg=load_config(), json_path=work / "e.json")
+    unseen = [0, 2]                                   # an old manifest: flags computed from text and split
+    expected = 100 * jiwer.wer([normalize_text(REFS[i]) for i in unseen], [normalize_text(HYPS[i]) for i in unseen])
+    assert result.unseen.clips == 2 and result.unseen.seen_clips == 1
+    assert result.unseen.wer == pytest.approx(expected) and result.unseen.seen_wer == pytest.approx(100 / 6)
+    data = json.loads((work / "e.json").read_text())
+    assert data["unseen_text_wer"] == pytest.approx(expected) and data["unseen_text"]["seen_clips"] == 1
+    printed = capsys.readouterr().out
+    assert f"{expected:.2f} % on the 2 whose transcript does not occur in train" in printed
+    # the manifest's own column wins; all clips unseen: nothing extra to print
+    m = pl.read_parquet(work / "manifest.parquet").with_columns(text_in_train=pl.lit(False))
+    write_manifest(m, work)
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, HYPS))
+    again = ev.run_evaluate(model="m", work_dir=work, cfg=load_config(), json_path=work / "f.json")
+    assert again.unseen is None and "unseen_text_wer" not in json.loads((work / "f.json").read_text())
+    assert "does not occur in train" not in capsys.readouterr().out

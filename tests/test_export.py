@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from conftest import espeak_available, speak
 from pipeline.cli import app
 from pipeline.errors import ConfigError
-from train import export as ex
+from train.inference import export as ex
 
 SENTENCES = (
     "Please call Stella and ask her to bring these things from the store.",
@@ -69,8 +69,8 @@ def test_tiny_en_round_trip_float32_and_int8(tmp_path):
     from pipeline.audio import load
     from pipeline.config import load_config
     from test_evaluate import write_work
-    from train.decode import open_decoder
-    from train.evaluate import feature_batches, run_evaluate
+    from train.inference.decode import open_decoder
+    from train.inference.evaluate import feature_batches, run_evaluate
     from train.metrics import word_error_rate
 
     audio = [load(speak(tmp_path / f"s{i}.wav", text)) for i, text in enumerate(SENTENCES)]

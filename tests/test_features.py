@@ -9,7 +9,7 @@ import pytest
 from pipeline.audio import trim
 from pipeline.cache import CachedExample
 from pipeline.constants import N_FRAMES, N_SAMPLES
-from pipeline.features import LogMel, frames_reached, padded_region
+from pipeline.logmel import LogMel, frames_reached, padded_region
 
 LENGTHS = (1, 199, 201, 8_000, 16_000 * 7 + 3, 16_000 * 15 + 77, N_SAMPLES - 1)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.labels import LabelError, make_labels, tokenizer_fingerprint
-from pipeline.models import EOT, NO_TIMESTAMPS, SOT, load_processor
+from pipeline.models import load_processor
+from pipeline.tokens import EOT, NO_TIMESTAMPS, SOT
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +57,10 @@ def test_fingerprint_changes_with_the_label_code(tokenizer, monkeypatch):
     before = tokenizer_fingerprint(tokenizer, "basic")
     monkeypatch.setattr(labels, "LABEL_CODE_VERSION", "labels-1")
     assert tokenizer_fingerprint(tokenizer, "basic") != before
+
+
+def test_label_errors_are_not_audio_errors():
+    """A bad transcript is reported as a label problem; code that catches audio errors does not swallow it."""
+    from pipeline.errors import AudioError, WhisperTuneError
+
+    assert issubclass(LabelError, WhisperTuneError) and not issubclass(LabelError, AudioError)

@@ -13,7 +13,7 @@ import textwrap
 from train_cache import build_cache
 
 BLOCKED_PACKAGES = ("librosa", "audiomentations", "soundfile", "soxr")
-BLOCKED_MODULES = ("pipeline.audio", "pipeline.augment", "pipeline.features", "pipeline.featurize")
+BLOCKED_MODULES = ("pipeline.audio", "pipeline.augment", "pipeline.logmel", "pipeline.featurize")
 
 SITECUSTOMIZE = textwrap.dedent("""
     import importlib.abc, importlib.util, os, sys

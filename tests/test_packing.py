@@ -78,7 +78,7 @@ def test_window_features_match_the_joined_audio():
     samples; the clip's first EDGE_FRAMES frames reflected its own start where the joined audio has silence)."""
     from transformers import WhisperFeatureExtractor
 
-    from pipeline.features import LogMel
+    from pipeline.logmel import LogMel
 
     fe = WhisperFeatureExtractor(feature_size=80)
     logmel = LogMel.from_feature_extractor(fe)

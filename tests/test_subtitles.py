@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import tone, write_audio
-from pipeline import transcribe as tr
+from train.inference import transcribe as tr
 from pipeline.config import load_config
 from train.inference.subtitles import Segment, clock, cues, render_subtitles, subtitle_format, subtitle_paths
 

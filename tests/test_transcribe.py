@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import espeak_available, speak, tone, write_audio
-from pipeline import transcribe as tr
+from train.inference import transcribe as tr
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.constants import N_SAMPLES

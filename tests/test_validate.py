@@ -137,7 +137,7 @@ def test_transcripts_are_kept_intact(dataset, csv_row, text):
 
 def test_extra_columns_and_bom(dataset):
     manifest = dataset[0]
-    assert list(manifest.columns) == [*COLUMNS, "speaker"]       # BOM did not leak into the first header
+    assert list(manifest.columns) == [*COLUMNS, "text_in_train", "audio_in_train", "speaker"]   # no BOM in a header
     assert row(manifest, 9)["speaker"] == "x, y"
     assert row(manifest, 3)["speaker"] == ""
     assert manifest["csv_row"].to_list() == list(range(1, 23))

@@ -4,7 +4,7 @@
     train = TrainDataset(cache, seed=42)          # one item per train clip; its variant depends on the epoch
     evals = EvalDataset(cache)                    # clean variant 0 of every test clip
     sampler = EpochSampler(len(train), seed=42)   # shuffles per epoch and tells the dataset which epoch it is
-    collate = Collator(sot_id=tokenizer.convert_tokens_to_ids("<|startoftranscript|>"))
+    collate = Collator(sot_id=token_id(tokenizer, SOT))  # pipeline.models.token_id, pipeline.tokens.SOT
     batch = dense_features(collate(items))        # on the training device: Whisper's (B, n_mels, 3000) input
 
 Items hold the cache's trimmed float16 features (memory-mapped by the reader), so nothing is copied into RAM
@@ -16,7 +16,6 @@ Only pipeline.cache/errors/constants are imported here: no audio library.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from pipeline.constants import N_FRAMES
 from pipeline.errors import CacheError
+from pipeline.hashing import stable_int
 
 LABEL_PAD = -100                     # ignored by the cross-entropy loss
 FLOOR_KEY = "input_floor"            # compact batches (see Collator): each clip's floor value
@@ -45,8 +45,7 @@ class CacheReader(Protocol):
 
 def _stable_seed(*parts: object) -> int:
     """A 64-bit seed from the parts, identical in every process (unlike hash())."""
-    digest = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "little")
+    return stable_int(*map(str, parts), size=8, sep=b"\x1f")
 
 
 def scheduled_variant(seed: int, epoch: int, clip_id: str, variants: Sequence[int]) -> int:

@@ -15,6 +15,7 @@ import torch
 
 from pipeline.errors import ConfigError, ModelError
 from pipeline.models import is_multilingual
+from pipeline.tokens import DEFAULT_LANGUAGE, is_english
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -89,7 +90,7 @@ def load_model(model: str, *, language: str = "", task: str = "transcribe", toke
     """WhisperForConditionalGeneration from a resolved model (hub id or transformers folder), ready to fine-tune.
 
     `tokenizer` (the processor's) decides whether the vocabulary is multilingual; only then are language and
-    task set on the generation config ("english" when no language is given).
+    task set on the generation config (tokens.DEFAULT_LANGUAGE when no language is given).
     """
     from transformers import WhisperForConditionalGeneration
 
@@ -103,9 +104,9 @@ def load_model(model: str, *, language: str = "", task: str = "transcribe", toke
     gen.suppress_tokens = []
     multilingual = is_multilingual(tokenizer) if tokenizer is not None else bool(getattr(gen, "is_multilingual", False))
     if multilingual:
-        gen.language = language or "english"
+        gen.language = language or DEFAULT_LANGUAGE
         gen.task = task
-    elif language and language.lower() not in ("en", "english"):
+    elif not is_english(language):
         raise ConfigError(f"model.language = {language!r}, but {model} is English-only; use a multilingual model "
                           "(e.g. openai/whisper-small) or leave language empty")
     if getattr(net.config, "forced_decoder_ids", None) is not None:

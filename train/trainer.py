@@ -16,7 +16,6 @@ Writes to OUTPUT_DIR: the best model (by WER) with its generation config, the pr
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass
@@ -28,7 +27,9 @@ import torch
 
 from pipeline.config import Config, save_config
 from pipeline.errors import CacheError, ConfigError
-from pipeline.models import SOT, load_processor, resolve_model, token_id
+from pipeline.fileio import atomic_path, atomic_write_json
+from pipeline.models import load_processor, resolve_model, token_id
+from pipeline.tokens import SOT
 
 from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
@@ -270,12 +271,12 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     from transformers import EarlyStoppingCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    from pipeline.cache import open_cache
+    from pipeline.cache import CACHE_DIRNAME, open_cache
 
     t = cfg.training
     work_dir, output_dir = Path(work_dir), Path(output_dir)
     cache = open_cache(work_dir)
-    cache_dir = work_dir / "cache"
+    cache_dir = work_dir / CACHE_DIRNAME
     train_set = TrainDataset(cache, seed=t.seed)
     eval_split = "validation" if cache.clip_ids("validation") else "test"
     eval_set = EvalDataset(cache, split=eval_split, max_clips=t.eval_max_clips)
@@ -397,9 +398,7 @@ def write_metrics(path: Path, result: TrainResult, log_history: list[dict[str, A
         "eval_split": result.eval_split,
         "effective_batch": plan.effective_batch,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, allow_nan=True), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_json(path, doc)
 
 
 def draw_curves(path: Path, records: list[EpochRecord]) -> None:
@@ -422,7 +421,6 @@ def draw_curves(path: Path, records: list[EpochRecord]) -> None:
     ax_err.set_ylabel("error rate (%)")
     ax_err.legend()
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    tmp.replace(path)

@@ -1,9 +1,10 @@
 """Generate the demo dataset: clinical pharmacology dictation that Whisper tiny.en mis-hears.
 
     python data/demo/make_demo_data.py            # rewrites data/demo/ (needs espeak-ng, soundfile, soxr)
+    python data/demo/make_demo_data.py --csv-only # rewrites the two CSVs alone (no espeak-ng; audio untouched)
 
 Writes, next to this script:
-  final_generated_dataset.csv   audios,transcription,split   (the guide's format plus a split column)
+  final_generated_dataset.csv   audios,transcription,split,speaker   (the guide's format plus split and speaker)
   audios/*.mp3                  mono 16 kHz, ~24 kbit/s
   everyday.csv + everyday/*.mp3 everyday sentences without jargon: the forgetting check
 
@@ -17,7 +18,8 @@ learn occur in every split. What differs between the splits is everything else:
   - voices: the test clips are spoken by speaker variants (m4, m6, f3, f4) and the validation clips by variants
     (m5, m8, f5) that no training clip uses;
 every clip also gets its own speed, pitch and loudness, and 0.3-1.0 s of near-silence on each side.
-The split is written into the CSV (`split` column), which `whisper-tune validate` honours.
+The split is written into the CSV (`split` column), which `whisper-tune validate` honours, and so is each clip's
+speaker (`speaker`: the espeak-ng voice), which the demo passes as `--group-column speaker`.
 
 The product never needs espeak-ng: this script ran once and its output is committed. It is deterministic
 (fixed seed; espeak-ng and LAME are deterministic for fixed inputs).
@@ -305,13 +307,34 @@ def speak(text: str, voice: Voice, speed: int, pitch: int) -> np.ndarray:
     return soxr.resample(audio.mean(axis=1), sr, SAMPLE_RATE_HZ, quality="HQ").astype(np.float32)
 
 
-def render(text: str, voice: Voice, rng: random.Random) -> np.ndarray:
-    speech = speak(text, voice, speed=rng.randint(135, 185), pitch=rng.randint(25, 75))
-    speech = speech / max(float(np.abs(speech).max()), 1e-6) * rng.uniform(0.4, 0.9)
+@dataclass(frozen=True)
+class Take:
+    """How one clip is spoken: everything random about it, drawn before any audio is made."""
+
+    name: str          # path relative to this folder
+    text: str
+    split: str
+    voice: Voice
+    speed: int
+    pitch: int
+    level: float
+    lead: int          # samples of near-silence before the speech
+    tail: int          # ... and after it
+    noise_seed: int
+
+
+def draw_take(name: str, text: str, split: str, voice: Voice, rng: random.Random) -> Take:
+    speed, pitch, level = rng.randint(135, 185), rng.randint(25, 75), rng.uniform(0.4, 0.9)
     lead, tail = (int(rng.uniform(0.3, 1.0) * SAMPLE_RATE_HZ) for _ in range(2))
-    noise = np.random.default_rng(rng.randrange(2**32)).normal(0.0, 2e-4, lead + speech.size + tail)
+    return Take(name, text, split, voice, speed, pitch, level, lead, tail, rng.randrange(2**32))
+
+
+def render(take: Take) -> np.ndarray:
+    speech = speak(take.text, take.voice, speed=take.speed, pitch=take.pitch)
+    speech = speech / max(float(np.abs(speech).max()), 1e-6) * take.level
+    noise = np.random.default_rng(take.noise_seed).normal(0.0, 2e-4, take.lead + speech.size + take.tail)
     out = noise.astype(np.float32)
-    out[lead:lead + speech.size] += speech
+    out[take.lead:take.lead + speech.size] += speech
     return np.clip(out, -1.0, 1.0)
 
 
@@ -322,11 +345,12 @@ def write_mp3(path: Path, audio: np.ndarray) -> None:
     sf.write(str(path), audio, SAMPLE_RATE_HZ, format="MP3", compression_level=MP3_COMPRESSION, bitrate_mode="CONSTANT")
 
 
-def build(out_dir: Path) -> None:
+def plan() -> tuple[list[Take], list[Take]]:
+    """Every clip of the domain set and of the everyday set, in the order the seeded generator draws them."""
     rng = random.Random(SEED)
     drugs = list(DRUGS)
     rng.shuffle(drugs)
-    rows: list[tuple[str, str, str]] = []
+    domain: list[Take] = []
     makers = {"train": (train_sentence, TRAIN_VOICES), "validation": (validation_sentence, VALIDATION_VOICES),
               "test": (test_sentence, TEST_VOICES)}
     plan = ([("train", i) for i in range(N_TRAIN)] + [("validation", i) for i in range(N_VALIDATION)]
@@ -339,18 +363,24 @@ def build(out_dir: Path) -> None:
             text = make(i, rng, drugs)
         seen.add(text)
         voice = voices[rng.randrange(len(voices))]
-        name = f"audios/{split}_{i:03d}.mp3"
-        write_mp3(out_dir / name, render(text, voice, rng))
-        rows.append((name, text, split))
-    write_csv(out_dir / "final_generated_dataset.csv", ("audios", "transcription", "split"), rows)
+        domain.append(draw_take(f"audios/{split}_{i:03d}.mp3", text, split, voice, rng))
+    everyday = [draw_take(f"everyday/everyday_{i:02d}.mp3", text, "test", EVERYDAY_VOICES[i % len(EVERYDAY_VOICES)],
+                          rng) for i, text in enumerate(EVERYDAY)]
+    return domain, everyday
 
-    everyday: list[tuple[str, str, str]] = []
-    for i, text in enumerate(EVERYDAY):
-        voice = EVERYDAY_VOICES[i % len(EVERYDAY_VOICES)]
-        name = f"everyday/everyday_{i:02d}.mp3"
-        write_mp3(out_dir / name, render(text, voice, rng))
-        everyday.append((name, text, "test"))
-    write_csv(out_dir / "everyday.csv", ("audios", "transcription", "split"), everyday)
+
+def write_csvs(out_dir: Path, domain: list[Take], everyday: list[Take]) -> None:
+    """The CSVs: audio path, transcript, pinned split, and the speaker (the espeak-ng voice) of each clip."""
+    for file, takes in (("final_generated_dataset.csv", domain), ("everyday.csv", everyday)):
+        write_csv(out_dir / file, ("audios", "transcription", "split", "speaker"),
+                  [(t.name, t.text, t.split, t.voice.name) for t in takes])
+
+
+def build(out_dir: Path) -> None:
+    domain, everyday = plan()
+    for take in domain + everyday:
+        write_mp3(out_dir / take.name, render(take))
+    write_csvs(out_dir, domain, everyday)
 
 
 def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
@@ -362,7 +392,11 @@ def write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]]) 
     tmp.replace(path)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    if "--csv-only" in (sys.argv[1:] if argv is None else argv):       # the CSVs alone: no espeak-ng, audio untouched
+        write_csvs(HERE, *plan())
+        print(f"wrote the CSVs under {HERE}")
+        return 0
     if shutil.which("espeak-ng") is None:
         print("espeak-ng is needed to regenerate the demo data (apt install espeak-ng); the committed data needs nothing",
               file=sys.stderr)

@@ -79,7 +79,7 @@ def join_clips(rows: Sequence[dict], out_dir: Path, cfg: Config) -> list[Recordi
     """Recordings (WAV) and their references from manifest rows (path, text), clips prepared like training's."""
     import soundfile as sf
 
-    from pipeline.transcribe import load_clip
+    from .transcribe import load_clip
 
     audio = [load_clip(Path(r["path"]), cfg) for r in rows]
     gap = np.zeros(int(GAP_S * SAMPLE_RATE_HZ), dtype=np.float32)
@@ -107,7 +107,7 @@ def check_longform(model: str, recordings: Sequence[Recording], cfg: Config, out
     """Transcribe each recording once with timestamps (long-form), write its SRT to out_dir, and score it.
     The text is the segments' own text, joined as transformers joins them (no space added), so glued words
     show as they would in `transcribe`'s output."""
-    from pipeline.transcribe import load_clip, transcribe_clips
+    from .transcribe import load_clip, transcribe_clips
 
     from .decode import DecodeOptions, TransformersDecoder
 

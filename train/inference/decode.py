@@ -1,11 +1,11 @@
 """Greedy decoding of log-mel features, batched, with either backend:
 
-- a transformers Whisper (hub id, local folder, or bundled:tiny.en through pipeline.models.resolve_model),
+- a transformers Whisper (hub id, local folder, or bundled:tiny.en through pipeline.models.resolve_model),,
 - a CTranslate2 / faster-whisper folder (model.bin + config.json + tokenizer.json), run by ctranslate2 directly,
 
 so that a fine-tuned model and its export can be scored on exactly the same (cached) features.
 
-    decoder = open_decoder("work/model", language="", task="transcribe")
+    decoder = open_decoder("work/model", DecodeOptions(language="", task="transcribe"))
     texts = decoder.decode(features)      # features: float32 (batch, n_mels, 3000)
 
 No audio library is imported here: evaluation reads the feature cache only.
@@ -13,7 +13,6 @@ No audio library is imported here: evaluation reads the feature cache only.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -22,8 +21,9 @@ import numpy as np
 
 from pipeline.constants import MAX_LABEL_TOKENS, N_FRAMES
 from pipeline.errors import ModelError
-from pipeline.models import (NO_TIMESTAMPS, SOT, is_ct2_folder, is_multilingual, load_processor, read_json,
-                             resolve_model, tokenizer_from_file)
+from pipeline.models import is_ct2_folder, is_multilingual, load_processor, resolve_model, tokenizer_from_file
+from pipeline.system import usable_cores
+from pipeline.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_token, language_tokens
 
 
 class Decoder(Protocol):
@@ -38,32 +38,10 @@ class Decoder(Protocol):
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    language: str = ""            # multilingual models only; "" = english
+    language: str = ""            # multilingual models only; "" = tokens.DEFAULT_LANGUAGE
     task: str = "transcribe"      # or "translate"
-    device: str = "auto"          # auto (cuda when available), cpu, cuda
+    device: str = "auto"          # auto (cuda when available), cpu, cuda (no command sets it: always auto there)
     max_new_tokens: int = MAX_LABEL_TOKENS - 4
-
-
-def cpu_threads() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def language_code(language: str) -> str:
-    """'french' / 'fr' / '<|fr|>' -> 'fr'; '' -> 'en'. ModelError for an unknown language."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES, TO_LANGUAGE_CODE
-
-    name = language.strip().lower().removeprefix("<|").removesuffix("|>")
-    if not name:
-        return "en"
-    if name in LANGUAGES:
-        return name
-    if name in TO_LANGUAGE_CODE:
-        return TO_LANGUAGE_CODE[name]
-    raise ModelError(f"model.language = {language!r} is not a Whisper language; use a name like \"french\" "
-                     "or a code like \"fr\" (config [model] language)")
 
 
 def open_decoder(spec: str, options: DecodeOptions = DecodeOptions()) -> Decoder:
@@ -137,14 +115,15 @@ def torch_device(device: str):
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu"), torch.float32
     if not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but no CUDA GPU is visible")
+        raise ModelError("decoding on device 'cuda' was asked for (DecodeOptions.device) but no CUDA GPU is "
+                         "visible; use device 'auto' or 'cpu'")
     return torch.device("cuda"), (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
 
-def generation_kwargs(model, tokenizer, options: DecodeOptions, *, timestamps: bool = False) -> dict:
+def generation_kwargs(model, tokenizer, options: DecodeOptions) -> dict:
     """Greedy, no timestamps; language and task for multilingual models (set on the generation config)."""
     gen = model.generation_config
-    kwargs: dict = {"num_beams": 1, "do_sample": False, "return_timestamps": timestamps,
+    kwargs: dict = {"num_beams": 1, "do_sample": False, "return_timestamps": False,
                     "max_new_tokens": options.max_new_tokens}
     if is_multilingual(tokenizer):
         if not getattr(gen, "lang_to_id", None) or not getattr(gen, "task_to_id", None):
@@ -157,11 +136,9 @@ def generation_kwargs(model, tokenizer, options: DecodeOptions, *, timestamps: b
 
 def _add_language_tables(gen, tokenizer) -> None:
     """Older or imported checkpoints may lack lang_to_id/task_to_id: rebuild them from the tokenizer."""
-    from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
     vocab = tokenizer.get_vocab()
-    gen.lang_to_id = {f"<|{code}|>": vocab[f"<|{code}|>"] for code in LANGUAGES if f"<|{code}|>" in vocab}
-    gen.task_to_id = {task: vocab[f"<|{task}|>"] for task in ("transcribe", "translate") if f"<|{task}|>" in vocab}
+    gen.lang_to_id = language_tokens(vocab)
+    gen.task_to_id = {task: vocab[token] for task, token in TASK_TOKENS.items() if token in vocab}
 
 
 class CT2Decoder:
@@ -178,15 +155,16 @@ class CT2Decoder:
         self.tokenizer = tokenizer_from_file(folder / "tokenizer.json")
         device = "cuda" if options.device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
         if options.device == "cuda" and device != "cuda":
-            raise ModelError("--device cuda was asked for but CTranslate2 sees no CUDA GPU")
+            raise ModelError("decoding on device 'cuda' was asked for (DecodeOptions.device) but CTranslate2 sees "
+                             "no CUDA GPU; use device 'auto' or 'cpu'")
         try:
             self.model = ctranslate2.models.Whisper(str(folder), device=device, compute_type="default",
-                                                    intra_threads=cpu_threads() if device == "cpu" else 0)
+                                                    intra_threads=usable_cores() if device == "cpu" else 0)
         except (RuntimeError, ValueError) as err:
             raise ModelError(f"cannot load the CTranslate2 model in {folder}: {err}") from None
         self.compute_type = self.model.compute_type
         self.n_mels = int(self.model.n_mels)
-        self.prompt = ct2_prompt(self.tokenizer, self.model.is_multilingual, options)
+        self.prompt = ct2_prompt(self.model.is_multilingual, options)
         self.max_length = MAX_LABEL_TOKENS
         self.max_new_tokens = options.max_new_tokens
 
@@ -205,12 +183,8 @@ class CT2Decoder:
         return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-def ct2_prompt(tokenizer, multilingual: bool, options: DecodeOptions) -> list[str]:
+def ct2_prompt(multilingual: bool, options: DecodeOptions) -> list[str]:
+    """The decoder prompt: start token, then language and task for multilingual models, then no-timestamps."""
     if not multilingual:
         return [SOT, NO_TIMESTAMPS]
-    return [SOT, f"<|{language_code(options.language)}|>", f"<|{options.task}|>", NO_TIMESTAMPS]
-
-
-def ct2_info(folder: Path) -> dict:
-    """The CTranslate2 config.json of a folder (for reports)."""
-    return read_json(folder / "config.json")
+    return [SOT, language_token(language_code(options.language)), TASK_TOKENS[options.task], NO_TIMESTAMPS]

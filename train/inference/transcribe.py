@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,10 +25,13 @@ from typing import Sequence
 
 import numpy as np
 
-from .audio import load, prepare
-from .config import Config
-from .constants import AUDIO_EXTENSIONS, N_SAMPLES, SAMPLE_RATE_HZ
-from .errors import AudioError, ConfigError
+from pipeline.audio import load, prepare
+from pipeline.config import Config
+from pipeline.constants import AUDIO_EXTENSIONS, N_SAMPLES, SAMPLE_RATE_HZ
+from pipeline.errors import AudioError, ConfigError
+from pipeline.fileio import atomic_write_text
+
+from .decode import DecodeOptions, TransformersDecoder
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json")
 
@@ -107,9 +109,9 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]
 
 
 def transcribe_clips(decoder, clips: Sequence[np.ndarray], batch_size: int, timed: bool = False) -> list:
-    """Texts for mono 16 kHz clips, in order. `decoder` is a train.decode.TransformersDecoder. timed=True:
+    """Texts for mono 16 kHz clips, in order. `decoder` is a decode.TransformersDecoder. timed=True:
     each clip's list of subtitles.Segment instead (Whisper's timestamps)."""
-    from train.inference.subtitles import timed_segments
+    from .subtitles import timed_segments
 
     fe = decoder.processor.feature_extractor
     texts: list = [[] if timed else ""] * len(clips)
@@ -143,18 +145,9 @@ def render(transcripts: Sequence[Transcript], fmt: str) -> str:
     return "".join(f"{t.path}\t{t.text}\n" for t in transcripts)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: Path | None = None,
                    batch_size: int = 8, max_new_tokens: int | None = None) -> list[Transcript]:
     """Transcribe every input (see the module doc). max_new_tokens: per 30 s window (default: whole context)."""
-    from train.decode import DecodeOptions, TransformersDecoder
-
     fmt = output_format(output)
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
@@ -187,7 +180,7 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
             sys.stdout.write(text)
             sys.stdout.flush()
         else:
-            write_atomic(output, text)
+            atomic_write_text(output, text)
             print(f"wrote {len(transcripts)} transcripts to {output}", file=sys.stderr)
     _raise_failures(failures, attempted)
     return transcripts
@@ -195,11 +188,11 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
 
 def _write_subtitles(decoder, clips, good, batch_size, output, fmt, failures, attempted) -> list[Transcript]:
     """One .srt / .vtt per input (train.inference.subtitles.subtitle_paths), from Whisper's timestamps."""
-    from train.inference.subtitles import render_subtitles, subtitle_paths
+    from .subtitles import render_subtitles, subtitle_paths
 
     segments = transcribe_clips(decoder, clips, batch_size, timed=True)
     for path, segs in zip(subtitle_paths(output, good), segments):
-        write_atomic(path, render_subtitles(segs, fmt))
+        atomic_write_text(path, render_subtitles(segs, fmt))
         print(f"wrote {len(segs)} subtitle cues to {path}", file=sys.stderr)
     _raise_failures(failures, attempted)
     return [Transcript(str(p), "".join(s.text for s in segs).strip()) for p, segs in zip(good, segments)]

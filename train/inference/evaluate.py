@@ -11,8 +11,6 @@ Scores, all in percent:
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -23,13 +21,15 @@ import numpy as np
 
 from pipeline.config import Config
 from pipeline.errors import CacheError, ConfigError, ManifestError
+from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.manifest import SPLITS
 from pipeline.text import normalize_text
 from pipeline.tokens import is_english
+from train.metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
+                           word_errors)
 
 from .decode import Decoder, DecodeOptions, open_decoder
-from .metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
-                      word_errors)
+from .unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
 
 CLEAN_VARIANT = 0
 
@@ -68,6 +68,7 @@ class EvalResult:
     worst: tuple[ClipResult, ...]
     wrong_words: tuple[tuple[str, int], ...]     # reference words substituted or deleted, most frequent first
     per_clip: tuple[ClipResult, ...] = ()        # every clip, in clip id order
+    unseen: UnseenScores | None = None           # WER apart on clips whose transcript is (not) in train
 
     @property
     def wer(self) -> float:
@@ -95,6 +96,9 @@ class EvalResult:
                 "baseline_seconds": b.seconds, "baseline_clips_per_second": b.clips_per_second,
                 "wer_difference": s.wer - b.wer, "cer_difference": s.cer - b.cer,
             })
+        if self.unseen is not None:
+            out["unseen_text_wer"] = self.unseen.wer
+            out["unseen_text"] = asdict(self.unseen)
         out["worst"] = [asdict(c) for c in self.worst]
         out["wrong_words"] = [{"word": w, "count": n} for w, n in self.wrong_words]
         out["per_clip"] = [asdict(c) for c in self.per_clip]
@@ -183,22 +187,27 @@ def decode_all(decoder: Decoder, batches: Iterable[np.ndarray], *, progress: boo
 
 
 def references(work_dir: Path, cache, clip_ids: Sequence[str]) -> list[str]:
-    """Transcripts as the CSV has them (for orthographic WER): recorded in the cache index, else from the
+    """Raw transcripts, as the CSV has them (for orthographic WER): recorded in the cache index, else from the
     manifest when WORK has one; the cached normalized text as a last resort."""
-    raw: dict[str, str] = {}
+    from_manifest: dict[str, str] = {}
     try:
         from pipeline.manifest import read_manifest
 
         df = read_manifest(work_dir)
-        raw = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
+        from_manifest = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
     except (ImportError, ManifestError):
         pass   # only cache/ was copied to this machine
 
     def one(cid: str) -> str:
-        recorded = cache.transcript(cid) if hasattr(cache, "transcript") else ""
-        return recorded or raw.get(cid) or cache.get(cid, CLEAN_VARIANT).text
+        raw_transcript = cache.transcript(cid) if hasattr(cache, "transcript") else ""   # before normalization
+        return raw_transcript or from_manifest.get(cid) or normalized_transcript(cache, cid)
 
     return [one(cid) for cid in clip_ids]
+
+
+def normalized_transcript(cache, clip_id: str) -> str:
+    """The transcript the labels were made from (normalized), stored with the clean variant."""
+    return cache.get(clip_id, CLEAN_VARIANT).text
 
 
 def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str], *, options: DecodeOptions,
@@ -219,7 +228,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
                  worst: int = 10, max_new_tokens: int | None = None) -> EvalResult:
     """Score `model` (and `baseline`) on the clean variant of every cached clip of `split`; print the table,
     write `json_path` / `report_path` when given. max_new_tokens: per clip (default: the decoder's whole context)."""
-    from pipeline.cache import open_cache
+    from pipeline.cache import CACHE_DIRNAME, open_cache
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
@@ -231,7 +240,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
         others = [s for s in SPLITS if s != split and cache.clip_ids(s)]
         share = "data.validation_share" if split == "validation" else "data.test_share"
         raise CacheError(
-            f"the cache in {Path(work_dir) / 'cache'} has no clip in the {split!r} split; "
+            f"the cache in {Path(work_dir) / CACHE_DIRNAME} has no clip in the {split!r} split; "
             + (f"pass --split {others[0]}, or " if others else "")
             + f"change {share} (or the CSV's split column) and re-run validate and features"
         )
@@ -250,25 +259,20 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     result = EvalResult(
         split=split, clip_ids=tuple(clip_ids), references=tuple(refs), scores=main, baseline=base,
         worst=worst_clips(per_clip, worst), wrong_words=wrong_words(refs, main.hypotheses), per_clip=tuple(per_clip),
+        unseen=unseen_scores(text_in_train_flags(Path(work_dir), clip_ids), clip_ids, refs, main.hypotheses,
+                             base.hypotheses if base else None),
     )
     print(format_table(result))
     if json_path is not None:
-        write_atomic(Path(json_path), json.dumps(result.to_json(), indent=2, ensure_ascii=False) + "\n")
+        atomic_write_json(Path(json_path), result.to_json())
         print(f"wrote {json_path}")
     if report_path is not None:
-        write_atomic(Path(report_path), markdown_report(result))
+        atomic_write_text(Path(report_path), markdown_report(result))
         print(f"wrote {report_path}")
     return result
 
 
 # ---------------------------------------------------------------- output
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def _rows(result: EvalResult) -> list[tuple[str, ...]]:
     def row(s: ModelScores, name: str) -> tuple[str, ...]:
@@ -300,6 +304,8 @@ def format_table(result: EvalResult) -> str:
         base = result.baseline.english_wer if result.baseline is not None else None
         out.append(f"WER with Whisper's English normalizer: {result.scores.english_wer:.2f} %"
                    + (f" (baseline {base:.2f} %)" if base is not None else ""))
+    if result.unseen is not None:
+        out.append(format_unseen(result.unseen, result.split, result.scores.wer))
     if result.worst:
         out.append(f"\nworst {len(result.worst)} clips (normalized WER):")
         for c in result.worst:
@@ -325,6 +331,8 @@ def markdown_report(result: EvalResult) -> str:
              "WER and CER on normalized text (lowercase, punctuation removed); orthographic WER on the raw text.",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(result)]
+    if result.unseen is not None:
+        lines += ["", format_unseen(result.unseen, result.split, s.wer) + "."]
     if result.worst:
         has_base = result.baseline is not None
         lines += ["", f"## Worst {len(result.worst)} clips", "",

@@ -1,20 +1,7 @@
 """Import a CTranslate2 / faster-whisper Whisper folder into a transformers checkpoint.
 
 A CTranslate2 folder holds `model.bin` (the weights), `config.json` (suppress ids, language ids, alignment heads)
-and `tokenizer.json`. There is no official reader for `model.bin` in Python; its layout is the one
-`ctranslate2.specs.model_spec.ModelSpec._serialize` writes (little-endian):
-
-    uint32 binary_version
-    string spec_name, uint32 spec_revision                     (binary_version >= 2)
-    uint32 n_variables, then per variable:
-        string name, uint8 rank, uint32 dims[rank],
-        uint8 dtype_id, uint32 n_bytes, bytes data             (binary_version >= 4)
-        uint8 item_size, uint32 n_items, bytes data            (binary_version < 4)
-    uint32 n_aliases, then per alias: string alias, string target   (binary_version >= 3)
-
-where a string is a uint16 length (including a trailing NUL) followed by UTF-8 bytes and the NUL. dtype ids follow
-CTranslate2's DataType enum: float32, int8, int16, int32, float16, bfloat16. Quantized weights carry a sibling
-`<name>_scale` (int8: one float per output row; int16: one float), and are dequantized here as value / scale.
+and `tokenizer.json`. The weights are read by pipeline.models.ct2_binary (the model.bin layout is documented there).
 
 The import result is cached by a hash of the folder's content, so a folder is converted once per machine:
 `$WHISPER_TUNE_CACHE/imported/<hash>` (default `~/.cache/whisper-tune/imported/<hash>`), written to a temporary
@@ -25,11 +12,8 @@ This module needs numpy, torch and transformers only (no audio libraries): the t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,142 +21,20 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import ModelError
+from ..errors import ModelError
+from ..fileio import atomic_write_json
+from ..hashing import file_digest, stable_hex
+from ..tokens import (EOT, NO_TIMESTAMPS, SOT, SPECIAL_TOKENS, START_OF_PREV, TASK_TOKENS, TIMESTAMP_STEP_S,
+                      TRANSLATE, timestamp_token)
+from .ct2_binary import Ct2Model, read_model_bin
+from .folder import CT2_FILES, is_multilingual, optional_token_id, read_json, tokenizer_from_file
 
 IMPORTER_VERSION = 2          # bump when the output of the importer changes (part of the cache key)
 MARKER = "whisper-tune-import.json"
 HASHED_FILES = ("model.bin", "config.json", "tokenizer.json", "preprocessor_config.json")
 CACHE_ENV = "WHISPER_TUNE_CACHE"
 
-_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
-_LEGACY_ITEM_SIZE = {4: np.float32, 2: np.int16, 1: np.int8}
-
-NON_LANGUAGE_TOKENS = frozenset({
-    "<|endoftext|>", "<|startoftranscript|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
-    "<|startofprev|>", "<|nocaptions|>", "<|notimestamps|>",
-})
-
-
-# ----------------------------------------------------------------------------------------------- reading model.bin
-
-@dataclass(frozen=True)
-class Ct2Model:
-    """The variables of a CTranslate2 model.bin, aliases resolved, quantized weights as stored."""
-
-    spec: str
-    revision: int
-    binary_version: int
-    variables: Mapping[str, np.ndarray]
-
-    def has(self, name: str) -> bool:
-        return name in self.variables
-
-    def raw(self, name: str) -> np.ndarray:
-        try:
-            return self.variables[name]
-        except KeyError:
-            raise ModelError(f"model.bin has no variable {name}; is this a CTranslate2 Whisper model?") from None
-
-    def float32(self, name: str) -> np.ndarray:
-        """The variable as float32, dequantized with its `<name>_scale` when it is stored as int8/int16."""
-        value = self.raw(name)
-        if value.dtype in (np.int8, np.int16):
-            scale_name = f"{name}_scale"
-            if scale_name not in self.variables:
-                raise ModelError(f"model.bin stores {name} as {value.dtype} without {scale_name}; cannot dequantize")
-            scale = self.variables[scale_name].astype(np.float32)
-            value = value.astype(np.float32)
-            if scale.ndim == 0 or scale.size == 1:
-                return value / scale.reshape(())
-            return value / scale.reshape((-1,) + (1,) * (value.ndim - 1))
-        return np.array(value, dtype=np.float32)  # always a copy: aliased variables must not share memory
-
-    def scalar(self, name: str) -> int:
-        return int(np.asarray(self.raw(name)).reshape(-1)[0])
-
-
-class _Reader:
-    def __init__(self, buf: memoryview, source: Path):
-        self.buf, self.pos, self.source = buf, 0, source
-
-    def take(self, n: int) -> memoryview:
-        if self.pos + n > len(self.buf):
-            raise ModelError(f"{self.source} ends early (truncated or not a CTranslate2 model.bin); re-copy the model folder")
-        out = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return out
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return struct.unpack("<H", self.take(2))[0]
-
-    def u32(self) -> int:
-        return struct.unpack("<I", self.take(4))[0]
-
-    def string(self) -> str:
-        raw = bytes(self.take(self.u16()))
-        try:
-            return raw.rstrip(b"\0").decode("utf-8")
-        except UnicodeDecodeError:
-            raise ModelError(f"{self.source} is not a CTranslate2 model.bin (bad variable name)") from None
-
-
-def _bf16_to_f32(data: np.ndarray) -> np.ndarray:
-    return (data.astype(np.uint32) << 16).view(np.float32)
-
-
-def read_model_bin(path: Path) -> Ct2Model:
-    """Parse a CTranslate2 model.bin (see the module doc). Arrays are read-only views of the file's bytes."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ModelError(f"cannot read {path}: {err}") from None
-    return _parse(memoryview(data), path)
-
-
-def _parse(buf: memoryview, path: Path) -> Ct2Model:
-    r = _Reader(buf, path)
-    version = r.u32()
-    if not 1 <= version <= 6:
-        raise ModelError(f"{path}: binary version {version} is not a CTranslate2 format this tool reads (1 to 6); "
-                         "re-convert the model with a current ctranslate2")
-    spec, revision = "", 1
-    if version >= 2:
-        spec, revision = r.string(), r.u32()
-    variables: dict[str, np.ndarray] = {}
-    try:
-        for _ in range(r.u32()):
-            name = r.string()
-            shape = tuple(r.u32() for _ in range(r.u8()))
-            if version >= 4:
-                type_id, n_bytes = r.u8(), r.u32()
-                if type_id not in _DTYPES:
-                    raise ModelError(f"{path}: variable {name} has unknown dtype id {type_id}")
-                dtype = _DTYPES[type_id]
-            else:
-                item_size, n_items = r.u8(), r.u32()
-                if item_size not in _LEGACY_ITEM_SIZE:
-                    raise ModelError(f"{path}: variable {name} has unknown item size {item_size}")
-                dtype, n_bytes = _LEGACY_ITEM_SIZE[item_size], n_items * item_size
-            data = r.take(n_bytes)
-            if dtype == "bfloat16":
-                array = _bf16_to_f32(np.frombuffer(data, dtype="<u2"))
-            else:
-                array = np.frombuffer(data, dtype=np.dtype(dtype).newbyteorder("<"))
-            variables[name] = array.reshape(shape)
-        if version >= 3:
-            for _ in range(r.u32()):
-                alias, target = r.string(), r.string()
-                if target not in variables:
-                    raise ModelError(f"{path}: alias {alias} points to missing variable {target}")
-                variables[alias] = variables[target]
-                if f"{target}_scale" in variables and f"{alias}_scale" not in variables:
-                    variables[f"{alias}_scale"] = variables[f"{target}_scale"]
-    except ValueError as err:  # reshape of a wrongly sized buffer
-        raise ModelError(f"{path} is corrupt: {err}") from None
-    return Ct2Model(spec=spec, revision=revision, binary_version=version, variables=variables)
+NON_LANGUAGE_TOKENS = frozenset(SPECIAL_TOKENS)
 
 
 # ---------------------------------------------------------------------------------------------- mapping to HF names
@@ -288,15 +150,8 @@ def dimensions(model: Ct2Model, sd: Mapping[str, np.ndarray]) -> Dimensions:
 
 # ------------------------------------------------------------------------------------- config, generation, processor
 
-def _token(tokenizer, token: str) -> int | None:
-    tid = tokenizer.convert_tokens_to_ids(token)
-    if tid is None or (tid == tokenizer.unk_token_id and token != "<|endoftext|>"):
-        return None
-    return int(tid)
-
-
 def _required(tokenizer, token: str, folder: Path) -> int:
-    tid = _token(tokenizer, token)
+    tid = optional_token_id(tokenizer, token)
     if tid is None:
         raise ModelError(f"{folder / 'tokenizer.json'} has no {token} token; expected a Whisper tokenizer")
     return tid
@@ -306,8 +161,8 @@ def language_ids(tokenizer, ct2_config: Mapping[str, Any]) -> dict[str, int]:
     """{"<|en|>": id, ...}: the config's lang_ids named through the tokenizer, else the tokenizer's language tokens."""
     ids = [int(i) for i in ct2_config.get("lang_ids") or []]
     if not ids:
-        sot = _token(tokenizer, "<|startoftranscript|>")
-        end = _token(tokenizer, "<|translate|>")
+        sot = optional_token_id(tokenizer, SOT)
+        end = optional_token_id(tokenizer, TRANSLATE)
         if sot is not None and end is not None:
             ids = list(range(sot + 1, end))
     out: dict[str, int] = {}
@@ -328,7 +183,7 @@ def add_timestamp_tokens(tokenizer, vocab_size: int, folder: Path) -> None:
         raise ModelError(f"{folder / 'tokenizer.json'} has {have} tokens but the model only {vocab_size}; "
                          "the tokenizer belongs to another model")
     if have < vocab_size:
-        tokenizer.add_tokens([AddedToken("<|%.2f|>" % (i * 0.02), special=False, normalized=False)
+        tokenizer.add_tokens([AddedToken(timestamp_token(i * TIMESTAMP_STEP_S), special=False, normalized=False)
                               for i in range(vocab_size - have)])
 
 
@@ -336,11 +191,9 @@ def build_configs(dims: Dimensions, tokenizer, ct2_config: Mapping[str, Any], fo
     """(WhisperConfig, GenerationConfig) for the imported model."""
     from transformers import GenerationConfig, WhisperConfig
 
-    from .models import is_multilingual
-
-    eot = _required(tokenizer, "<|endoftext|>", folder)
-    sot = _required(tokenizer, "<|startoftranscript|>", folder)
-    no_ts = _required(tokenizer, "<|notimestamps|>", folder)
+    eot = _required(tokenizer, EOT, folder)
+    sot = _required(tokenizer, SOT, folder)
+    no_ts = _required(tokenizer, NO_TIMESTAMPS, folder)
     multilingual = is_multilingual(tokenizer)
     suppress = [int(i) for i in ct2_config.get("suppress_ids") or []]
     begin_suppress = [int(i) for i in ct2_config.get("suppress_ids_begin") or []]
@@ -364,12 +217,12 @@ def build_configs(dims: Dimensions, tokenizer, ct2_config: Mapping[str, Any], fo
         alignment_heads=heads, max_length=dims.max_target_positions, max_initial_timestamp_index=50,
         return_timestamps=False, is_multilingual=multilingual,
     )
-    prev = _token(tokenizer, "<|startofprev|>")
+    prev = optional_token_id(tokenizer, START_OF_PREV)
     if prev is not None:
         gen["prev_sot_token_id"] = prev
     if multilingual:
         gen["lang_to_id"] = language_ids(tokenizer, ct2_config)
-        gen["task_to_id"] = {task: _required(tokenizer, f"<|{task}|>", folder) for task in ("transcribe", "translate")}
+        gen["task_to_id"] = {task: _required(tokenizer, token, folder) for task, token in TASK_TOKENS.items()}
     return config, GenerationConfig(**gen)
 
 
@@ -382,20 +235,16 @@ def cache_root() -> Path:
 
 def content_hash(folder: Path) -> str:
     """Hash of the files that define the model (names and bytes) and of the importer version."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"whisper-tune-ct2-import-{IMPORTER_VERSION}".encode())
+    parts: list[str | int] = [f"whisper-tune-ct2-import-{IMPORTER_VERSION}"]
     for name in HASHED_FILES:
         path = folder / name
         if not path.is_file():
             continue
-        h.update(f"\0{name}\0{path.stat().st_size}\0".encode())
         try:
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 22), b""):
-                    h.update(chunk)
+            parts += [name, path.stat().st_size, file_digest(path)]
         except OSError as err:
             raise ModelError(f"cannot read {path}: {err}") from None
-    return h.hexdigest()
+    return stable_hex(*parts, size=16)
 
 
 def is_complete(out: Path) -> bool:
@@ -405,7 +254,7 @@ def is_complete(out: Path) -> bool:
 def import_ct2(folder: Path, cache_dir: Path | None = None) -> Path:
     """Import the CTranslate2 Whisper folder once; return the cached transformers folder."""
     folder = Path(folder).expanduser().resolve()
-    for name in ("model.bin", "config.json", "tokenizer.json"):
+    for name in CT2_FILES:
         if not (folder / name).is_file():
             raise ModelError(f"{folder} has no {name}; a CTranslate2 Whisper folder needs model.bin, config.json "
                              "and tokenizer.json (as faster-whisper models ship them)")
@@ -449,8 +298,6 @@ def _write_checkpoint(folder: Path, out: Path) -> None:
     import torch
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
 
-    from .models import read_json, tokenizer_from_file
-
     ct2_config = read_json(folder / "config.json")
     tokenizer = tokenizer_from_file(folder / "tokenizer.json")
     ct2 = read_model_bin(folder / "model.bin")
@@ -473,8 +320,8 @@ def _write_checkpoint(folder: Path, out: Path) -> None:
     model.generation_config = generation
     model.save_pretrained(out)
     WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=dims.n_mels), tokenizer=tokenizer).save_pretrained(out)
-    (out / MARKER).write_text(json.dumps({
+    atomic_write_json(out / MARKER, {
         "source": str(folder), "importer_version": IMPORTER_VERSION, "n_mels": dims.n_mels,
         "vocab_size": dims.vocab_size, "multilingual": bool(generation.is_multilingual),
-    }, indent=2), encoding="utf-8")
+    })
 

@@ -1,5 +1,6 @@
-"""The `features` stage end to end on generated clips: parity through the cache, determinism, incremental
-re-runs counted item by item, bad audio, corruption repair, kill-and-resume, parts, and the lock."""
+"""The `features` stage (pipeline/featurize/stage.py) end to end on generated clips: parity through the
+cache, determinism, incremental re-runs counted item by item, bad audio, corruption repair, kill-and-resume,
+parts, and the lock."""
 
 from __future__ import annotations
 
@@ -9,67 +10,23 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
 
+from cache_builders import features_config as config
+from cache_builders import flip_bytes, make_work, manifest_row as _row, run, shard_bytes, snapshot
 from conftest import tone, write_audio
 from pipeline.cache import CacheError, CacheLock, open_cache
+from pipeline.cache.shard import KILL_HOOK_ENV
 from pipeline.config import load_config
 from pipeline.errors import ConfigError
-from pipeline.featurize import parse_part, part_of, run_features
+from pipeline.featurize import part_of
 from pipeline.manifest import write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-TEXTS = ["Hello, World!", "the cat sat on the mat", "Good morning, everyone.", "one two three four",
-         "It's raining today", "please call me back", "open the window", "thank you very much",
-         "the meeting starts at noon", "a quick brown fox", "seven patients wait", "see you tomorrow"]
-
-
-def _row(cid: str, path: Path, text: str, split: str, i: int) -> dict:
-    return dict(id=cid, path=str(path), source=path.name, text=text, duration=1.0, sample_rate=16_000,
-                channels=1, split=split, status="ok", reason="", csv_row=i + 1)
-
-
-def make_work(root: Path, n: int = 5, seconds: float = 0.8) -> tuple[Path, list[dict]]:
-    rows = []
-    for i in range(n):
-        path = write_audio(root / "audio" / f"clip{i:02d}.wav",
-                           tone(seconds + 0.1 * i, freq=220 + 40 * i, pad_silence=0.2, seed=i))
-        rows.append(_row(f"clip{i:02d}", path, TEXTS[i % len(TEXTS)], "test" if i == 0 else "train", i))
-    work = root / "work"
-    write_manifest(pl.DataFrame(rows), work)
-    return work, rows
-
-
-def config(model: Path, **over):
-    base = {"model.name": str(model), "features.jobs": 1, "features.batch_clips": 2, "augment.variants": 3,
-            "augment.transforms": [{"name": "AddGaussianNoise", "p": 0.5, "min_amplitude": 0.001,
-                                    "max_amplitude": 0.01}, {"name": "Gain", "p": 0.3}]}
-    base.update(over)
-    return load_config(None, base)
-
-
-def snapshot(work: Path) -> dict:
-    cache = open_cache(work)
-    out = {}
-    for cid in cache.clip_ids():
-        for v in cache.variants(cid):
-            ex = cache.get(cid, v)
-            out[(cid, v)] = (ex.features.tobytes(), ex.features.shape, ex.floor, ex.labels.tobytes(), ex.text,
-                             ex.split)
-    return out
-
-
-def shard_bytes(work: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((work / "cache").glob("*.arrow"))}
-
-
-def run(work: Path, cfg, part=None):
-    return run_features(work_dir=work, cfg=cfg, part=part, echo=False)
 
 
 def test_cache_matches_feature_extractor_and_is_deterministic(tmp_path, tiny_model):
@@ -193,9 +150,7 @@ def test_corrupted_shard_is_refused_then_repaired(tmp_path, tiny_model):
     run(work, cfg)
     good = snapshot(work)
     shard = sorted((work / "cache").glob("*-feat-*.arrow"))[0]
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    shard.write_bytes(bytes(data))
+    flip_bytes(shard)                                  # 16 bytes, mtime restored
     cache = open_cache(work)
     with pytest.raises(CacheError, match=r"corrupted.*whisper-tune features --work"):
         for cid in cache.clip_ids():
@@ -221,28 +176,25 @@ def test_orphan_shards_are_adopted_and_tmp_files_ignored(tmp_path, tiny_model):
 
 
 def test_kill_and_resume(tmp_path, tiny_model):
-    work, rows = make_work(tmp_path / "killed", n=10, seconds=1.0)
+    """The run is killed (SIGKILL, by the writer's test hook) right after its first shard is in place; the next
+    run adopts what was finished and the result equals an uninterrupted run's."""
+    work, rows = make_work(tmp_path / "killed", n=6, seconds=1.0)
     cfg_file = tmp_path / "cfg.toml"
     cfg_file.write_text('[features]\nbatch_clips = 1\njobs = 1\n[augment]\nvariants = 3\n')
     cmd = [sys.executable, "-m", "pipeline.cli", "features", "--work", str(work), "--model", str(tiny_model),
            "--config", str(cfg_file)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if any((work / "cache").glob("*-feat-*.arrow")):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    proc.wait(timeout=60)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **{KILL_HOOK_ENV: "1"})
+    proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+    assert len(list((work / "cache").glob("*-feat-*.arrow"))) == 1
     cfg = load_config(cfg_file, {"model.name": str(tiny_model)})
     resumed = run(work, cfg)
-    if proc.returncode == -signal.SIGKILL:
-        assert resumed.clips_decoded < 10            # finished shards were not redone
-    assert not list((work / "cache").glob("*.tmp"))
-    reference, _ = make_work(tmp_path / "whole", n=10, seconds=1.0)
+    assert resumed.shards_adopted == 1 and resumed.clips_decoded == 5     # the finished clip was not redone
+    assert not list((work / "cache").glob("*.tmp")) and not list((work / "cache").glob(".*.tmp"))
+    reference, _ = make_work(tmp_path / "whole", n=6, seconds=1.0)
     run(reference, cfg)
     assert snapshot(work) == snapshot(reference)
+    assert shard_bytes(work) == shard_bytes(reference)                    # same tasks -> byte-identical shards
 
 
 def test_parts_combine_into_the_whole(tmp_path, tiny_model):
@@ -262,13 +214,6 @@ def test_parts_combine_into_the_whole(tmp_path, tiny_model):
     merged = run(work, cfg)                       # a whole run over the parts reuses all and merges the index
     assert merged.clips_decoded == 0 and not list((work / "cache").glob("index.part-*"))
     assert snapshot(work) == snapshot(whole)
-
-
-def test_parse_part():
-    assert parse_part(None) is None and parse_part("2/8") == (2, 8)
-    for bad in ("0/2", "3/2", "x", "1/0", "1-2"):
-        with pytest.raises(ConfigError, match="--part"):
-            parse_part(bad)
 
 
 def test_lock_held_and_bad_config_give_clear_errors(tmp_path, tiny_model):

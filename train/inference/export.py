@@ -2,24 +2,15 @@
 
     whisper-tune export --model work/model --to ct2 --quantization int8 work/model-ct2
 
-What the folder gets, and the conversion pitfalls each file avoids:
-- model.bin + config.json from ctranslate2's TransformersConverter (offline, from the resolved local model).
-  config.json carries suppress_ids / suppress_ids_begin from the model's generation config and, for multilingual
-  models, the language token ids; missing values are filled from the tokenizer so CTranslate2 never sees null.
-- tokenizer.json: faster-whisper otherwise downloads openai/whisper-tiny's tokenizer from the hub (fails offline,
-  and is the wrong vocabulary for a model with added tokens).
-- preprocessor_config.json: faster-whisper reads the number of mel bins (feature_size) from it; without it a
-  128-mel model (large-v3) is fed 80-mel features. transformers 5 saves a processor's feature extractor inside
-  processor_config.json, so this file is written from the feature extractor.
+The conversion itself (and what each file of the folder is for) is pipeline.models.ct2_export.
 
 The folder is written under a temporary name next to OUT, verified, and only then renamed into place; an older
 export in OUT is replaced, anything else there is refused. Verification loads the folder with
-faster_whisper.WhisperModel and transcribes a short generated clip (greedy, no VAD).
+faster_whisper.WhisperModel and transcribes a short generated clip, verification_clip() (greedy, no VAD).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -30,15 +21,16 @@ import numpy as np
 
 from pipeline.constants import SAMPLE_RATE_HZ
 from pipeline.errors import ConfigError, ModelError
-from pipeline.models import EOT, is_ct2_folder, is_multilingual, load_processor, resolve_model
+from pipeline.models import is_ct2_folder, load_processor, resolve_model
+from pipeline.models.ct2_export import QUANTIZATIONS, convert, write_support_files
+from pipeline.tokens import SOT
 
-QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
 TARGETS = ("ct2",)
 
 
 @dataclass(frozen=True)
 class Verification:
-    segments: int            # segments faster-whisper returned for the test clip
+    segments: int            # segments faster-whisper returned for verification_clip()
     text: str                # their text
     n_mels: int              # mel bins faster-whisper feeds the model
     seconds: float
@@ -68,49 +60,7 @@ def check_target(out_dir: Path, source: str) -> None:
                           "(an earlier export there would be replaced)")
 
 
-def convert(source: str, tmp: Path, quantization: str) -> None:
-    """TransformersConverter into tmp (model.bin + config.json + vocabulary)."""
-    from ctranslate2.converters import TransformersConverter
-
-    try:
-        TransformersConverter(source).convert(str(tmp), quantization=quantization, force=True)
-    except (OSError, ValueError, RuntimeError, NotImplementedError, KeyError) as err:
-        raise ModelError(f"cannot convert {source} to CTranslate2: {str(err).splitlines()[0] if str(err) else err!r}") from None
-
-
-def write_support_files(source: str, folder: Path, processor) -> None:
-    """tokenizer.json, preprocessor_config.json, and a complete config.json (see the module doc)."""
-    src = Path(source)
-    if (src / "tokenizer.json").is_file():
-        shutil.copyfile(src / "tokenizer.json", folder / "tokenizer.json")
-    else:
-        processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-    fe = processor.feature_extractor
-    pre = {
-        "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": int(fe.feature_size),
-        "sampling_rate": int(fe.sampling_rate), "hop_length": int(fe.hop_length),
-        "chunk_length": int(fe.chunk_length), "n_fft": int(fe.n_fft), "n_samples": int(fe.n_samples),
-        "nb_max_frames": int(fe.nb_max_frames), "padding_side": "right", "padding_value": 0.0,
-        "return_attention_mask": False, "processor_class": "WhisperProcessor",
-    }
-    (folder / "preprocessor_config.json").write_text(json.dumps(pre, indent=2) + "\n", encoding="utf-8")
-
-    config_path = folder / "config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    tok = processor.tokenizer
-    if config.get("suppress_ids") is None:
-        config["suppress_ids"] = []
-    if config.get("suppress_ids_begin") is None:
-        config["suppress_ids_begin"] = [220, tok.convert_tokens_to_ids(EOT)]   # Whisper's " " and <|endoftext|>
-    if is_multilingual(tok) and not config.get("lang_ids"):
-        from transformers.models.whisper.tokenization_whisper import LANGUAGES
-
-        vocab = tok.get_vocab()
-        config["lang_ids"] = sorted(vocab[f"<|{c}|>"] for c in LANGUAGES if f"<|{c}|>" in vocab)
-    config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-
-
-def test_clip(seconds: float = 2.0) -> np.ndarray:
+def verification_clip(seconds: float = 2.0) -> np.ndarray:
     """A short voiced-like signal (a 150 Hz pulse train with harmonics and a little noise): enough to run
     the whole faster-whisper path; its text is not checked."""
     rng = np.random.default_rng(0)
@@ -121,7 +71,7 @@ def test_clip(seconds: float = 2.0) -> np.ndarray:
 
 
 def verify_export(folder: Path, expected_mels: int) -> Verification:
-    """Load with faster-whisper and transcribe the test clip; ModelError if anything is off."""
+    """Load with faster-whisper and transcribe verification_clip(); ModelError if anything is off."""
     from faster_whisper import WhisperModel
 
     start = time.perf_counter()
@@ -132,10 +82,10 @@ def verify_export(folder: Path, expected_mels: int) -> Verification:
         if n_mels != expected_mels or fe_mels != expected_mels:
             raise ModelError(f"export check failed: the model takes {n_mels} mel bins, faster-whisper computes "
                              f"{fe_mels}, the source model {expected_mels}")
-        if model.hf_tokenizer.token_to_id("<|startoftranscript|>") is None:
-            raise ModelError("export check failed: tokenizer.json has no <|startoftranscript|> token")
+        if model.hf_tokenizer.token_to_id(SOT) is None:
+            raise ModelError(f"export check failed: tokenizer.json has no {SOT} token")
         segments, _info = model.transcribe(
-            test_clip(), language="en" if model.model.is_multilingual else None, beam_size=1, temperature=0.0,
+            verification_clip(), language="en" if model.model.is_multilingual else None, beam_size=1, temperature=0.0,
             without_timestamps=True, vad_filter=False, condition_on_previous_text=False,
         )
         segments = list(segments)
@@ -191,7 +141,7 @@ def run_export(*, model: str, out_dir: Path, to: str = "ct2", quantization: str 
     print(f"exported {model} -> {out_dir}  (ct2, {quantization}, {result.size_bytes / 1e6:.1f} MB on disk)")
     if verification is not None:
         print(f"verified with faster-whisper: loads with {verification.n_mels} mel bins and its tokenizer, and "
-              f"transcribes a {len(test_clip()) / SAMPLE_RATE_HZ:.0f} s generated clip (no speech in it; "
+              f"transcribes a {len(verification_clip()) / SAMPLE_RATE_HZ:.0f} s generated clip (no speech in it; "
               f"{verification.segments} segment(s)) in {verification.seconds:.1f} s")
     else:
         print("not verified (--no-verify)")

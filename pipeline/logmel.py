@@ -18,10 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .constants import HOP_LENGTH, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE_HZ
+from .constants import HOP_LENGTH, LOG_CLAMP, LOG_RANGE, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE_HZ
 
-LOG_CLAMP = 1e-10              # mel power floor before log10
-LOG_RANGE = 8.0                # log10 units kept below the clip's maximum
 FEATURE_CODE_VERSION = "logmel-1"
 _PAD = N_FFT // 2              # 200 samples of reflect padding (center=True)
 

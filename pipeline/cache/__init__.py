@@ -1,0 +1,31 @@
+"""The feature cache: Arrow shards + a JSON index under WORK/cache/ (the contract between `features` and `train`).
+
+    shard.py   the shard file format, its name pattern and checksums
+    index.py   the index as typed dataclasses, and the one function that loads and checks an index file
+    lock.py    the lock a writing run holds
+    reader.py  FeatureCache / open_cache: memory-mapped, checksum-verified reads
+    writer.py  CacheWriter: every change to the cache (add, adopt, prune, clean up); write_examples
+
+Every row carries the fingerprint of what produced it; the index records the same fingerprint per clip-variant,
+so a shard from another cache (or a stale one) is refused, never silently used. A variant in which no
+augmentation fired equals the clean clip: it is stored as an alias row and read as variant 0's features.
+This package needs no audio libraries: the training machine uses it.
+"""
+
+from .index import (INDEX_NAME, INDEX_VERSION, PART_INDEX_GLOB, CacheIndex, ClipEntry, IndexMeta, RowRef,
+                    SkipEntry, SourceRecord, load_index, load_merged_index, part_index_name, save_index)
+from .lock import LOCK_NAME, CacheLock
+from .reader import CACHE_DIRNAME, VERIFY_MARKER, CachedExample, CacheMeta, FeatureCache, ShardRows, open_cache
+from .shard import (FEATURE_KIND, LABEL_KIND, SHARD_SUFFIX, FeatureRow, LabelRow, ShardInfo, file_checksum,
+                    is_shard_name, rebuild_hint, shard_path, split_rows, write_shard)
+from .writer import CacheWriter, shard_prefix, write_examples
+from ..errors import CacheError
+
+__all__ = [
+    "CACHE_DIRNAME", "INDEX_NAME", "INDEX_VERSION", "PART_INDEX_GLOB", "LOCK_NAME", "SHARD_SUFFIX", "VERIFY_MARKER",
+    "FEATURE_KIND", "LABEL_KIND", "CacheError", "CacheIndex", "CacheLock", "CacheMeta", "CacheWriter",
+    "CachedExample", "ClipEntry", "FeatureCache", "FeatureRow", "IndexMeta", "LabelRow", "RowRef", "ShardInfo",
+    "ShardRows", "SkipEntry", "SourceRecord", "file_checksum", "is_shard_name", "load_index", "load_merged_index",
+    "open_cache", "part_index_name", "rebuild_hint", "save_index", "shard_path", "shard_prefix", "split_rows",
+    "write_examples", "write_shard",
+]

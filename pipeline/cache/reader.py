@@ -1,0 +1,250 @@
+"""The cache reader: (clip, variant) -> CachedExample, straight from memory-mapped shards.
+
+Every shard's checksum is verified on first use, every row's identity and fingerprint against the index, so a
+damaged, foreign or stale shard is refused with one line naming the command that rebuilds it. A shard that fails
+its checksum is also noted in WORK/cache/.verify (when the folder is writable), so that the next `features` run
+re-checks every shard even where size and times look unchanged.
+
+This module needs no audio libraries: the training machine uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from ..constants import N_FRAMES
+from ..errors import CacheError
+from .index import ClipEntry, IndexMeta, RowRef, load_merged_index
+from .shard import FEATURE_KIND, LABEL_KIND, SCHEMAS, ShardInfo, file_checksum, rebuild_hint, shard_path
+
+CACHE_DIRNAME = "cache"
+VERIFY_MARKER = ".verify"
+CacheMeta = IndexMeta
+
+
+@dataclass(frozen=True)
+class CachedExample:
+    clip_id: str
+    variant: int
+    split: str
+    features: np.ndarray   # float16 (n_mels, T), T <= 3000: only the frames the audio reaches
+    floor: float           # the value of every frame past T
+    labels: np.ndarray     # int32 token ids, prefix and <|endoftext|> included
+    text: str              # the normalized transcript the labels came from
+
+    @property
+    def n_mels(self) -> int:
+        return int(self.features.shape[0])
+
+    def padded(self) -> np.ndarray:
+        """float32 (n_mels, 3000): what WhisperFeatureExtractor gives for this clip."""
+        out = np.full((self.features.shape[0], N_FRAMES), self.floor, dtype=np.float32)
+        t = min(self.features.shape[1], N_FRAMES)
+        out[:, :t] = self.features[:, :t]
+        return out
+
+
+@dataclass(frozen=True)
+class ShardRows:
+    """Row access without per-row Arrow conversions: ids and fingerprints as lists, numbers as arrays, and the
+    features/labels payloads as NumPy views of the memory-mapped buffers (no copy into RAM)."""
+
+    clip_id: list[str]
+    fingerprint: list[str]
+    variant: np.ndarray | None = None
+    n_mels: np.ndarray | None = None
+    n_frames: np.ndarray | None = None
+    floor: np.ndarray | None = None
+    payload_offsets: np.ndarray | None = None    # features: byte offsets; labels: value offsets
+    payload: np.ndarray | None = None            # features: uint8 bytes; labels: int32 values
+    text: list[str] | None = None
+
+    @staticmethod
+    def of(batch: pa.RecordBatch) -> "ShardRows":
+        base = dict(clip_id=batch.column("clip_id").to_pylist(), fingerprint=batch.column("fingerprint").to_pylist())
+        if "features" in batch.schema.names:
+            feats = batch.column("features")
+            offsets = np.frombuffer(feats.buffers()[1], dtype=np.int64)[feats.offset:feats.offset + len(feats) + 1]
+            data = feats.buffers()[2]
+            return ShardRows(
+                **base,
+                variant=batch.column("variant").to_numpy(),
+                n_mels=batch.column("n_mels").to_numpy(),
+                n_frames=batch.column("n_frames").to_numpy(),
+                floor=batch.column("floor").to_numpy(),
+                payload_offsets=offsets,
+                payload=np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8),
+            )
+        labels = batch.column("labels")
+        return ShardRows(
+            **base,
+            payload_offsets=labels.offsets.to_numpy(),
+            payload=labels.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
+            text=batch.column("text").to_pylist(),
+        )
+
+    def payload_of(self, row: int) -> np.ndarray:
+        start, end = int(self.payload_offsets[row]), int(self.payload_offsets[row + 1])  # type: ignore[index]
+        return self.payload[start:end]  # type: ignore[index]
+
+
+def _note_damage(cache_dir: Path) -> None:
+    """Ask the next `features` run to re-check every shard's checksum (best effort: the folder may be read-only)."""
+    try:
+        (cache_dir / VERIFY_MARKER).touch()
+    except OSError:
+        pass
+
+
+class _Shard:
+    """One memory-mapped shard; its checksum is verified on first use."""
+
+    def __init__(self, cache_dir: Path, info: ShardInfo) -> None:
+        self.path = shard_path(cache_dir, info.name)
+        self.info = info
+        self._rows: ShardRows | None = None
+        self._mmap: pa.MemoryMappedFile | None = None
+
+    def _batch(self) -> pa.RecordBatch:
+        self.verify()
+        hint = rebuild_hint(self.path.parent)
+        try:
+            self._mmap = pa.memory_map(str(self.path), "r")
+            reader = ipc.open_file(self._mmap)
+            if reader.num_record_batches != 1:
+                raise CacheError(f"shard {self.path} has {reader.num_record_batches} record batches, expected 1; "
+                                 f"{hint}")
+            batch = reader.get_batch(0)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise CacheError(f"shard {self.path} is unreadable ({err}); {hint}") from None
+        if not batch.schema.equals(SCHEMAS[self.info.kind], check_metadata=True) or batch.num_rows != self.info.rows:
+            raise CacheError(f"shard {self.path} is not the shard the index lists (foreign or stale); {hint}")
+        return batch
+
+    def rows(self) -> ShardRows:
+        """The shard's columns decoded once: small per-row values as Python/NumPy, payloads as views of the map."""
+        if self._rows is None:
+            self._rows = ShardRows.of(self._batch())
+        return self._rows
+
+    def verify(self) -> None:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            raise CacheError(f"shard {self.path} is missing; {rebuild_hint(self.path.parent)}") from None
+        if size != self.info.size or file_checksum(self.path) != self.info.checksum:
+            _note_damage(self.path.parent)
+            raise CacheError(f"shard {self.path} is corrupted (checksum mismatch); {rebuild_hint(self.path.parent)}")
+
+
+class FeatureCache:
+    """Read-only view of WORK/cache: (clip, variant) -> CachedExample. Memory-maps shards; verifies each shard's
+    checksum on first use and every row's identity and fingerprint against the index."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = Path(cache_dir)
+        first = f"run `whisper-tune features --work {self.cache_dir.parent}` first"
+        if not self.cache_dir.is_dir():
+            raise CacheError(f"no feature cache at {self.cache_dir}; {first}")
+        index = load_merged_index(self.cache_dir)
+        if index is None:
+            raise CacheError(f"no feature cache index in {self.cache_dir}; {first}")
+        self.meta: IndexMeta = index.meta
+        self._clips: dict[str, ClipEntry] = {cid: e for cid, e in sorted(index.clips.items()) if e.complete}
+        self._shards: dict[str, _Shard] = {}
+        for entry in self._clips.values():
+            for ref in entry.refs():
+                if ref.shard not in self._shards:
+                    shard = _Shard(self.cache_dir, index.shards[ref.shard])
+                    if not shard.path.is_file():
+                        raise CacheError(f"shard {shard.path} is missing; {rebuild_hint(self.cache_dir)}")
+                    self._shards[ref.shard] = shard
+        self.skipped = dict(index.skipped)
+
+    # -- queries
+    def __len__(self) -> int:
+        return len(self._clips)
+
+    def clip_ids(self, split: str | None = None) -> list[str]:
+        if split is None:
+            return list(self._clips)
+        return [c for c, e in self._clips.items() if e.split == split]
+
+    def split_of(self, clip_id: str) -> str:
+        return self._entry(clip_id).split
+
+    def transcript(self, clip_id: str) -> str:
+        """The transcript as the CSV has it (before normalization); "" if the cache does not record it."""
+        return self._entry(clip_id).text
+
+    def variants(self, clip_id: str) -> list[int]:
+        return sorted(self._entry(clip_id).variants)
+
+    def get(self, clip_id: str, variant: int = 0) -> CachedExample:
+        entry = self._entry(clip_id)
+        vref = entry.variants.get(int(variant))
+        if vref is None:
+            raise KeyError(f"clip {clip_id!r} has no variant {variant}; it has {self.variants(clip_id)}")
+        if vref.alias is not None:
+            self._check_row(vref, clip_id, int(variant), FEATURE_KIND)  # the alias row itself
+            vref = entry.variants.get(vref.alias)
+            if vref is None:
+                raise CacheError(f"clip {clip_id!r} variant {variant} aliases a variant the index lacks; "
+                                 f"{rebuild_hint(self.cache_dir)}")
+        feats, floor = self._features(vref, clip_id)
+        labels, text = self._labels(entry.labels, clip_id)  # type: ignore[arg-type]
+        return CachedExample(clip_id=clip_id, variant=int(variant), split=entry.split,
+                             features=feats, floor=floor, labels=labels, text=text)
+
+    def verify(self) -> None:
+        """Check every shard's checksum now (training may prefer this to first-use checks)."""
+        for shard in self._shards.values():
+            shard.verify()
+
+    # -- internals
+    def _entry(self, clip_id: str) -> ClipEntry:
+        try:
+            return self._clips[clip_id]
+        except KeyError:
+            raise KeyError(f"clip {clip_id!r} is not in the feature cache {self.cache_dir}") from None
+
+    def _check_row(self, ref: RowRef, clip_id: str, variant: int | None, kind: str) -> ShardRows:
+        shard = self._shards[ref.shard]
+        hint = rebuild_hint(self.cache_dir)
+        if shard.info.kind != kind:
+            raise CacheError(f"shard {shard.path} holds {shard.info.kind} rows, expected {kind}; {hint}")
+        rows = shard.rows()
+        if not 0 <= ref.row < len(rows.clip_id):
+            raise CacheError(f"shard {shard.path} has no row {ref.row}; {hint}")
+        ok = (rows.clip_id[ref.row] == clip_id
+              and rows.fingerprint[ref.row] == ref.fp
+              and (variant is None or rows.variant is None or int(rows.variant[ref.row]) == variant))
+        if not ok:
+            raise CacheError(f"shard {shard.path} row {ref.row} is not clip {clip_id!r} as the index records it "
+                             f"(foreign or stale shard); {hint}")
+        return rows
+
+    def _features(self, ref: RowRef, clip_id: str) -> tuple[np.ndarray, float]:
+        rows = self._check_row(ref, clip_id, None, FEATURE_KIND)
+        n_mels, t = int(rows.n_mels[ref.row]), int(rows.n_frames[ref.row])  # type: ignore[index]
+        hint = rebuild_hint(self.cache_dir)
+        if n_mels != self.meta.n_mels:
+            raise CacheError(f"clip {clip_id!r} has {n_mels} mel bins, the cache says {self.meta.n_mels}; {hint}")
+        feats = rows.payload_of(ref.row).view(np.float16)
+        if feats.size != n_mels * t:
+            raise CacheError(f"clip {clip_id!r} has {feats.size} feature values, expected {n_mels}x{t}; {hint}")
+        return feats.reshape(n_mels, t), float(rows.floor[ref.row])  # type: ignore[index]
+
+    def _labels(self, ref: RowRef, clip_id: str) -> tuple[np.ndarray, str]:
+        rows = self._check_row(ref, clip_id, None, LABEL_KIND)
+        return rows.payload_of(ref.row), rows.text[ref.row]  # type: ignore[index]
+
+
+def open_cache(work_dir: Path) -> FeatureCache:
+    """The cache of a work folder (WORK/cache)."""
+    return FeatureCache(Path(work_dir) / CACHE_DIRNAME)

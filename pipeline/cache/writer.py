@@ -1,0 +1,249 @@
+"""The cache writer: the one owner of every change to WORK/cache.
+
+    writer = CacheWriter(cache_dir, part=None)
+    with writer.locked():                       # the run's locks; tmp files of killed runs removed
+        previous, note = writer.read_previous() # the merged index, or an empty one when it is unusable
+        shards, dropped = writer.trusted_shards(previous)
+        orphans = writer.orphan_rows(previous)  # rows of complete shards no index lists (a killed run)
+        writer.start(meta, shards, clips, skipped)
+        writer.add_feature_rows(rows, max_bytes); writer.save()   # as work finishes
+        writer.finish()                         # prune, final index, unreferenced files removed
+
+Only names that match the shard pattern are ever joined to the cache folder, and only files inside it are
+opened, renamed or deleted. Shards are trusted on size, mtime, ctime and inode; any difference (a rewrite with
+its mtime restored, a copy) -- or a `.verify` note left by a reader that found damage -- re-takes the checksum,
+and a shard that fails it is deleted so that its clips are computed again.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import ExitStack, contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import CacheError
+from ..hashing import stable_hex
+from .index import (PART_INDEX_GLOB, PART_INDEX_RE, CacheIndex, ClipEntry, IndexMeta, RowRef, SkipEntry,
+                    load_merged_index, part_index_name, save_index)
+from .lock import CacheLock
+from .reader import VERIFY_MARKER, CachedExample, FeatureCache
+from .shard import (FEATURE_KIND, LABEL_KIND, SHARD_NAME_RE, FeatureRow, LabelRow, ShardInfo, file_checksum,
+                    read_shard_table, shard_kind, shard_path, split_rows, write_shard)
+
+INDEX_SAVE_INTERVAL_S = 1.0
+TMP_RE = re.compile(r"^\.?(?P<name>.+)\.[0-9]+\.tmp$")
+Orphans = dict[tuple[str, int | None], tuple[RowRef, ShardInfo]]
+
+
+def shard_prefix(part: tuple[int, int] | None) -> str:
+    return "all" if part is None else f"p{part[0]}of{part[1]}"
+
+
+class CacheWriter:
+    def __init__(self, cache_dir: Path, part: tuple[int, int] | None = None, prefix: str | None = None) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.part = part
+        self.prefix = prefix or shard_prefix(part)
+        self.index_path = self.cache_dir / part_index_name(part)
+        self.meta = IndexMeta()
+        self.shards: dict[str, ShardInfo] = {}
+        self.clips: dict[str, ClipEntry] = {}
+        self.skipped: dict[str, SkipEntry] = {}
+        self.shards_written = 0
+        self._last_save = 0.0
+        self._save_cost = 0.0
+
+    # -- before the run
+    @contextmanager
+    def locked(self) -> Iterator["CacheWriter"]:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as locks:
+            for lock in CacheLock.for_run(self.cache_dir, self.part):
+                locks.enter_context(lock)
+            self._remove_tmp_files()
+            yield self
+
+    def _owns(self, name: str) -> bool:
+        """Files this run may delete: all of the cache's for a whole run, its own prefix for a part run."""
+        return self.part is None or name.startswith(self.prefix + "-") or name == self.index_path.name
+
+    def _remove_tmp_files(self) -> None:
+        """Leftovers of killed runs: never read, removed by the next run that owns them."""
+        for path in self.cache_dir.glob("*.tmp"):
+            match = TMP_RE.fullmatch(path.name)
+            if match and path.is_file() and self._owns(match["name"]):
+                path.unlink(missing_ok=True)
+
+    def read_previous(self) -> tuple[CacheIndex, str]:
+        """The merged index of earlier runs, or an empty one (with the reason) when it cannot be used."""
+        try:
+            return load_merged_index(self.cache_dir) or CacheIndex(), ""
+        except CacheError as err:
+            return CacheIndex(), f"ignoring the old index ({err}); rebuilding"
+
+    def trusted_shards(self, previous: CacheIndex) -> tuple[dict[str, ShardInfo], int]:
+        """Listed shards that are present and intact (checksum re-taken unless the file's stat proves it);
+        the others are deleted. -> (trusted shards, number dropped)"""
+        verify_all = (self.cache_dir / VERIFY_MARKER).exists()
+        good: dict[str, ShardInfo] = {}
+        dropped = 0
+        for name, info in previous.shards.items():
+            path = shard_path(self.cache_dir, name)
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                dropped += 1
+                continue
+            if not verify_all and info.stat_matches(st):
+                good[name] = info
+            elif st.st_size == info.size and file_checksum(path) == info.checksum:
+                good[name] = info.with_stat(st)
+            else:
+                dropped += 1
+                path.unlink(missing_ok=True)
+        return good, dropped
+
+    def orphan_rows(self, previous: CacheIndex) -> Orphans:
+        """Rows of complete shards this run owns that no index lists (a run killed before its index caught up);
+        files that are not readable shards are deleted."""
+        out: Orphans = {}
+        for path in sorted(self.cache_dir.glob("*.arrow")):
+            name = path.name
+            if name in previous.shards or not SHARD_NAME_RE.fullmatch(name) or not self._owns(name):
+                continue
+            try:
+                table = read_shard_table(path)
+            except CacheError:
+                path.unlink(missing_ok=True)
+                continue
+            kind = shard_kind(name)
+            info = ShardInfo(name, kind, file_checksum(path), 0, 0, table.num_rows).with_stat(path.stat())
+            cols = {k: table.column(k).to_pylist() for k in ("clip_id", "fingerprint")}
+            if kind == FEATURE_KIND:
+                cols.update({k: table.column(k).to_pylist() for k in ("variant", "alias_of")})
+            for row in range(table.num_rows):
+                alias = cols["alias_of"][row] if kind == FEATURE_KIND else -1
+                ref = RowRef(name, row, cols["fingerprint"][row], alias if alias >= 0 else None)
+                variant = int(cols["variant"][row]) if kind == FEATURE_KIND else None
+                out[(cols["clip_id"][row], variant)] = (ref, info)
+        return out
+
+    # -- during the run
+    def start(self, meta: IndexMeta, shards: Mapping[str, ShardInfo], clips: Mapping[str, ClipEntry],
+              skipped: Mapping[str, SkipEntry]) -> None:
+        self.meta, self.shards, self.clips, self.skipped = meta, dict(shards), dict(clips), dict(skipped)
+        self.save(force=True)
+
+    def add_feature_rows(self, rows: Sequence[FeatureRow], max_bytes: int) -> None:
+        for info, group in self._write(FEATURE_KIND, rows, max_bytes):
+            for row, r in enumerate(group):
+                entry = self.clips.get(r.clip_id)
+                if entry is not None:
+                    ref = RowRef(info.name, row, r.fingerprint, r.alias_of if r.alias_of >= 0 else None)
+                    self.clips[r.clip_id] = replace(entry, variants={**entry.variants, r.variant: ref})
+
+    def add_label_rows(self, rows: Sequence[LabelRow], max_bytes: int) -> None:
+        for info, group in self._write(LABEL_KIND, rows, max_bytes):
+            for row, r in enumerate(group):
+                entry = self.clips.get(r.clip_id)
+                if entry is not None:
+                    self.clips[r.clip_id] = replace(entry, labels=RowRef(info.name, row, r.fingerprint))
+
+    def _write(self, kind: str, rows: Sequence[FeatureRow | LabelRow],
+               max_bytes: int) -> Iterator[tuple[ShardInfo, list]]:
+        for group in split_rows(rows, max_bytes):
+            info = write_shard(self.cache_dir, self.prefix, kind, group)
+            self.shards[info.name] = info
+            self.shards_written += 1
+            yield info, group
+
+    def skip(self, clip_id: str, reason: str, fp: str) -> None:
+        """A clip found unusable during the run: out of the index, into `skipped` (not retried while fp holds)."""
+        entry = self.clips.pop(clip_id, None)
+        self.skipped[clip_id] = SkipEntry(reason=reason, fp=fp, source=entry.source if entry else None)
+
+    def snapshot(self) -> CacheIndex:
+        return CacheIndex(meta=self.meta, shards=dict(self.shards), clips=dict(self.clips), skipped=dict(self.skipped))
+
+    def save(self, force: bool = False) -> None:
+        """Rewrite the index (atomically) at most every second, and never spend over ~10 % of the time on it
+        (large indexes); shards written since the last save are adopted by the next run after a kill."""
+        now = time.perf_counter()
+        if force or now - self._last_save >= max(INDEX_SAVE_INTERVAL_S, 10 * self._save_cost):
+            save_index(self.index_path, self.snapshot())
+            self._last_save = time.perf_counter()
+            self._save_cost = self._last_save - now
+
+    # -- the end of the run
+    def finish(self) -> CacheIndex:
+        """Drop unreadable clips and unlisted shards, write the final index, remove what nothing refers to."""
+        self.clips = {cid: e for cid, e in self.clips.items() if e.complete}
+        used = {ref.shard for e in self.clips.values() for ref in e.refs()}
+        self.shards = {n: s for n, s in self.shards.items() if n in used}
+        self.save(force=True)
+        if self.part is None:
+            for path in self.cache_dir.glob(PART_INDEX_GLOB):
+                if PART_INDEX_RE.fullmatch(path.name):
+                    path.unlink(missing_ok=True)
+        self._remove_unreferenced_shards()
+        (self.cache_dir / VERIFY_MARKER).unlink(missing_ok=True)
+        return self.snapshot()
+
+    def _remove_unreferenced_shards(self) -> None:
+        try:
+            merged = load_merged_index(self.cache_dir) or CacheIndex()
+        except CacheError:
+            return     # another part's index is unusable: its shards are not ours to judge
+        used = merged.referenced_shards()
+        for path in self.cache_dir.glob("*.arrow"):
+            if path.name not in used and SHARD_NAME_RE.fullmatch(path.name) and self._owns(path.name):
+                path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Whole caches from in-memory examples (tests, tools, other pipelines)
+
+
+def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model: str = "in-memory",
+                   tokenizer_fingerprint: str = "in-memory", text_normalization: str = "basic",
+                   shard_max_mb: float = 64.0) -> FeatureCache:
+    """Write CachedExample objects (any number of variants per clip; variant 0 required) as a complete cache in
+    cache_dir (replacing what is there), and return a reader on it. The labels and text of a clip are taken
+    from its variant-0 example; features may be float16 or float32 (stored as float16)."""
+    by_clip: dict[str, dict[int, CachedExample]] = {}
+    for ex in examples:
+        by_clip.setdefault(ex.clip_id, {})[int(ex.variant)] = ex
+    if not by_clip:
+        raise ValueError("write_examples needs at least one example")
+    n_mels_set = {ex.features.shape[0] for vs in by_clip.values() for ex in vs.values()}
+    if len(n_mels_set) != 1:
+        raise ValueError(f"all examples must have the same number of mel bins, got {sorted(n_mels_set)}")
+    n_mels = n_mels_set.pop()
+    meta = IndexMeta(n_mels=n_mels, variants=max(v for vs in by_clip.values() for v in vs) + 1, model=model,
+                     tokenizer_fingerprint=tokenizer_fingerprint, feature_fingerprint=f"in-memory-{n_mels}",
+                     text_normalization=text_normalization)
+    lab_rows, feat_rows, clips = [], [], {}
+    for cid in sorted(by_clip):
+        vs = by_clip[cid]
+        if 0 not in vs:
+            raise ValueError(f"clip {cid!r} has no variant 0 (the clean clip)")
+        labels = np.asarray(vs[0].labels, np.int32)
+        lab_rows.append(LabelRow(cid, labels, vs[0].text, stable_hex("labels", cid, vs[0].text, labels.tobytes())))
+        clips[cid] = ClipEntry(split=vs[0].split)
+        for v in sorted(vs):
+            f16 = np.ascontiguousarray(vs[v].features, dtype=np.float16)
+            fp = stable_hex("features", cid, v, f16.tobytes(), repr(float(vs[v].floor)))
+            feat_rows.append(FeatureRow(cid, v, fp, f16, float(vs[v].floor)))
+    writer = CacheWriter(Path(cache_dir), prefix="mem")
+    max_bytes = int(shard_max_mb * 1024 * 1024)
+    with writer.locked():
+        writer.start(meta, {}, clips, {})
+        writer.add_label_rows(lab_rows, max_bytes)
+        writer.add_feature_rows(feat_rows, max_bytes)
+        writer.finish()
+    return FeatureCache(Path(cache_dir))

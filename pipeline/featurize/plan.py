@@ -1,0 +1,192 @@
+"""Planning a features run: the fingerprint every stored item must have, and what each clip still needs.
+
+A clip's fingerprints cover its audio content hash (file bytes; re-hashed only when path, size or mtime change),
+the audio settings, the feature settings, the augmentation chain + seed + variant, and the tokenizer +
+normalization + transcript. Train clips get every variant; validation and test clips, which are only ever
+scored, get the clean variant 0 alone. An item whose fingerprint the index (or an orphan shard of a killed run)
+already has is kept; the rest becomes a job (audio) or a label to compute.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..cache import CacheIndex, ClipEntry, RowRef, ShardInfo, SkipEntry, SourceRecord, file_checksum
+from ..cache.writer import Orphans
+from ..constants import SAMPLE_RATE_HZ
+from ..errors import ConfigError, ManifestError
+from ..hashing import stable_hex, stable_int
+
+AUDIO_CODE_VERSION = "audio-1"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
+                   "special_tokens_map.json", "normalizer.json", "config.json", "generation_config.json")
+FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
+def parse_part(text: str | None) -> tuple[int, int] | None:
+    """"i/N" (1-based) -> (i, N); None -> None (the whole manifest)."""
+    if text is None or str(text).strip() == "":
+        return None
+    raw = str(text).strip()
+    try:
+        i_s, n_s = raw.split("/")
+        i, n = int(i_s), int(n_s)
+    except ValueError:
+        raise ConfigError(f"--part {raw!r}: expected i/N with whole numbers, e.g. --part 2/8") from None
+    if n < 1 or not 1 <= i <= n:
+        raise ConfigError(f"--part {raw!r}: expected 1 <= i <= N, e.g. --part 1/4 ... --part 4/4")
+    return (i, n)
+
+
+def part_of(clip_id: str, n_parts: int) -> int:
+    """The 1-based part a clip belongs to; stable across machines (and across versions)."""
+    return stable_int(clip_id, size=8) % n_parts + 1
+
+
+def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
+    """The manifest's status == "ok" rows of this part's share (polars DataFrame, sorted by id)."""
+    import polars as pl
+
+    from ..manifest import read_manifest
+
+    df = read_manifest(work_dir)
+    for col in ("id", "path", "text", "split", "status"):
+        if col not in df.columns:
+            raise ManifestError(f"{work_dir / 'manifest.parquet'} has no {col!r} column; "
+                                "re-run `whisper-tune validate`")
+    df = df.filter(pl.col("status") == "ok").sort("id")
+    if part is not None:
+        df = df.filter([part_of(c, part[1]) == part[0] for c in df["id"].to_list()])
+    return df
+
+
+def files_key(model_path: str, names: Sequence[str], *extra: str) -> str:
+    """Hash of some files of a model folder (plus the transformers version); "" when the model is not a folder."""
+    from importlib.metadata import version
+
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return ""
+    parts: list[str | bytes] = ["|".join((version("transformers"), *extra))]
+    for name in names:
+        f = folder / name
+        parts += [name, f.read_bytes() if f.is_file() else b"-"]
+    return stable_hex(*parts)
+
+
+def audio_fingerprint(trim_top_db: float, peak_normalize: bool) -> str:
+    return stable_hex(AUDIO_CODE_VERSION, SAMPLE_RATE_HZ, float(trim_top_db), bool(peak_normalize))
+
+
+@dataclass(frozen=True)
+class Fingerprints:
+    """Everything a stored item depends on, per kind of item."""
+
+    audio: str
+    features: str
+    augment: str
+    labels: str           # tokenizer identity: its files' key, or the loaded tokenizer's fingerprint
+    n_variants: int
+
+    def clip(self, source_hash: str) -> str:
+        return stable_hex(source_hash, self.audio)
+
+    def variant(self, clip_fp: str, variant: int) -> str:
+        return stable_hex("features", clip_fp, self.features, variant, self.augment if variant else "clean")
+
+    def label(self, text: str) -> str:
+        return stable_hex("labels", self.labels, text)
+
+    def audio_skip(self, clip_fp: str) -> str:
+        return stable_hex("skip", clip_fp, self.features, self.augment, self.n_variants)
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    clip_id: str
+    path: str
+    variants: tuple[tuple[int, str], ...]   # (variant, wanted fingerprint)
+
+
+@dataclass
+class Plan:
+    clips: dict[str, ClipEntry] = field(default_factory=dict)         # the new index's entries, reuse filled in
+    skip_entries: dict[str, SkipEntry] = field(default_factory=dict)  # known-bad clips, unchanged
+    jobs: list[ClipJob] = field(default_factory=list)
+    audio_skip_fps: dict[str, str] = field(default_factory=dict)      # per job: its fingerprint if it turns bad
+    labels_todo: list[tuple[str, str]] = field(default_factory=list)  # (clip id, transcript)
+    skipped: list[tuple[str, str]] = field(default_factory=list)      # (clip id, reason)
+    adopted: dict[str, ShardInfo] = field(default_factory=dict)       # orphan shards taken over
+    reused: int = 0
+
+
+def source_record(path: str, old: SourceRecord | None) -> SourceRecord:
+    """The audio file's identity; its bytes are hashed again only when path, size or mtime changed."""
+    import os
+
+    st = os.stat(path)
+    if old and (old.path, old.size, old.mtime_ns) == (path, st.st_size, st.st_mtime_ns):
+        return old
+    return SourceRecord(path=path, size=st.st_size, mtime_ns=st.st_mtime_ns, hash=file_checksum(Path(path)))
+
+
+class _Planner:
+    """Decides, clip by clip, what is reused, adopted, or still to compute."""
+
+    def __init__(self, previous: CacheIndex, fps: Fingerprints, shards: Mapping[str, ShardInfo],
+                 orphans: Orphans) -> None:
+        self.previous, self.fps, self.shards, self.orphans = previous, fps, shards, orphans
+        self.plan = Plan()
+
+    def existing(self, ref: RowRef | None, fp: str, key: tuple[str, int | None]) -> RowRef | None:
+        """The stored item with this fingerprint: the index's own, else an orphan shard's row; None if neither."""
+        if ref is not None and ref.fp == fp and (ref.shard in self.shards or ref.shard in self.plan.adopted):
+            return ref
+        hit = self.orphans.get(key)
+        if hit is None or hit[0].fp != fp:
+            return None
+        self.plan.adopted[hit[1].name] = hit[1]
+        return hit[0]
+
+    def add(self, cid: str, path: str, text: str, split: str) -> None:
+        old = self.previous.clips.get(cid)
+        old_skip = self.previous.skipped.get(cid)
+        try:
+            source = source_record(path, (old.source if old else None) or (old_skip.source if old_skip else None))
+        except OSError as err:
+            self.plan.skipped.append((cid, f"cannot read audio file ({err.strerror or err})"))
+            return
+        clip_fp, lab_fp = self.fps.clip(source.hash), self.fps.label(text)
+        if old_skip and old_skip.fp in (self.fps.audio_skip(clip_fp), lab_fp):   # known bad, unchanged
+            self.plan.skip_entries[cid] = replace(old_skip, source=source)
+            self.plan.skipped.append((cid, old_skip.reason))
+            return
+        labels = self.existing(old.labels if old else None, lab_fp, (cid, None))
+        if labels is None:
+            self.plan.labels_todo.append((cid, text))
+        variants: dict[int, RowRef] = {}
+        need: list[tuple[int, str]] = []
+        for v in range(self.fps.n_variants if split == "train" else 1):   # held-out clips: clean only
+            fp = self.fps.variant(clip_fp, v)
+            ref = self.existing(old.variants.get(v) if old else None, fp, (cid, v))
+            if ref is None:
+                need.append((v, fp))
+            else:
+                variants[v] = ref
+                self.plan.reused += 1
+        self.plan.clips[cid] = ClipEntry(split=split, text=text, source=source, labels=labels, variants=variants)
+        if need:
+            self.plan.jobs.append(ClipJob(cid, path, tuple(need)))
+            self.plan.audio_skip_fps[cid] = self.fps.audio_skip(clip_fp)
+
+
+def make_plan(rows: Any, previous: CacheIndex, fps: Fingerprints, shards: Mapping[str, ShardInfo],
+              orphans: Orphans) -> Plan:
+    """rows: the usable manifest (id, path, text, split) -> what to keep, adopt and compute."""
+    planner = _Planner(previous, fps, shards, orphans)
+    for cid, path, text, split in zip(rows["id"].to_list(), rows["path"].to_list(), rows["text"].to_list(),
+                                      rows["split"].to_list()):
+        planner.add(cid, path, text, split)
+    return planner.plan

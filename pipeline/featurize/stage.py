@@ -1,0 +1,274 @@
+"""The `features` stage: manifest -> WORK/cache (incremental, parallel, resumable, splittable into parts).
+
+    result = run_features(work_dir=Path("work"), cfg=cfg, part=parse_part("2/8"))
+
+1. Read the manifest's usable rows of this part's share (plan.read_usable_manifest).
+2. Work out every item's fingerprint and what is already stored (plan.make_plan); the cache writer checks the
+   stored shards first (a damaged one is deleted and its clips planned again) and offers orphan shards of a
+   killed run for adoption.
+3. Labels (cheap) are computed in a thread of this process; audio work runs in worker processes (work.run_tasks).
+   Each finished task becomes shards and an index update, so a kill loses at most the tasks in flight.
+4. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow
+from ..config import Config
+from ..errors import ConfigError, ModelError
+from ..hashing import stable_hex
+from .plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
+                   part_of, read_usable_manifest)
+from .work import Progress, TaskResult, WorkerSettings, run_tasks
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    clips_total: int                 # usable clips in this run's share of the manifest
+    clips_cached: int                # clips that needed no audio work
+    clips_decoded: int               # clips whose audio was decoded this run
+    variants_computed: int           # log-mel variants computed (alias variants not included)
+    variants_aliased: int            # augmented variants in which no transform fired (stored as the clean one)
+    variants_reused: int             # variants kept from the cache
+    labels_computed: int
+    shards_written: int
+    shards_adopted: int              # complete shards of a killed run taken over
+    shards_dropped: int              # shards missing or failing their checksum (their clips recomputed)
+    clips_removed: int               # clips dropped from the index (no longer in the manifest)
+    skipped: tuple[tuple[str, str], ...]   # (clip id, reason)
+    seconds: float
+    cache_dir: Path
+    message: str = ""
+
+    @property
+    def no_audio_work(self) -> bool:
+        return self.clips_decoded == 0
+
+
+class Tools:
+    """The heavy tools of a run (feature extractor, augmenter, tokenizer), each loaded on first need: a run with
+    nothing to do never imports torch, transformers or audiomentations."""
+
+    def __init__(self, cfg: Config, model_path: str) -> None:
+        self.cfg, self.model_path = cfg, model_path
+        self._logmel = self._augmenter = self._tokenizer = None
+        self.mel_filters: np.ndarray | None = None
+
+    def logmel(self):
+        if self._logmel is None:
+            from transformers import WhisperFeatureExtractor
+
+            from ..logmel import LogMel
+
+            try:
+                fe = WhisperFeatureExtractor.from_pretrained(self.model_path)
+            except (OSError, ValueError) as err:
+                raise ModelError(f"cannot load the feature extractor of --model {self.cfg.model.name}: "
+                                 f"{str(err).splitlines()[0]}") from None
+            try:
+                self._logmel = LogMel.from_feature_extractor(fe)
+            except ValueError as err:
+                raise ConfigError(f"--model {self.cfg.model.name}: {err}") from None
+            self.mel_filters = np.asarray(fe.mel_filters)
+        return self._logmel
+
+    def augmenter(self):
+        if self._augmenter is None:
+            from ..augment import Augmenter
+
+            self._augmenter = Augmenter(self.cfg.augment.transforms, self.cfg.augment.seed)  # ConfigError if bad
+        return self._augmenter
+
+    def tokenizer(self):
+        if self._tokenizer is None:
+            from ..models import load_processor
+
+            m = self.cfg.model
+            self._tokenizer = load_processor(self.model_path, m.language, m.task).tokenizer
+        return self._tokenizer
+
+    def tokenizer_fingerprint(self) -> str:
+        from ..labels import tokenizer_fingerprint
+
+        return tokenizer_fingerprint(self.tokenizer(), self.cfg.features.text_normalization)
+
+
+def fingerprints(cfg: Config, part: tuple[int, int] | None, previous: IndexMeta,
+                 tools: Tools) -> tuple[IndexMeta, Fingerprints]:
+    """The new index's meta and the fingerprints of this run's settings; what the previous index proves
+    unchanged (same model files) is taken from it instead of loading the tools."""
+    from ..augment import augment_fingerprint
+    from ..labels import LABEL_CODE_VERSION
+    from ..logmel import FEATURE_CODE_VERSION
+
+    m, norm = cfg.model, cfg.features.text_normalization
+    tok_key = files_key(tools.model_path, TOKENIZER_FILES, LABEL_CODE_VERSION, m.language, m.task, norm)
+    tok_fp = ""        # "" with a known tokenizer key: the label thread fills it in only if it must load it
+    if tok_key and previous.tokenizer_key == tok_key and previous.tokenizer_fingerprint:
+        tok_fp = previous.tokenizer_fingerprint
+    elif not tok_key:
+        tok_fp = tools.tokenizer_fingerprint()
+    feat_key = files_key(tools.model_path, FEATURE_FILES, FEATURE_CODE_VERSION)
+    if feat_key and previous.feature_key == feat_key and previous.feature_fingerprint and previous.n_mels:
+        feat_fp, n_mels = previous.feature_fingerprint, previous.n_mels
+    else:
+        feat_fp, n_mels = tools.logmel().fingerprint, tools.logmel().n_mels
+    aug_fp = augment_fingerprint(cfg.augment.transforms, cfg.augment.seed)
+    if previous.augment_fingerprint != aug_fp:
+        tools.augmenter()            # a changed chain is checked now, before any work
+    fps = Fingerprints(audio=audio_fingerprint(cfg.audio.trim_top_db, cfg.audio.peak_normalize), features=feat_fp,
+                       augment=aug_fp, labels=tok_key or tok_fp, n_variants=int(cfg.augment.variants))
+    meta = IndexMeta(n_mels=n_mels, variants=fps.n_variants, model=m.name, tokenizer_fingerprint=tok_fp,
+                     tokenizer_key=tok_key, feature_fingerprint=feat_fp, feature_key=feat_key,
+                     augment_fingerprint=aug_fp, audio_fingerprint=fps.audio, text_normalization=norm,
+                     part="" if part is None else f"{part[0]}/{part[1]}")
+    return meta, fps
+
+
+class LabelWork:
+    """Tokenizing is cheap, loading a tokenizer is not: labels run in a thread beside the audio work."""
+
+    def __init__(self, tools: Tools, todo: list[tuple[str, str]], fps: Fingerprints, tok_fp: str) -> None:
+        self.tools, self.todo, self.fps, self.tok_fp = tools, todo, fps, tok_fp
+        self.rows: list[LabelRow] = []
+        self.failures: list[tuple[str, str, str]] = []     # (clip id, reason, fingerprint)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="labels")
+        self._future: Future | None = None
+
+    def start(self) -> None:
+        self._future = self._thread.submit(self._run)
+
+    def _run(self) -> str:
+        from ..labels import LabelError, make_labels
+
+        fp = self.tok_fp or self.tools.tokenizer_fingerprint()
+        for cid, text in self.todo:
+            try:
+                lab = make_labels(text, self.tools.tokenizer(), self.tools.cfg.features.text_normalization)
+            except LabelError as err:
+                self.failures.append((cid, str(err), self.fps.label(text)))
+                continue
+            self.rows.append(LabelRow(cid, lab.ids, lab.text, self.fps.label(text)))
+        return fp
+
+    def tokenizer_fingerprint(self) -> str:
+        """Wait for the labels; -> the tokenizer's fingerprint."""
+        if self._future is None:
+            self.start()
+        return self._future.result()  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+
+
+@dataclass
+class Counts:
+    decoded: int = 0
+    computed: int = 0
+    aliased: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, result: TaskResult) -> None:
+        self.decoded += result.decoded
+        self.computed += result.computed
+        self.aliased += result.aliased
+        self.skipped += result.skipped
+
+
+def worker_settings(cfg: Config, tools: Tools, fps: Fingerprints) -> WorkerSettings:
+    tools.logmel()
+    tools.augmenter()
+    return WorkerSettings(mel_filters=tools.mel_filters,  # type: ignore[arg-type]
+                          transforms=tuple(cfg.augment.transforms), augment_seed=int(cfg.augment.seed),
+                          trim_top_db=float(cfg.audio.trim_top_db), peak_normalize=bool(cfg.audio.peak_normalize),
+                          key=stable_hex(fps.features, fps.augment, fps.audio))
+
+
+def compute(writer: CacheWriter, plan: Plan, labels: LabelWork, settings: WorkerSettings | None,
+            cfg: Config) -> Counts:
+    """Run the audio tasks and the labels; every result goes to the writer as it comes."""
+    max_bytes = max(1, int(cfg.features.shard_max_mb * 1024 * 1024))
+    counts = Counts()
+    bar = Progress(len(plan.jobs))
+    try:
+        for result in run_tasks(plan.jobs, settings, cfg.features.jobs, cfg.features.batch_clips, labels.start):
+            counts.add(result)
+            for cid, reason in result.skipped:
+                writer.skip(cid, reason, plan.audio_skip_fps[cid])
+            writer.add_feature_rows(result.rows, max_bytes)
+            writer.save()
+            bar.update(result.decoded)
+        writer.meta = replace(writer.meta, tokenizer_fingerprint=labels.tokenizer_fingerprint())
+    finally:
+        bar.close()
+        labels.close()
+    writer.add_label_rows(labels.rows, max_bytes)
+    for cid, reason, fp in labels.failures:
+        if cid in writer.clips:
+            counts.skipped.append((cid, reason))
+            writer.skip(cid, reason, fp)
+    return counts
+
+
+def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = None,
+                 echo: bool = True) -> FeaturesResult:
+    """Bring WORK/cache up to date with the manifest and config (see the module doc)."""
+    from ..models import resolve_model
+
+    started = time.perf_counter()
+    work_dir = Path(work_dir)
+    rows = read_usable_manifest(work_dir, part)
+    tools = Tools(cfg, resolve_model(cfg.model.name))
+    writer = CacheWriter(work_dir / CACHE_DIRNAME, part)
+    with writer.locked():
+        previous, note = writer.read_previous()
+        if note and echo:
+            print(f"features: {note}")
+        meta, fps = fingerprints(cfg, part, previous.meta, tools)
+        shards, dropped = writer.trusted_shards(previous)
+        plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
+        writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
+        labels = LabelWork(tools, plan.labels_todo, fps, meta.tokenizer_fingerprint)
+        settings = worker_settings(cfg, tools, fps) if plan.jobs else None
+        counts = compute(writer, plan, labels, settings, cfg)
+        final = writer.finish()
+    own_before = {c for c in previous.clips if part is None or part_of(c, part[1]) == part[0]}
+    result = FeaturesResult(
+        clips_total=rows.height, clips_cached=sum(1 for c in final.clips if c not in plan.audio_skip_fps),
+        clips_decoded=counts.decoded, variants_computed=counts.computed, variants_aliased=counts.aliased,
+        variants_reused=plan.reused, labels_computed=len(labels.rows), shards_written=writer.shards_written,
+        shards_adopted=len(plan.adopted), shards_dropped=dropped,
+        clips_removed=len(own_before - set(rows["id"].to_list())), skipped=tuple(plan.skipped + counts.skipped),
+        seconds=time.perf_counter() - started, cache_dir=writer.cache_dir)
+    result = replace(result, message=summary(result, final))
+    if echo:
+        report(result)
+    return result
+
+
+def summary(res: FeaturesResult, index: CacheIndex) -> str:
+    seconds, n_clips = res.seconds, len(index.clips)
+    if res.clips_decoded == 0:
+        variants = sum(len(e.variants) for e in index.clips.values())
+        labels = f"; {res.labels_computed} labels re-tokenized" if res.labels_computed else ""
+        return (f"features: no audio work needed: {n_clips} clips, {variants} clip-variants cached{labels} "
+                f"({seconds:.1f} s)")
+    return (f"features: {res.clips_decoded} clips decoded, {res.variants_computed} variants computed "
+            f"({res.variants_aliased} unchanged by augmentation, stored once), {res.variants_reused} reused, "
+            f"{res.labels_computed} labels; {n_clips} clips in {res.cache_dir} ({seconds:.1f} s, "
+            f"{res.clips_decoded / max(seconds, 1e-9):.1f} clips/s)")
+
+
+def report(res: FeaturesResult) -> None:
+    print(res.message)
+    if res.skipped:
+        print(f"features: skipped {len(res.skipped)} clips:")
+        for cid, reason in res.skipped:
+            print(f"  {cid}: {reason}")

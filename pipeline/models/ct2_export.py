@@ -1,0 +1,66 @@
+"""Convert a transformers Whisper checkpoint into a CTranslate2 / faster-whisper folder.
+
+What the folder gets, and the conversion pitfalls each file avoids:
+- model.bin + config.json from ctranslate2's TransformersConverter (offline, from the resolved local model).
+  config.json carries suppress_ids / suppress_ids_begin from the model's generation config and, for multilingual
+  models, the language token ids; missing values are filled from the tokenizer so CTranslate2 never sees null.
+- tokenizer.json: faster-whisper otherwise downloads openai/whisper-tiny's tokenizer from the hub (fails offline,
+  and is the wrong vocabulary for a model with added tokens).
+- preprocessor_config.json: faster-whisper reads the number of mel bins (feature_size) from it; without it a
+  128-mel model (large-v3) is fed 80-mel features. transformers 5 saves a processor's feature extractor inside
+  processor_config.json, so this file is written from the feature extractor.
+
+The reverse direction is pipeline.models.ct2_import; the `export` command (checks, verification with
+faster-whisper, replacing an earlier export) is train.inference.export.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from ..errors import ModelError
+from ..fileio import atomic_write_json
+from ..tokens import EOT, language_tokens
+from .folder import is_multilingual, read_json
+
+QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
+WHISPER_SPACE_ID = 220        # Whisper's " " token: suppressed at the start of a transcript, with <|endoftext|>
+
+
+def convert(source: str, folder: Path, quantization: str) -> None:
+    """TransformersConverter into folder (model.bin + config.json + vocabulary)."""
+    from ctranslate2.converters import TransformersConverter
+
+    try:
+        TransformersConverter(source).convert(str(folder), quantization=quantization, force=True)
+    except (OSError, ValueError, RuntimeError, NotImplementedError, KeyError) as err:
+        raise ModelError(f"cannot convert {source} to CTranslate2: {str(err).splitlines()[0] if str(err) else err!r}") from None
+
+
+def write_support_files(source: str, folder: Path, processor) -> None:
+    """tokenizer.json, preprocessor_config.json, and a complete config.json (see the module doc)."""
+    src = Path(source)
+    if (src / "tokenizer.json").is_file():
+        shutil.copyfile(src / "tokenizer.json", folder / "tokenizer.json")
+    else:
+        processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    fe = processor.feature_extractor
+    atomic_write_json(folder / "preprocessor_config.json", {
+        "feature_extractor_type": "WhisperFeatureExtractor", "feature_size": int(fe.feature_size),
+        "sampling_rate": int(fe.sampling_rate), "hop_length": int(fe.hop_length),
+        "chunk_length": int(fe.chunk_length), "n_fft": int(fe.n_fft), "n_samples": int(fe.n_samples),
+        "nb_max_frames": int(fe.nb_max_frames), "padding_side": "right", "padding_value": 0.0,
+        "return_attention_mask": False, "processor_class": "WhisperProcessor",
+    })
+
+    config_path = folder / "config.json"
+    config = read_json(config_path)
+    tok = processor.tokenizer
+    if config.get("suppress_ids") is None:
+        config["suppress_ids"] = []
+    if config.get("suppress_ids_begin") is None:
+        config["suppress_ids_begin"] = [WHISPER_SPACE_ID, tok.convert_tokens_to_ids(EOT)]
+    if is_multilingual(tok) and not config.get("lang_ids"):
+        config["lang_ids"] = sorted(language_tokens(tok.get_vocab()).values())
+    atomic_write_json(config_path, config)
