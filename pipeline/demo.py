@@ -53,7 +53,8 @@ class DemoSettings:
     examples: int = 4                   # test clips printed before/after
     seed: int = 42
     text_normalization: str = "none"    # train on the transcripts as written: Whisper's own cased, punctuated style
-    pack: bool = False                  # several clips per 30 s training window (train/packing.py)
+    pack: bool = True                   # several clips per 30 s window: 0.63x the CPU time, same goals met (README)
+    packed_batch_size: int = 2          # windows per step when packed: about 10 clips, as 8 unpacked clips
     timestamp_prob: float = 0.2         # share of training windows labelled with timestamps
 
 
@@ -113,7 +114,8 @@ def demo_config(settings: DemoSettings, work_dir: Path):
         "model.name": s.model,
         "data.group_column": "speaker",    # the CSV's split column pins every row; grouping keeps any new ones apart
         "augment.variants": s.variants, "augment.seed": s.seed, "augment.transforms": DEMO_TRANSFORMS,
-        "training.epochs": s.epochs, "training.max_steps": s.max_steps, "training.batch_size": s.batch_size,
+        "training.epochs": s.epochs, "training.max_steps": s.max_steps,
+        "training.batch_size": s.packed_batch_size if s.pack else s.batch_size,
         "training.eval_batch_size": s.eval_batch_size, "training.grad_accum": 1,
         "training.learning_rate": s.learning_rate, "training.warmup": s.warmup,
         "training.lr_scheduler": s.lr_scheduler, "training.weight_decay": s.weight_decay,
