@@ -18,7 +18,7 @@ BIN   := $(VENV)/bin
 WT    := $(BIN)/whisper-tune
 CFG    = $(if $(wildcard $(CONFIG)),--config $(CONFIG),)
 
-.PHONY: install test validate features train evaluate demo bench clean
+.PHONY: install test validate features train evaluate demo bench bench-gpu clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,12 +45,15 @@ evaluate: install
 	$(WT) evaluate --model $(OUTPUT_DIR) --baseline $(MODEL) --work $(WORK) $(CFG)
 
 demo: install
-	$(BIN)/python -m pipeline.demo --work work/demo
+	$(BIN)/python data/demo/run_demo.py --work work/demo
 
 bench: install
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/packing_bench.py
+
+bench-gpu: install
+	$(BIN)/python bench/gpu_bench.py
 
 clean:
 	rm -rf work

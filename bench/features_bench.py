@@ -26,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # helpers: the one tiny-model builder
 
 import numpy as np  # noqa: E402
 
@@ -79,14 +80,9 @@ def make_data(root: Path, n_clips: int, seconds: float) -> tuple[list[Path], lis
 
 def make_model(folder: Path, n_mels: int) -> Path:
     """A processor-only model folder (config + feature extractor + tiny.en's tokenizer): no weights needed."""
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperProcessor
+    from helpers import make_tiny_whisper
 
-    from pipeline.models import bundled_model_dir, tokenizer_from_file
-
-    tok = tokenizer_from_file(bundled_model_dir() / "tokenizer.json")
-    WhisperConfig(num_mel_bins=n_mels, vocab_size=len(tok)).save_pretrained(folder)
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=n_mels), tokenizer=tok).save_pretrained(folder)
-    return folder
+    return make_tiny_whisper(folder, n_mels=n_mels, weights=False)
 
 
 def _cpu() -> float:

@@ -35,6 +35,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # helpers.make_tiny_whisper: the one tiny-model builder
 
 import numpy as np  # noqa: E402
 
@@ -48,32 +49,10 @@ SR = 16_000
 def make_model(folder: Path, size: str, n_mels: int = 80) -> Path:
     """A randomly initialised Whisper with tiny.en's real tokenizer. size: "tiny" (whisper-tiny's shape, 39 M
     parameters) or "test" (d_model 64, one layer each side: the test suite's model)."""
-    import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor)
+    from helpers import TEST_SHAPE, TINY_EN_SHAPE, make_tiny_whisper
 
-    from pipeline.models.ct2_import import add_timestamp_tokens
-    from pipeline.models import bundled_model_dir, tokenizer_from_file
-
-    tok = tokenizer_from_file(bundled_model_dir() / "tokenizer.json")
-    add_timestamp_tokens(tok, len(tok) + 1501, bundled_model_dir())   # <|0.00|> .. <|30.00|>, as tiny.en
-    shape = {"tiny": dict(d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
-                          decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536),
-             "test": dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-                          decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)}[size]
-    sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
-    cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=n_mels, max_source_positions=1500,
-                        max_target_positions=448, decoder_start_token_id=sot, bos_token_id=tok.eos_token_id,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id, suppress_tokens=[], **shape)
-    torch.manual_seed(0)
-    model = WhisperForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(
-        decoder_start_token_id=sot, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id,
-        bos_token_id=tok.eos_token_id, no_timestamps_token_id=tok.convert_tokens_to_ids("<|notimestamps|>"),
-        is_multilingual=False, max_length=448)
-    model.save_pretrained(folder)
-    WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=n_mels), tokenizer=tok).save_pretrained(folder)
-    return folder
+    shape = {"tiny": TINY_EN_SHAPE, "test": TEST_SHAPE}[size]
+    return make_tiny_whisper(folder, n_mels=n_mels, config=shape)
 
 
 def build_real_cache(root: Path, model: Path, clips: int, seconds: float, variants: int):

@@ -73,6 +73,7 @@ def verify(path: Path | str) -> AudioInfo:
     import soundfile as sf
 
     info = probe(path)
+    check_wav_length(path, info.sample_rate)
     try:
         with sf.SoundFile(str(path)) as f:
             if info.format in FULL_DECODE_FORMATS:
@@ -103,6 +104,55 @@ def verify(path: Path | str) -> AudioInfo:
     return info
 
 
+_WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF)     # streaming writers leave the data size at 0 or -1: nothing to check
+
+
+def wav_data_frames(path: Path | str) -> tuple[int, int] | None:
+    """(frames the WAV header's data chunk declares, frames actually present), or None when not a plain WAV.
+
+    libsndfile silently shortens a WAV whose data chunk is cut off, so the header is read here directly."""
+    import struct
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block_align = 0
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                kind, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+                if kind == b"fmt ":
+                    body = f.read(min(length, 16))
+                    block_align = struct.unpack("<H", body[12:14])[0] if len(body) >= 14 else 0
+                    f.seek(length + (length & 1) - len(body), 1)
+                elif kind == b"data":
+                    if block_align <= 0 or length in _WAV_UNKNOWN_SIZES:
+                        return None
+                    return length // block_align, max(0, size - f.tell()) // block_align
+                else:
+                    f.seek(length + (length & 1), 1)
+    except (OSError, struct.error):
+        return None
+
+
+def check_wav_length(path: Path | str, sample_rate: int) -> None:
+    """AudioError when a WAV holds fewer frames than its header declares (a file cut short in a copy)."""
+    frames = wav_data_frames(path)
+    if frames is None or sample_rate <= 0:
+        return
+    declared, present = frames
+    if present < declared:
+        raise AudioError(
+            f"truncated or corrupt file: the header says {declared / sample_rate:.2f} s but only "
+            f"{present / sample_rate:.2f} s of audio data is present"
+        )
+
+
 def decode(path: Path | str) -> tuple[np.ndarray, int]:
     """Decode the whole file: (samples float32 of shape (frames, channels), sample rate)."""
     import soundfile as sf
@@ -131,6 +181,7 @@ def to_mono_16k(data: np.ndarray, sample_rate: int) -> np.ndarray:
 def load(path: Path | str) -> np.ndarray:
     """Decode to mono float32 at 16 kHz. Raises AudioError for undecodable, empty, NaN or infinite audio."""
     data, sr = decode(path)
+    check_wav_length(path, sr)
     if data.size == 0:
         raise AudioError("no audio samples")
     if not np.isfinite(data).all():
@@ -175,10 +226,25 @@ def peak_normalize(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32, copy=False)
 
 
-def prepare(samples: np.ndarray, *, top_db: float, normalize: bool) -> np.ndarray:
-    """The clean clip: trimmed, then peak-normalized. Raises AudioError when nothing audible is left."""
+# A clip whose de-meaned signal never swings further than this (peak to peak, full scale = 1.0) holds no speech:
+# 0.001 is -60 dBFS, about 33 steps of 16-bit audio, far below any recorded voice. A constant (DC) file, an
+# all-zero one and one of near silence are all rejected by it.
+SILENCE_PEAK_TO_PEAK = 1e-3
+
+
+def check_audible(samples: np.ndarray) -> None:
+    """AudioError for an all-zero, constant (DC only) or near-silent signal."""
     if samples.size == 0 or float(np.max(np.abs(samples))) == 0.0:
         raise AudioError("silent audio (all samples are zero)")
+    swing = float(np.max(samples) - np.min(samples))
+    if swing < SILENCE_PEAK_TO_PEAK:
+        raise AudioError(f"silent or constant audio: the signal varies by only {swing:.2g} peak to peak "
+                         f"(less than {SILENCE_PEAK_TO_PEAK:g}, i.e. -60 dBFS); a clip needs audible speech")
+
+
+def prepare(samples: np.ndarray, *, top_db: float, normalize: bool) -> np.ndarray:
+    """The clean clip: trimmed, then peak-normalized. Raises AudioError when nothing audible is left."""
+    check_audible(samples)
     out = trim(samples, top_db)
     if out.size == 0:
         raise AudioError(f"nothing left after trimming silence (top_db={top_db})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import types
 import typing
@@ -20,6 +21,8 @@ from typing import Any, Mapping
 from .constants import DEFAULT_MODEL
 from .errors import ConfigError
 from .fileio import atomic_write_text
+
+AUTO = "auto"                          # a setting the train stage picks from the device (train/batching.py)
 
 
 @dataclass(frozen=True)
@@ -75,9 +78,10 @@ class FeaturesConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     epochs: float = 5.0
-    batch_size: int = 4
-    eval_batch_size: int = 4
-    grad_accum: int = 16
+    batch_size: int | str = AUTO       # micro-batch per device: "auto" (fits the GPU; 4 on the CPU) or a number
+    eval_batch_size: int | str = AUTO  # generation batch at evaluation: "auto" or a number
+    grad_accum: int | str = AUTO       # "auto": effective_batch / (batch_size x devices); a number needs a batch_size
+    effective_batch: int = 64          # clips per optimizer step over all devices (the guide's 4 x 16)
     learning_rate: float = 1e-5
     warmup: float = 0.05               # < 1: share of total steps; >= 1: a step count
     lr_scheduler: str = "cosine"
@@ -87,7 +91,8 @@ class TrainingConfig:
     max_steps: int = -1                # > 0 overrides epochs
     precision: str = "auto"            # auto, bf16, fp16, fp32
     seed: int = 42
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | str = AUTO   # "auto": off when the micro-batch fits the GPU without it
+    compile: bool = False              # torch.compile the model (unmeasured here)
     freeze_encoder: bool = False
     logging_steps: int = 50
     save_total_limit: int = 2
@@ -120,9 +125,14 @@ _SECTION_TYPES = {
 }
 
 
+_SECTION_NAMES = {cls: name for name, cls in _SECTION_TYPES.items()}
+
+
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
     """Check/convert one value against its annotation (str, int, float, bool, tuple of dicts)."""
     hint = {"str": str, "int": int, "float": float, "bool": bool}.get(annotation, annotation)
+    if isinstance(hint, tuple):        # (AUTO, int) or (AUTO, bool): "auto" or a value
+        return _auto_or(value, hint[1], where)
     if hint is bool:
         if isinstance(value, bool):
             return value
@@ -159,6 +169,29 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     return tuple(dict(v) for v in value)
 
 
+def _auto_or(value: Any, inner: type, where: str) -> Any:
+    if isinstance(value, str) and value.strip().lower() in (AUTO, "on", "off"):
+        word = value.strip().lower()
+        if word == AUTO or inner is bool:
+            return AUTO if word == AUTO else word == "on"
+    try:
+        return _coerce(value, inner, where)
+    except ConfigError:
+        what = "a whole number" if inner is int else "on or off"
+        raise ConfigError(f"{where}: expected \"auto\" or {what}, got {value!r}") from None
+
+
+def _check_batch_settings(t: TrainingConfig, bad: Any) -> None:
+    for key in ("batch_size", "eval_batch_size", "grad_accum", "effective_batch"):
+        value = getattr(t, key)
+        if value != AUTO and value < 1:
+            raise bad(f"training.{key}", value, '"auto" or 1 or more' if key != "effective_batch" else "1 or more")
+    if t.batch_size == AUTO and t.grad_accum != AUTO:
+        raise bad("training.grad_accum", t.grad_accum, '"auto" while training.batch_size is "auto" (the '
+                  "accumulation is derived from training.effective_batch, --effective-batch); or give an explicit "
+                  "--batch-size with it")
+
+
 def _validate(cfg: Config, source: str) -> None:
     def bad(key: str, value: Any, expected: str) -> ConfigError:
         return ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {expected}")
@@ -181,14 +214,67 @@ def _validate(cfg: Config, source: str) -> None:
         raise bad("features.text_normalization", f.text_normalization, '"basic" or "none"')
     if t.precision not in ("auto", "bf16", "fp16", "fp32"):
         raise bad("training.precision", t.precision, "auto, bf16, fp16 or fp32")
-    if t.batch_size < 1 or t.eval_batch_size < 1 or t.grad_accum < 1:
-        raise bad("training.batch_size/eval_batch_size/grad_accum", (t.batch_size, t.eval_batch_size, t.grad_accum), "1 or more")
+    _check_batch_settings(t, bad)
     if t.learning_rate <= 0:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if not 0.0 <= t.timestamp_prob <= 1.0:
         raise bad("training.timestamp_prob", t.timestamp_prob, "a probability in [0, 1], e.g. 0.2 (--timestamp-prob)")
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')
+    for key, value, expected in _range_problems(cfg):
+        raise bad(key, value, expected)
+
+
+MAX_SEED = 2**32 - 1              # numpy and torch seeds are 32-bit
+MAX_GENERATION_TOKENS = 448       # Whisper's decoder positions
+
+
+def _range_problems(cfg: Config) -> list[tuple[str, Any, str]]:
+    """Every numeric setting outside its meaningful range: (key, value, what is expected), flags and TOML alike."""
+    d, a, g, f, t = cfg.data, cfg.audio, cfg.augment, cfg.features, cfg.training
+    checks = [
+        ("data.seed", d.seed, 0 <= d.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}"),
+        ("data.min_text_chars", d.min_text_chars, d.min_text_chars >= 0, "0 or more"),
+        ("audio.trim_top_db", a.trim_top_db, a.trim_top_db >= 0, "0 (no trim) or a positive dB value, e.g. 30"),
+        ("augment.seed", g.seed, 0 <= g.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED}"),
+        ("features.shard_max_mb", f.shard_max_mb, f.shard_max_mb > 0, "a positive size in MB, e.g. 64"),
+        ("features.jobs", f.jobs, f.jobs >= 0, "0 (all cores) or a positive number of workers (--jobs)"),
+        ("features.batch_clips", f.batch_clips, f.batch_clips >= 1, "1 or more clips per worker task"),
+        ("training.epochs", t.epochs, t.epochs > 0, "a positive number of epochs, e.g. 5 (--epochs)"),
+        ("training.warmup", t.warmup, t.warmup >= 0, "0 or more: a share of the steps below 1, else a step count"
+                                                     " (--warmup)"),
+        ("training.weight_decay", t.weight_decay, t.weight_decay >= 0, "0 or more, e.g. 0.01 (--weight-decay)"),
+        ("training.early_stopping_patience", t.early_stopping_patience, t.early_stopping_patience >= 0,
+         "0 (off) or more evaluations (--early-stopping-patience)"),
+        ("training.generation_max_length", t.generation_max_length,
+         1 <= t.generation_max_length <= MAX_GENERATION_TOKENS,
+         f"1 to {MAX_GENERATION_TOKENS} tokens (--generation-max-length)"),
+        ("training.max_steps", t.max_steps, t.max_steps == -1 or t.max_steps >= 1,
+         "-1 (train for --epochs) or a positive step count (--max-steps)"),
+        ("training.seed", t.seed, 0 <= t.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED} (--seed)"),
+        ("training.logging_steps", t.logging_steps, t.logging_steps >= 1, "1 or more steps (--logging-steps)"),
+        ("training.save_total_limit", t.save_total_limit, t.save_total_limit >= 1,
+         "1 or more checkpoints kept (--save-total-limit)"),
+        ("training.dataloader_workers", t.dataloader_workers, t.dataloader_workers >= 0,
+         "0 (load in the training process) or more worker processes (--dataloader-workers)"),
+        ("training.eval_max_clips", t.eval_max_clips, t.eval_max_clips >= 0, "0 (all) or more clips (--eval-max-clips)"),
+    ]
+    for section in (d, a, g, f, t):                     # nan and inf pass every comparison above unnoticed
+        for item in dataclasses.fields(section):
+            value = getattr(section, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                key = f"{_SECTION_NAMES[type(section)]}.{item.name}"
+                checks.insert(0, (key, value, False, "a finite number"))
+    return [(key, value, expected) for key, value, ok, expected in checks if not ok]
+
+
+def check_output_folder(path: Path | str, flag: str) -> Path:
+    """A folder a stage writes into: it may exist as a folder or not at all, never as a file."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"{flag} {p} is an existing file; expected a folder (a new one or an existing one): "
+                          f"choose another {flag}")
+    return p
 
 
 def _build(raw: Mapping[str, Any], source: str) -> Config:
@@ -223,6 +309,10 @@ def _simple_hint(hint: Any) -> Any:
     if origin is tuple:
         return tuple
     if isinstance(hint, types.UnionType):
+        members = set(typing.get_args(hint))
+        for inner in (bool, int):
+            if members == {inner, str}:
+                return (AUTO, inner)
         return str
     return hint
 

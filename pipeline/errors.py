@@ -41,3 +41,21 @@ class ModelError(WhisperTuneError):
 
 class DiskFullError(WhisperTuneError):
     """The disk filled up during a write; the message names the folder. Work already written is kept."""
+
+
+_WORKER_TRACEBACK = "Original Traceback (most recent call last):"
+
+
+def worker_message(text: str) -> str:
+    """The error's own line when torch's DataLoader re-raised it from a worker with the worker's traceback."""
+    if _WORKER_TRACEBACK not in text:
+        return text
+    last = [line for line in text.splitlines() if line.strip()][-1].strip()
+    name, sep, message = last.partition(": ")
+    return message if sep and "." in name and " " not in name else last
+
+
+def one_line(err: WhisperTuneError) -> WhisperTuneError:
+    """The same error with a worker's traceback stripped from its message (the same object when there is none)."""
+    text = worker_message(str(err))
+    return err if text == str(err) else type(err)(text)

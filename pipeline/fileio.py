@@ -37,8 +37,38 @@ def disk_full(err: OSError, folder: Path, needed_bytes: int | None = None) -> Di
                          f"folder elsewhere) and re-run: work already written is kept")
 
 
+# How libraries that do not raise OSError report a full disk: polars (ComputeError), safetensors (SafetensorError),
+# torch.save (RuntimeError from its zip writer, which loses the errno: a short write shows as "unexpected pos").
+_DISK_FULL_TEXTS = ("no space left on device", "os error 28", "errno 28", "disk quota exceeded",
+                    "file write failed", "unexpected pos")
+
+
 def is_disk_full(err: BaseException) -> bool:
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    """True for ENOSPC/EDQUOT, also when wrapped (__cause__/__context__) or reported as text by a library."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        known_errno = isinstance(current, OSError) and current.errno is not None
+        if not known_errno and any(t in str(current).lower() for t in _DISK_FULL_TEXTS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextmanager
+def disk_full_as_error(folder: Path | str, needed_bytes: int | None = None) -> Iterator[None]:
+    """Turn a full disk inside the block (from any library) into one DiskFullError naming `folder`."""
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as err:
+        if is_disk_full(err):
+            raise disk_full(err, Path(folder), needed_bytes) from None
+        raise
 
 
 @contextmanager

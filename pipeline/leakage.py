@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .hashing import file_digest
-from .text import normalize_text
+from .text import normalize_text, one_line
 
 HELD_OUT = ("test", "validation")
 EXAMPLES = 3
@@ -115,11 +115,6 @@ def find_leaks(*, texts: Sequence[str], paths: Sequence[str], splits: Sequence[s
     )
 
 
-def _one_line(text: str, limit: int = 70) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
 def format_leakage(report: LeakageReport) -> list[str]:
     """Summary lines: counts per held-out split, a few examples, and what they do to the test number."""
     r = report
@@ -135,7 +130,7 @@ def format_leakage(report: LeakageReport) -> list[str]:
                      f"(normalized text); {r.same_audio[s]} have the same audio bytes as a train clip")
         for kind, shown in (("same text", r.text_examples.get(s, ())), ("same audio", r.audio_examples.get(s, ()))):
             for ex in shown:
-                lines.append(f"      {kind}: row {ex.csv_row} (train row {ex.train_row}): {_one_line(ex.text)}")
+                lines.append(f"      {kind}: row {ex.csv_row} (train row {ex.train_row}): {one_line(ex.text, 70)}")
     lines.append("    the model trains on these sentences, so its WER on them measures memory and makes the test "
                  "number look better than on new speech; `evaluate` also reports the WER on the clips whose text "
                  "is not in train (manifest columns text_in_train, audio_in_train)")

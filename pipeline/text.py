@@ -33,3 +33,9 @@ def normalize_text(text: str, mode: str = "basic") -> str:
         else:
             out.append(" ")
     return " ".join("".join(out).split())
+
+
+def one_line(text: str, limit: int) -> str:
+    """`text` on one line (whitespace runs become one space), cut to `limit` characters with "..."."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."

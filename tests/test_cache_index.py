@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cache_builders import synthetic
+from helpers import synthetic
 from pipeline.cache import (INDEX_VERSION, CacheIndex, ClipEntry, IndexMeta, RowRef, ShardInfo, SkipEntry,
                             SourceRecord, load_index, load_merged_index, save_index, write_examples)
 from pipeline.errors import CacheError

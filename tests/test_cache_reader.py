@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cache_builders import synthetic as _examples
+from helpers import synthetic as _examples
 from pipeline.cache import (LABEL_KIND, CacheIndex, ClipEntry, FeatureCache, IndexMeta, RowRef, open_cache,
                             save_index, write_examples)
 from pipeline.constants import N_FRAMES

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cache_builders import features_config, flip_bytes, make_work, run, snapshot
+from helpers import features_config, flip_bytes, make_work, run, snapshot
 from pipeline.cache import CacheError, load_index, open_cache
 from pipeline.cache.index import quote
 from pipeline.cli import app

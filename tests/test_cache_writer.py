@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cache_builders import flip_bytes, synthetic
+from helpers import flip_bytes, synthetic
 from pipeline.cache import (CacheIndex, CacheWriter, ClipEntry, IndexMeta, LabelRow, load_index, open_cache,
                             write_examples)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from pipeline.cli import app
 from pipeline.manifest import read_manifest
 

@@ -15,7 +15,7 @@ def test_defaults_are_the_guides_values():
     assert noise == {"name": "AddGaussianNoise", "p": 0.2, "min_amplitude": 0.0005, "max_amplitude": 0.003}
     assert gain == {"name": "Gain", "p": 0.2, "min_gain_db": -2.0, "max_gain_db": 2.0}
     t = cfg.training
-    assert (t.epochs, t.batch_size, t.grad_accum, t.learning_rate) == (5, 4, 16, 1e-5)
+    assert (t.epochs, t.effective_batch, t.batch_size, t.grad_accum, t.learning_rate) == (5, 64, "auto", "auto", 1e-5)
     assert (t.warmup, t.lr_scheduler, t.weight_decay) == (0.05, "cosine", 0.01)
     assert (t.early_stopping_patience, t.generation_max_length) == (3, 128)
     assert cfg.model.name == "openai/whisper-small.en"

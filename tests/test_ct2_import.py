@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ctranslate2 = pytest.importorskip("ctranslate2")
 torch = pytest.importorskip("torch")
 
+from helpers import tiny_whisper  # noqa: E402
 from pipeline.models import ct2_import  # noqa: E402
 from pipeline.errors import ModelError  # noqa: E402
 from pipeline.models import bundled_model_dir, is_multilingual, resolve_model, tokenizer_from_file  # noqa: E402
@@ -43,37 +44,25 @@ def multilingual_tokenizer_json(dst: Path) -> Path:
 
 def make_hf_whisper(folder: Path, n_mels: int, multilingual: bool, seed: int = 0) -> Path:
     """A tiny random transformers Whisper (2+2 layers) with a complete Whisper tokenizer and generation config."""
-    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
-
     tok_json = bundled_model_dir() / "tokenizer.json"
     if multilingual:
         tok_json = multilingual_tokenizer_json(folder.parent / f"{folder.name}-tokenizer" / "tokenizer.json")
     tok = tokenizer_from_file(tok_json)
     ct2_import.add_timestamp_tokens(tok, len(tok) + N_TIMESTAMPS, folder)
     ids = tok.convert_tokens_to_ids
-    torch.manual_seed(seed)
-    cfg = WhisperConfig(
-        vocab_size=len(tok), num_mel_bins=n_mels, d_model=64, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=96, decoder_ffn_dim=128,
-        max_source_positions=1500, max_target_positions=64,
-        decoder_start_token_id=ids("<|startoftranscript|>"), bos_token_id=ids("<|startoftranscript|>"),
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id,
-    )
-    model = WhisperForConditionalGeneration(cfg)
+    config = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4, decoder_attention_heads=4,
+                  encoder_ffn_dim=96, decoder_ffn_dim=128, max_target_positions=64,
+                  bos_token_id=ids("<|startoftranscript|>"))
+    gen = dict(suppress_tokens=[1, 2, 7, 8, 9], begin_suppress_tokens=[220, tok.eos_token_id],
+               alignment_heads=[[1, 0], [1, 3]])
+    if multilingual:
+        gen["lang_to_id"] = {t: ids(t) for t in ("<|en|>", "<|zh|>", "<|de|>", "<|fr|>", "<|ar|>")}
+        gen["task_to_id"] = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
+    model = tiny_whisper(tok, n_mels=n_mels, seed=seed, multilingual=multilingual, config=config, generation=gen)
     with torch.no_grad():  # make every layer norm distinct, so nothing is trivially ones/zeros
         for name, p in model.named_parameters():
             if "layer_norm" in name:
                 p.add_(0.1 * torch.randn_like(p))
-    gen = dict(
-        decoder_start_token_id=cfg.decoder_start_token_id, eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id,
-        bos_token_id=cfg.bos_token_id, no_timestamps_token_id=ids("<|notimestamps|>"), is_multilingual=multilingual,
-        suppress_tokens=[1, 2, 7, 8, 9], begin_suppress_tokens=[220, tok.eos_token_id], alignment_heads=[[1, 0], [1, 3]],
-        max_length=64,
-    )
-    if multilingual:
-        gen["lang_to_id"] = {t: ids(t) for t in ("<|en|>", "<|zh|>", "<|de|>", "<|fr|>", "<|ar|>")}
-        gen["task_to_id"] = {"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")}
-    model.generation_config = GenerationConfig(**gen)
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder

@@ -9,7 +9,7 @@ from pipeline.models import load_processor
 from pipeline.tokens import SOT
 from train.data import (FLOOR_KEY, FRAMES_KEY, LABEL_PAD, Collator, EpochSampler, EvalDataset, TrainDataset,
                         _expand_torch, dense_features, scheduled_variant)
-from train_cache import build_cache
+from helpers import build_cache
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import torch.distributed as dist
 
 from train.data import TRACE_ENV
-from train_cache import build_cache
+from helpers import build_cache
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")

@@ -166,33 +166,16 @@ def test_random_model_both_mel_sizes(tiny_model, tiny_model_128, noise_work):
         ev.run_evaluate(model=str(tiny_model_128), work_dir=noise_work, cfg=load_config(), max_new_tokens=3)
 
 
-LEAN_SITECUSTOMIZE = """
-import importlib.abc, sys
-BLOCKED = ("librosa", "audiomentations", "pipeline.audio", "pipeline.augment", "pipeline.logmel",
-           "pipeline.featurize")
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED[:2] or name in BLOCKED[2:]:
-            raise ModuleNotFoundError(f"blocked: evaluate must not import {name}", name=name)
-sys.meta_path.insert(0, Block())
-"""
-
-
 def test_evaluate_runs_without_audio_libraries(tiny_model, noise_work, tmp_path):
     """evaluate reads the cache only: it works in a process where librosa, audiomentations and the audio
     modules of pipeline/ cannot be imported."""
-    import os
-    import subprocess
-    import sys
+    from helpers import blocked_python, import_blocker
 
-    blockers = tmp_path / "blockers"
-    blockers.mkdir()
-    (blockers / "sitecustomize.py").write_text(LEAN_SITECUSTOMIZE)
+    blockers = import_blocker(tmp_path / "blockers")
     code = ("from pathlib import Path; from pipeline.config import load_config; from train.inference.evaluate import run_evaluate; "
             f"r = run_evaluate(model={str(tiny_model)!r}, work_dir=Path({str(noise_work)!r}), cfg=load_config(), "
             "max_new_tokens=2, worst=0); print('clips', r.scores.clips)")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(blockers), os.getcwd()])}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    proc = blocked_python(["-c", code], blockers)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "clips 3" in proc.stdout
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import espeak_available, speak
+from helpers import espeak_available, speak
 from pipeline.cli import app
 from pipeline.errors import ConfigError
 from train.inference import export as ex
@@ -59,6 +59,7 @@ def test_bad_flags_are_one_line_errors(tmp_path, args, message):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 def test_tiny_en_round_trip_float32_and_int8(tmp_path):
     """evaluate on one cache: the float32 export (CTranslate2, as faster-whisper runs it) decodes every clip

@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from cache_builders import features_config as config
-from cache_builders import flip_bytes, make_work, manifest_row as _row, run, shard_bytes, snapshot
-from conftest import tone, write_audio
+from helpers import features_config as config
+from helpers import flip_bytes, make_work, manifest_row as _row, run, shard_bytes, snapshot
+from helpers import tone, write_audio
 from pipeline.cache import CacheError, CacheLock, open_cache
 from pipeline.cache.shard import KILL_HOOK_ENV
 from pipeline.config import load_config

@@ -6,7 +6,7 @@ import shutil
 
 import polars as pl
 
-from conftest import tone, write_audio
+from helpers import tone, write_audio
 from pipeline.config import load_config
 from pipeline.leakage import find_leaks, text_in_train
 from pipeline.manifest import COLUMNS, read_manifest, write_manifest

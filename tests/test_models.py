@@ -10,7 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from conftest import espeak_available, speak  # noqa: E402
+from helpers import espeak_available, speak  # noqa: E402
 from pipeline.constants import BUNDLED_MODEL, N_SAMPLES, SAMPLE_RATE_HZ  # noqa: E402
 from pipeline.errors import ModelError  # noqa: E402
 from pipeline.models import (bundled_model_dir, is_multilingual, load_processor, resolve_model,  # noqa: E402
@@ -23,7 +23,12 @@ def test_local_transformers_folder_resolves_to_itself(tiny_model):
     assert resolve_model(str(tiny_model)) == str(tiny_model)
 
 
-def test_hub_id_passes_through():
+def test_hub_id_passes_through_when_the_hub_is_reachable(monkeypatch):
+    import pipeline.models.hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(pipeline.models.hub, "reach", lambda endpoint: None)      # as if the network were up
     assert resolve_model("openai/whisper-small.en") == "openai/whisper-small.en"
 
 
@@ -83,6 +88,7 @@ def load_30s(path: Path) -> np.ndarray:
     return np.pad(audio, (0, N_SAMPLES - audio.size)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_imported_tiny_en_transcribes_like_faster_whisper(tmp_path):
     faster_whisper = pytest.importorskip("faster_whisper")
     import torch

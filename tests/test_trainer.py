@@ -9,7 +9,7 @@ from pipeline.errors import CacheError, ConfigError
 from train.data import TRACE_ENV
 from train.model import choose_precision
 from train.trainer import StepPlan, run_train
-from train_cache import build_cache
+from helpers import build_cache
 
 
 def _cfg(model, **training):
@@ -32,7 +32,7 @@ def work(tiny_model, tmp_path_factory):
 def trained(work, tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
         result = run_train(work_dir=work, output_dir=out,
                            cfg=_cfg(tiny_model, gradient_checkpointing=True, batch_size=1, grad_accum=2))
     return out, result, err.getvalue()
@@ -141,6 +141,12 @@ def test_few_steps_warning():
 def test_few_steps_warning_is_printed(trained):
     message = "warning: this run makes only 6 optimizer step(s) (4 train clips / effective batch 2 (batch 1 x grad-accum 2"
     assert message in trained[2]
+
+
+def test_the_batch_choice_is_logged(trained):
+    assert "batch: micro-batch 1 x grad-accum 2 x 1 device(s) = effective batch 2, gradient checkpointing on" in trained[2]
+    metrics = json.loads((trained[0] / "metrics.json").read_text())
+    assert (metrics["micro_batch"], metrics["grad_accum"], metrics["effective_batch"]) == (1, 2, 2)
 
 
 def test_precision_follows_the_hardware():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import espeak_available, speak, tone, write_audio
+from helpers import espeak_available, speak, tone, write_audio
 from train.inference import transcribe as tr
 from pipeline.cli import app
 from pipeline.config import load_config
@@ -112,6 +112,7 @@ def test_random_model_long_and_short_clips_and_a_bad_one(tiny_model, tmp_path, c
     assert capsys.readouterr().out.startswith(f"{files[1]}\t")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
 def test_tiny_en_wav_mp3_flac_and_a_45_second_file(tmp_path):
     from pipeline.audio import load

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from conftest import espeak_available, speak, tone, write_audio
+from helpers import espeak_available, speak, tone, write_audio
 from pipeline.config import load_config
 from pipeline.errors import CsvError, ModelError
 from pipeline.manifest import COLUMNS, read_manifest

@@ -248,13 +248,13 @@ class WindowDataset(_ReopensCache, Dataset):
 
 
 def training_dataset(cache: CacheReader, tokenizer, *, seed: int, pack: bool, timestamp_prob: float,
-                     planned_epochs: int, vocab_size: int) -> Dataset:
+                     planned_epochs: int, vocab_size: int | None = None) -> Dataset:
     """The train-split dataset for these settings (see the module doc). ConfigError when timestamps are asked
-    for but the model's vocabulary (vocab_size) ends before <|30.00|>."""
+    for but the model's vocabulary (vocab_size, when given) ends before <|30.00|>."""
     if not pack and timestamp_prob <= 0:
         return TrainDataset(cache, seed=seed)
     tokens = LabelTokens.from_tokenizer(tokenizer)
-    if timestamp_prob > 0 and tokens.timestamp(30.0) >= vocab_size:
+    if timestamp_prob > 0 and vocab_size is not None and tokens.timestamp(30.0) >= vocab_size:
         raise ConfigError(f"training.timestamp_prob = {timestamp_prob:g} but the model's vocabulary has "
                           f"{vocab_size} tokens, no timestamp tokens after <|notimestamps|> "
                           f"({tokens.no_timestamps}); train with --timestamp-prob 0")

@@ -25,16 +25,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import Config, save_config
+from pipeline.config import Config, check_output_folder, save_config
+from pipeline.coverage import uncached_note
 from pipeline.errors import CacheError, ConfigError
 from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.models import load_processor, resolve_model, token_id
 from pipeline.tokens import SOT
 
+from .batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
+from .checkpoints import complete_marker_callback, plan_start
 from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
 from .model import Precision, choose_precision, load_model
 from .packing import describe_windows, planned_epochs, training_dataset
+from .release import training_session
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
 CONFIG_NAME = "whisper-tune.toml"
@@ -77,6 +81,7 @@ class StepPlan:
     world_size: int
     epochs: float
     max_steps: int
+    derived: bool = False        # micro-batch and accumulation derived from training.effective_batch
 
     @property
     def effective_batch(self) -> int:
@@ -102,7 +107,8 @@ class StepPlan:
                f"(batch {self.batch_size} x grad-accum {self.grad_accum} x {self.world_size} device(s)) = "
                f"{self.steps_per_epoch} step(s) per epoch x {self.epochs:g} epoch(s)")
         fix = ("raise --max-steps" if self.max_steps > 0 else
-               f"lower --grad-accum (now {self.grad_accum}) or --batch-size, or raise --epochs, or add clips")
+               f"lower --effective-batch (now {self.effective_batch}), or raise --epochs, or add clips" if self.derived
+               else f"lower --grad-accum (now {self.grad_accum}) or --batch-size, or raise --epochs, or add clips")
         return (f"warning: this run makes only {self.total_steps} optimizer step(s) ({how}); warmup and the "
                 f"learning-rate schedule need at least {FEW_STEPS} to mean much. To get more: {fix}.")
 
@@ -218,8 +224,9 @@ def _check_cache_fits(cache, model_cfg, tokenizer, model_name: str, cache_dir: P
         )
 
 
-def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
-    """Seq2SeqTrainingArguments with the guide's settings, taken from cfg.training."""
+def training_arguments(cfg: Config, output_dir: Path, precision: Precision, batch: BatchChoice | None = None):
+    """Seq2SeqTrainingArguments with the guide's settings, taken from cfg.training; batch sizes from `batch`
+    (default: the choice without a device probe)."""
     from transformers import Seq2SeqTrainingArguments
 
     from transformers.trainer_utils import SchedulerType
@@ -230,11 +237,12 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
         raise ConfigError(f"training.lr_scheduler = {t.lr_scheduler!r} is not a schedule transformers knows; "
                           f"use one of {', '.join(known)} (--lr-scheduler)")
     warmup: float | int = t.warmup if t.warmup < 1 else int(t.warmup)
+    batch = batch or choose_batch(BatchRequest.of(t, 1))
     return Seq2SeqTrainingArguments(
         output_dir=str(output_dir),
-        per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size,
-        gradient_accumulation_steps=t.grad_accum,
+        per_device_train_batch_size=batch.micro_batch,
+        per_device_eval_batch_size=batch.eval_batch,
+        gradient_accumulation_steps=batch.grad_accum,
         learning_rate=t.learning_rate,
         warmup_steps=warmup,
         num_train_epochs=t.epochs,
@@ -258,60 +266,57 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision):
         dataloader_num_workers=t.dataloader_workers,
         dataloader_pin_memory=torch.cuda.is_available(),
         dataloader_persistent_workers=t.dataloader_workers > 0,
+        **fast_path_args(torch.cuda.is_available() and not precision.use_cpu, t.compile),
         **precision.training_args(),
     )
-
-
-def _checkpoints(output_dir: Path) -> list[Path]:
-    return sorted(output_dir.glob("checkpoint-*")) if output_dir.is_dir() else []
 
 
 def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = False) -> TrainResult:
     """Fine-tune cfg.model.name on WORK/cache and write the model and reports to output_dir."""
     from transformers import EarlyStoppingCallback
-    from transformers.trainer_utils import get_last_checkpoint
 
     from pipeline.cache import CACHE_DIRNAME, open_cache
 
     t = cfg.training
-    work_dir, output_dir = Path(work_dir), Path(output_dir)
+    work_dir, output_dir = Path(work_dir), check_output_folder(output_dir, "--output-dir")
     cache = open_cache(work_dir)
     cache_dir = work_dir / CACHE_DIRNAME
     train_set = TrainDataset(cache, seed=t.seed)
     eval_split = "validation" if cache.clip_ids("validation") else "test"
     eval_set = EvalDataset(cache, split=eval_split, max_clips=t.eval_max_clips)
+    uncached = uncached_note(work_dir, cache, "train")
     if len(train_set) == 0:
-        raise CacheError(f"the cache in {cache_dir} has no train clip; check the manifest's split column "
-                         "and re-run `whisper-tune validate` and `whisper-tune features`")
+        raise CacheError(uncached or f"the cache in {cache_dir} has no train clip; check the manifest's split "
+                         "column and re-run `whisper-tune validate` and `whisper-tune features`")
+    if uncached:
+        _warn(f"warning: {uncached}")
     if len(eval_set) == 0:
         raise CacheError(f"the cache in {cache_dir} has no test clip to evaluate on; re-run `whisper-tune "
                          "validate` with --test-share above 0 (e.g. 0.1), then `whisper-tune features`")
 
-    resume_from: str | None = None
-    if resume:
-        resume_from = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-        if resume_from is None:
-            raise ConfigError(f"--resume: {output_dir} holds no checkpoint-* folder to continue from; "
-                              "run without --resume to start a new training")
-    elif _checkpoints(output_dir):
-        raise ConfigError(f"{output_dir} already holds checkpoints of an earlier run; pass --resume to continue "
-                          "it, or choose another --output-dir (or delete its checkpoint-* folders) to start over")
+    start = plan_start(output_dir, resume=resume)      # the newest complete checkpoint; partial ones set aside
+    resume_from = str(start) if start is not None else None
 
     resolved = resolve_model(cfg.model.name)
     processor = load_processor(resolved, cfg.model.language, cfg.model.task)
     tokenizer = processor.tokenizer
     model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
-                       gradient_checkpointing=t.gradient_checkpointing, freeze_encoder=t.freeze_encoder)
+                       gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)
     _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, cache_dir)
     train_set = training_dataset(cache, tokenizer, seed=t.seed, pack=t.pack, timestamp_prob=t.timestamp_prob,
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
                                  vocab_size=model.config.vocab_size)
     precision = choose_precision(t.precision)
 
-    args = training_arguments(cfg, output_dir, precision)
-    plan = StepPlan(len(train_set), t.batch_size, t.grad_accum, max(1, args.world_size), t.epochs, t.max_steps)
+    batch = plan_batch(t, model, cache, train_set.clip_ids, precision)   # probes the GPU; sets checkpointing
+    args = training_arguments(cfg, output_dir, precision, batch)
+    plan = StepPlan(len(train_set), batch.micro_batch, batch.grad_accum, max(1, args.world_size), t.epochs,
+                    t.max_steps, derived=t.batch_size == "auto")
     main = args.process_index == 0
     if main:
+        print(batch.describe(), flush=True)
+        if batch.note:
+            _warn(batch.note)
         print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
               f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
         print(describe_windows(train_set), flush=True)
@@ -321,7 +326,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
 
     CacheTrainer, EpochCallback = _training_classes()
     epoch_callback = EpochCallback()
-    callbacks: list[Any] = [epoch_callback]
+    callbacks: list[Any] = [epoch_callback, complete_marker_callback()]
     if t.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = CacheTrainer(
@@ -335,10 +340,10 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         callbacks=callbacks,
     )
     epoch_callback.trainer = trainer
-    trainer.train(resume_from_checkpoint=resume_from)
-
-    trainer.model.config.use_cache = True          # the saved model is for inference
-    trainer.save_model(str(output_dir))
+    with training_session(trainer, output_dir):    # one-line errors; workers and GPU memory released on exit
+        trainer.train(resume_from_checkpoint=resume_from)
+        trainer.model.config.use_cache = True      # the saved model is for inference
+        trainer.save_model(str(output_dir))
     records = epoch_records(trainer.state.log_history)
     state = trainer.state
     best = min(records, key=lambda r: r.wer) if records else None
@@ -397,6 +402,8 @@ def write_metrics(path: Path, result: TrainResult, log_history: list[dict[str, A
         "eval_clips": result.eval_clips,
         "eval_split": result.eval_split,
         "effective_batch": plan.effective_batch,
+        "micro_batch": plan.batch_size,
+        "grad_accum": plan.grad_accum,
     }
     atomic_write_json(path, doc)
 

@@ -19,7 +19,7 @@ from ..constants import SAMPLE_RATE_HZ
 from ..errors import ConfigError, ManifestError
 from ..hashing import stable_hex, stable_int
 
-AUDIO_CODE_VERSION = "audio-1"
+AUDIO_CODE_VERSION = "audio-2"   # audio-2: cut-short WAVs and constant or near-silent clips are refused
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
                    "special_tokens_map.json", "normalizer.json", "config.json", "generation_config.json")
 FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")

@@ -37,11 +37,16 @@ def tokenizer_from_file(tokenizer_json: Path):
 
     if not tokenizer_json.is_file():
         raise ModelError(f"{tokenizer_json.parent} has no tokenizer.json; a Whisper tokenizer is needed next to model.bin")
-    return WhisperTokenizerFast(
-        tokenizer_file=str(tokenizer_json),
-        bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
-        model_max_length=1024,
-    )
+    try:
+        return WhisperTokenizerFast(
+            tokenizer_file=str(tokenizer_json),
+            bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
+            model_max_length=1024,
+        )
+    except Exception as err:  # the tokenizers library raises a bare Exception for a file it cannot parse
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        raise ModelError(f"{tokenizer_json} is not a usable Whisper tokenizer ({first}); copy the tokenizer.json "
+                         "that came with the model next to model.bin") from None
 
 
 def is_multilingual(tokenizer) -> bool:

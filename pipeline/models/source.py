@@ -52,7 +52,9 @@ def resolve_model(spec: str) -> str:
             "or a CTranslate2 folder (model.bin, config.json, tokenizer.json)"
         )
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        return spec  # hub id; transformers reports network problems itself
+        from .hub import hub_source
+
+        return hub_source(spec)  # the id, or its cached snapshot when offline; fails at once without network
     raise ModelError(f"--model {spec}: no such folder, and not a hub id like openai/whisper-small.en")
 
 

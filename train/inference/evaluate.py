@@ -11,6 +11,7 @@ Scores, all in percent:
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -229,6 +230,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     """Score `model` (and `baseline`) on the clean variant of every cached clip of `split`; print the table,
     write `json_path` / `report_path` when given. max_new_tokens: per clip (default: the decoder's whole context)."""
     from pipeline.cache import CACHE_DIRNAME, open_cache
+    from pipeline.coverage import uncached_note
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
@@ -236,6 +238,11 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
         raise ConfigError(f"--split {split}: expected {', '.join(SPLITS)}")
     cache = open_cache(Path(work_dir))
     clip_ids = sorted(cache.clip_ids(split))
+    uncached = uncached_note(work_dir, cache, split)      # an interrupted features run
+    if uncached and not clip_ids:
+        raise CacheError(uncached)
+    if uncached:
+        print(f"warning: {uncached}", file=sys.stderr, flush=True)
     if not clip_ids:
         others = [s for s in SPLITS if s != split and cache.clip_ids(s)]
         share = "data.validation_share" if split == "validation" else "data.test_share"

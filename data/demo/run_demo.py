@@ -1,6 +1,6 @@
 """`make demo`: the whole job on the bundled data, showing that fine-tuning helps.
 
-    python -m pipeline.demo --work work/demo
+    python data/demo/run_demo.py --work work/demo
 
 Runs the real stages, in order, on data/demo/ (clinical pharmacology dictation that Whisper tiny.en mis-hears):
 import the bundled tiny.en, validate, featurize, score the base model on the held-out test split (voices and
@@ -10,12 +10,13 @@ example transcripts. A dozen everyday sentences (no jargon) are scored before an
 model did not forget ordinary English.
 
 Outputs under WORK: domain/ (manifest, cache), everyday/ (same), model/ (the fine-tuned model), and summary.json.
+It uses only the stages' public functions (the same ones the `whisper-tune` commands call), and runs the code of
+the checkout it lies in.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,10 +25,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .constants import BUNDLED_MODEL
-from .errors import WhisperTuneError
+DEFAULT_DATA = Path(__file__).resolve().parent
+REPO_ROOT = DEFAULT_DATA.parent.parent
+if str(REPO_ROOT) not in sys.path:  # run this checkout's code, installed or not
+    sys.path.insert(0, str(REPO_ROOT))
 
-DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "demo"
+from pipeline.config import load_config  # noqa: E402
+from pipeline.constants import BUNDLED_MODEL  # noqa: E402
+from pipeline.errors import WhisperTuneError  # noqa: E402
+from pipeline.fileio import atomic_write_json  # noqa: E402
+
 DOMAIN_CSV = "final_generated_dataset.csv"
 EVERYDAY_CSV = "everyday.csv"
 SUMMARY = "summary.json"
@@ -105,10 +112,8 @@ class DemoResult:
         return out
 
 
-def demo_config(settings: DemoSettings, work_dir: Path):
+def demo_config(settings: DemoSettings):
     """The stages' Config for the demo (every other setting is the default)."""
-    from .config import load_config
-
     s = settings
     return load_config(None, {
         "model.name": s.model,
@@ -159,8 +164,8 @@ def check_data(data_dir: Path) -> tuple[Path, Path | None]:
 
 
 def _validate_and_featurize(csv_path: Path, work_dir: Path, cfg) -> None:
-    from .featurize import run_features
-    from .validate import run_validate
+    from pipeline.featurize import run_features
+    from pipeline.validate import run_validate
 
     result = run_validate(csv_path=csv_path, work_dir=work_dir, cfg=cfg, use_model=True)
     if result.kept == 0:
@@ -178,7 +183,7 @@ def _score(model: str, work_dir: Path, cfg, settings: DemoSettings):
 def _longform(domain_dir: Path, work_dir: Path, cfg, base: str, tuned: Path) -> dict[str, Any]:
     from train.inference.longform import demo_longform
 
-    from .manifest import read_manifest, usable
+    from pipeline.manifest import read_manifest, usable
 
     rows = usable(read_manifest(domain_dir), "test").to_dicts()
     return demo_longform(rows, work_dir, cfg, {"base": base, "fine-tuned": str(tuned)})
@@ -191,14 +196,13 @@ def _scores(result) -> Scores:
 
 def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSettings = DemoSettings()) -> DemoResult:
     """Run every stage on the demo data and return (and print) the before/after numbers."""
+    from pipeline.models import resolve_model
     from train.trainer import run_train
-
-    from .models import resolve_model
 
     work_dir = Path(work_dir)
     domain_csv, everyday_csv = check_data(Path(data_dir))
     domain_dir, everyday_dir, model_dir = work_dir / "domain", work_dir / "everyday", work_dir / "model"
-    cfg = demo_config(settings, work_dir)
+    cfg = demo_config(settings)
     clock = Clock()
     total_start = time.perf_counter()
 
@@ -206,7 +210,7 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSet
     print(f"base model: {base}")
     clock.run("validate + features (domain)", lambda: _validate_and_featurize(domain_csv, domain_dir, cfg))
     if everyday_csv is not None:
-        clean_only = demo_config(replace(settings, variants=1), work_dir)  # only scored: no augmented variants
+        clean_only = demo_config(replace(settings, variants=1))  # only scored: no augmented variants
         clock.run("validate + features (everyday)",
                   lambda: _validate_and_featurize(everyday_csv, everyday_dir, clean_only))
 
@@ -243,7 +247,7 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSet
         longform=longform,
     )
     print(format_summary(result))
-    write_json(work_dir / SUMMARY, result.to_json())
+    atomic_write_json(work_dir / SUMMARY, result.to_json())
     print(f"\nwrote {work_dir / SUMMARY}; the fine-tuned model is in {model_dir}")
     return result
 
@@ -262,9 +266,10 @@ def format_summary(result: DemoResult) -> str:
         row(f"WER, everyday ({result.base_everyday.clips} clips)", result.base_everyday, result.tuned_everyday)
     lines.append(f"{'CER, test split':34}{result.base_test.cer:>11.1f}%{result.tuned_test.cer:>13.1f}%")
     lines.append("")
-    lines.append(f"test WER after / before: {result.test_ratio:.2f} (target: at most 0.33)")
+    lines.append(f"test WER after fine-tuning: {result.test_ratio:.2f} x the base model's")
     if result.everyday_change is not None:
-        lines.append(f"everyday WER change: {result.everyday_change:+.1f} points (target: at most +2.0)")
+        lines.append(f"everyday sentences (did the model forget ordinary English?): WER "
+                     f"{result.everyday_change:+.1f} points")
     if result.longform:
         lf = result.longform
         lines.append(f"{'WER, long-form (' + str(lf['recordings']) + ' recordings)':34}{lf['base']['wer']:>11.1f}%"
@@ -280,16 +285,9 @@ def format_summary(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, DemoSettings]:
     d = DemoSettings()
-    p = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python data/demo/run_demo.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("work/demo"), help="work folder (default: work/demo)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder with {DOMAIN_CSV} and {EVERYDAY_CSV}")
     p.add_argument("--model", default=d.model, help="base model (any --model form; default: bundled tiny.en)")
