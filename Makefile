@@ -50,6 +50,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/train_bench.py
+	$(BIN)/python bench/packing_bench.py
 
 bench-gpu: install
 	$(BIN)/python bench/gpu_bench.py

@@ -107,6 +107,8 @@ class TrainingConfig:
     lora_alpha: float = 0.0            # LoRA scaling numerator; 0 = twice the rank
     lora_dropout: float = 0.05         # dropout on the LoRA path
     lora_targets: str = LORA_DEFAULT_TARGETS  # comma-separated projections that get adapters
+    pack: bool = False                 # pack several clips into each 30 s window (train/packing.py)
+    timestamp_prob: float = 0.2        # share of training windows labelled with timestamps (distil-whisper's 0.2)
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,8 @@ def _validate(cfg: Config, source: str) -> None:
     _check_batch_settings(t, bad)
     if t.learning_rate <= 0:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
+    if not 0.0 <= t.timestamp_prob <= 1.0:
+        raise bad("training.timestamp_prob", t.timestamp_prob, "a probability in [0, 1], e.g. 0.2 (--timestamp-prob)")
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')
     for key, value, expected in _range_problems(cfg):

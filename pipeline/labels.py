@@ -1,7 +1,8 @@
 """Training labels: the transcript normalized (pipeline.text) and tokenized with the model's own tokenizer, whose
 prefix (language, task, no-timestamps) load_processor has set. The ids start with exactly one
 <|startoftranscript|> and end with <|endoftext|>; the model's decoder input is these ids shifted, so the
-start token is never learned twice."""
+start token is never learned twice. The text is tokenized with Whisper's leading space (" hello", as its own
+transcripts and every segment it predicts begin), so a fine-tuned model keeps the space between segments."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from .hashing import stable_hex
 from .tokens import SOT
 from .text import normalize_text
 
-LABEL_CODE_VERSION = "labels-1"
+LABEL_CODE_VERSION = "labels-2"        # 2: leading space
+LEADING_SPACE = " "                    # Whisper's text tokens start with a space: " Hello", not "Hello"
 
 __all__ = ["LABEL_CODE_VERSION", "LabelError", "Labels", "make_labels", "tokenizer_fingerprint"]
 
@@ -41,7 +43,7 @@ def make_labels(text: str, tokenizer, text_normalization: str) -> Labels:
     norm = normalize_text(text, text_normalization)
     if not norm:
         raise LabelError(f"transcript {text!r} is empty after normalization ({text_normalization})")
-    ids = np.asarray(tokenizer(norm).input_ids, dtype=np.int32)
+    ids = np.asarray(tokenizer(LEADING_SPACE + norm).input_ids, dtype=np.int32)
     sot = tokenizer.convert_tokens_to_ids(SOT)
     if int(ids[0]) != sot or int((ids == sot).sum()) != 1:
         raise LabelError("transcript contains Whisper special tokens such as <|startoftranscript|>")

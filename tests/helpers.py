@@ -75,8 +75,11 @@ TINY_EN_SHAPE = dict(d_model=384, encoder_layers=4, decoder_layers=4, encoder_at
 def bundled_tokenizer():
     """tiny.en's real tokenizer (from the bundled CTranslate2 model; no network)."""
     from pipeline.models import bundled_model_dir, tokenizer_from_file
+    from pipeline.models.ct2_import import add_timestamp_tokens
 
-    return tokenizer_from_file(bundled_model_dir() / "tokenizer.json")
+    tok = tokenizer_from_file(bundled_model_dir() / "tokenizer.json")
+    add_timestamp_tokens(tok, len(tok) + 1501, bundled_model_dir())   # <|0.00|> .. <|30.00|>, as tiny.en has them
+    return tok
 
 
 def bundled_suppress_ids() -> dict[str, list[int]]:

@@ -43,6 +43,22 @@ def test_fingerprint_follows_normalization(tokenizer):
     assert tokenizer_fingerprint(tokenizer, "basic") != tokenizer_fingerprint(tokenizer, "none")
 
 
+def test_labels_start_with_whispers_leading_space(tokenizer):
+    for mode, text in (("basic", "Hello there"), ("none", "Diabetes, my father said.")):
+        lab = make_labels(text, tokenizer, mode)
+        tokens = tokenizer.convert_ids_to_tokens(lab.ids.tolist())
+        assert tokens[2].startswith("Ġ"), tokens      # the first text token carries the space, as Whisper's do
+        assert tokenizer.decode(lab.ids, skip_special_tokens=True) == " " + lab.text
+
+
+def test_fingerprint_changes_with_the_label_code(tokenizer, monkeypatch):
+    import pipeline.labels as labels
+
+    before = tokenizer_fingerprint(tokenizer, "basic")
+    monkeypatch.setattr(labels, "LABEL_CODE_VERSION", "labels-1")
+    assert tokenizer_fingerprint(tokenizer, "basic") != before
+
+
 def test_label_errors_are_not_audio_errors():
     """A bad transcript is reported as a label problem; code that catches audio errors does not swallow it."""
     from pipeline.errors import AudioError, WhisperTuneError

@@ -40,7 +40,7 @@ def test_collect_inputs_recurses_filters_and_reports(tmp_path):
 def test_output_format_and_batches():
     assert tr.output_format(None) == "print"
     assert tr.output_format(Path("x.CSV")) == "csv" and tr.output_format(Path("x.jsonl")) == "jsonl"
-    with pytest.raises(ConfigError, match="use a .csv or .jsonl"):
+    with pytest.raises(ConfigError, match="use a .csv, .jsonl, .srt or .vtt"):
         tr.output_format(Path("out.txt"))
     lengths = [N_SAMPLES + 5, 100, N_SAMPLES, 50, 2 * N_SAMPLES, 70]
     groups = tr.batches_by_length(lengths, 2)

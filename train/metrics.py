@@ -102,3 +102,12 @@ def orthographic_word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> fl
 def orthographic_char_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """CER in percent on the text as written."""
     return char_errors(refs, hyps, "none").percent
+
+
+def english_word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """WER in percent after Whisper's English text normalizer (pipeline.english_normalizer), as published
+    Whisper numbers are computed; for English only."""
+    from pipeline.english_normalizer import english_normalizer
+
+    normalize = english_normalizer()
+    return word_errors([normalize(r) for r in refs], [normalize(h) for h in hyps], "none").percent

@@ -38,6 +38,7 @@ from .checkpoints import complete_marker_callback, plan_start
 from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
 from .metrics import char_error_rate, word_error_rate
 from .model import Precision, choose_precision, load_model
+from .packing import describe_windows, planned_epochs, training_dataset
 from .release import training_session
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
@@ -305,6 +306,9 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
                        gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)
     _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, cache_dir)
+    train_set = training_dataset(cache, tokenizer, seed=t.seed, pack=t.pack, timestamp_prob=t.timestamp_prob,
+                                 planned_epochs=planned_epochs(t.epochs, t.max_steps),
+                                 vocab_size=model.config.vocab_size)
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
     precision = choose_precision(t.precision)
 
@@ -320,6 +324,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
               f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
         print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
+        print(describe_windows(train_set), flush=True)
         message = plan.warning()
         if message:
             _warn(message)

@@ -35,6 +35,8 @@ FLAGS = (
     Flag("training.save_total_limit", "Checkpoints kept in --output-dir (the best one is always kept)."),
     Flag("training.dataloader_workers", "DataLoader worker processes per device (0 = in the training process)."),
     Flag("training.eval_max_clips", "Evaluate on the first N test clips only (0 = all)."),
+    Flag("training.pack", "Pack several clips into each 30 s training window (--batch-size then counts windows)."),
+    Flag("training.timestamp_prob", "Share of training windows labelled with timestamps (0-1)."),
     Flag("model.language", "Language for multilingual models, e.g. arabic, french (must match features)."),
     Flag("model.task", "transcribe or translate (must match features)."),
     Flag("training.lora_rank", "> 0: train LoRA adapters of this rank on a frozen base (needs peft); 0 = full fine-tuning."),

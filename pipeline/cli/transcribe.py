@@ -14,7 +14,7 @@ from .flags import MODEL, with_config
 @with_config(MODEL)
 def transcribe(
     audio: Annotated[list[Path], typer.Argument(help="Audio files or folders.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results here (.csv or .jsonl); default: print.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write results here (.csv, .jsonl, or subtitles: .srt, .vtt); default: print.")] = None,
     batch_size: Annotated[int, typer.Option(help="Clips per decoding batch.")] = 8,
     *,
     cfg: Config,

@@ -25,7 +25,9 @@ from pipeline.errors import CacheError, ConfigError, ManifestError
 from pipeline.fileio import atomic_write_json, atomic_write_text
 from pipeline.manifest import SPLITS
 from pipeline.text import normalize_text
-from train.metrics import char_error_rate, orthographic_word_error_rate, word_error_rate, word_errors
+from pipeline.tokens import is_english
+from train.metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
+                           word_errors)
 
 from .decode import Decoder, DecodeOptions, open_decoder
 from .unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
@@ -44,6 +46,7 @@ class ModelScores:
     seconds: float               # decoding time (model loading excluded)
     clips_per_second: float
     hypotheses: tuple[str, ...] = field(repr=False, default=())
+    english_wer: float | None = None     # percent, Whisper's English normalizer (English models only)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,9 @@ class EvalResult:
             "wer": s.wer, "cer": s.cer, "orthographic_wer": s.orthographic_wer,
             "seconds": s.seconds, "clips_per_second": s.clips_per_second,
         }
+        if s.english_wer is not None:
+            out["english_wer"] = s.english_wer
+            out["baseline_english_wer"] = self.baseline.english_wer if self.baseline is not None else None
         if self.baseline is not None:
             b = self.baseline
             out.update({
@@ -150,6 +156,10 @@ def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], se
         seconds=seconds, clips_per_second=clips / seconds if seconds > 0 else 0.0,
         hypotheses=tuple(hyps),
     )
+
+
+def with_english_wer(scores: ModelScores, refs: Sequence[str]) -> ModelScores:
+    return replace(scores, english_wer=english_word_error_rate(refs, scores.hypotheses))
 
 
 # ---------------------------------------------------------------- decoding the cache
@@ -250,6 +260,8 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     base = None
     if baseline:
         base = evaluate_model(baseline, cache, clip_ids, refs, options=options, batch_size=batch_size)
+    if is_english(cfg.model.language):   # Whisper's English normalizer too, as published numbers use
+        main, base = with_english_wer(main, refs), with_english_wer(base, refs) if base else None
     per_clip = clip_results(clip_ids, refs, main.hypotheses, base.hypotheses if base else None)
     result = EvalResult(
         split=split, clip_ids=tuple(clip_ids), references=tuple(refs), scores=main, baseline=base,
@@ -295,6 +307,10 @@ def format_table(result: EvalResult) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     out = [f"\n{result.scores.clips} clips, split {result.split!r}; WER/CER on normalized text, "
            "orthographic WER on raw text", *lines]
+    if result.scores.english_wer is not None:
+        base = result.baseline.english_wer if result.baseline is not None else None
+        out.append(f"WER with Whisper's English normalizer: {result.scores.english_wer:.2f} %"
+                   + (f" (baseline {base:.2f} %)" if base is not None else ""))
     if result.unseen is not None:
         out.append(format_unseen(result.unseen, result.split, result.scores.wer))
     if result.worst:

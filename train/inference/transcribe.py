@@ -6,7 +6,8 @@
 - Audio is decoded, trimmed and peak-normalized exactly like the training clips (config [audio]).
 - Clips up to 30 s are decoded in batches of one 30 s window each; longer clips go through transformers'
   long-form decoding (sequential windows driven by timestamps), also batched.
-- Output: "path<TAB>text" lines on stdout, or a file: .csv (path,text) or .jsonl / .json (JSON lines).
+- Output: "path<TAB>text" lines on stdout, or a file: .csv (path,text) or .jsonl / .json (JSON lines), or
+  subtitles: .srt / .vtt with Whisper's segment timestamps (one file per input; see train/inference/subtitles).
 - CUDA runs in bf16 (fp16 where bf16 is missing); the CPU in float32.
 - A bad input (missing file, undecodable file, folder without audio) is reported on stderr and skipped;
   the others are still transcribed and written, and the command then exits non-zero.
@@ -18,7 +19,7 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -56,8 +57,10 @@ def output_format(output: Path | None) -> str:
         return "csv"
     if suffix in (".jsonl", ".json"):
         return "jsonl"
+    if suffix in (".srt", ".vtt"):
+        return suffix[1:]
     raise ConfigError(f"--output {output}: unknown format {suffix or '(no suffix)'!r}; "
-                      "use a .csv or .jsonl file, or leave --output out to print")
+                      "use a .csv, .jsonl, .srt or .vtt file, or leave --output out to print")
 
 
 def collect_inputs(inputs: Sequence[Path]) -> tuple[list[Path], list[Failure]]:
@@ -105,22 +108,26 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]
     return groups
 
 
-def transcribe_clips(decoder, clips: Sequence[np.ndarray], batch_size: int) -> list[str]:
-    """Texts for mono 16 kHz clips, in order. `decoder` is a decode.TransformersDecoder."""
+def transcribe_clips(decoder, clips: Sequence[np.ndarray], batch_size: int, timed: bool = False) -> list:
+    """Texts for mono 16 kHz clips, in order. `decoder` is a decode.TransformersDecoder. timed=True:
+    each clip's list of subtitles.Segment instead (Whisper's timestamps)."""
+    from .subtitles import timed_segments
+
     fe = decoder.processor.feature_extractor
-    texts = [""] * len(clips)
+    texts: list = [[] if timed else ""] * len(clips)
     for group in batches_by_length([c.size for c in clips], batch_size):
         todo = [i for i in group if clips[i].size]
         if not todo:
             continue
         audio = [clips[i] for i in todo]
+        mask = None
         if max(a.size for a in audio) <= N_SAMPLES:
             feats = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np").input_features
-            out = decoder.generate_texts(feats)
         else:
             enc = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np", truncation=False,
                      padding="longest", return_attention_mask=True)
-            out = decoder.generate_texts(enc.input_features, attention_mask=enc.attention_mask)
+            feats, mask = enc.input_features, enc.attention_mask
+        out = timed_segments(decoder, feats, mask) if timed else decoder.generate_texts(feats, attention_mask=mask)
         for i, text in zip(todo, out):
             texts[i] = text
     return texts
@@ -150,6 +157,8 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
     attempted = len(files) + len(failures)
     clips: list[np.ndarray] = []
     good: list[Path] = []
+    if fmt in ("srt", "vtt"):  # subtitle times count from the file's start: keep its leading silence
+        cfg = replace(cfg, audio=replace(cfg.audio, trim_top_db=0.0))
     for path in files:
         try:
             clips.append(load_clip(path, cfg))
@@ -162,6 +171,8 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
         if max_new_tokens is not None:
             options = DecodeOptions(language=options.language, task=options.task, max_new_tokens=max_new_tokens)
         decoder = TransformersDecoder(model, options)
+        if fmt in ("srt", "vtt"):
+            return _write_subtitles(decoder, clips, good, batch_size, output, fmt, failures, attempted)
         texts = transcribe_clips(decoder, clips, batch_size)
         transcripts = [Transcript(str(p), t) for p, t in zip(good, texts)]
         text = render(transcripts, fmt)
@@ -171,13 +182,29 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
         else:
             atomic_write_text(output, text)
             print(f"wrote {len(transcripts)} transcripts to {output}", file=sys.stderr)
+    _raise_failures(failures, attempted)
+    return transcripts
+
+
+def _write_subtitles(decoder, clips, good, batch_size, output, fmt, failures, attempted) -> list[Transcript]:
+    """One .srt / .vtt per input (train.inference.subtitles.subtitle_paths), from Whisper's timestamps."""
+    from .subtitles import render_subtitles, subtitle_paths
+
+    segments = transcribe_clips(decoder, clips, batch_size, timed=True)
+    for path, segs in zip(subtitle_paths(output, good), segments):
+        atomic_write_text(path, render_subtitles(segs, fmt))
+        print(f"wrote {len(segs)} subtitle cues to {path}", file=sys.stderr)
+    _raise_failures(failures, attempted)
+    return [Transcript(str(p), "".join(s.text for s in segs).strip()) for p, segs in zip(good, segments)]
+
+
+def _raise_failures(failures: list[Failure], attempted: int) -> None:
     if len(failures) == 1:
         raise AudioError(_one_line(failures[0]))
     if failures:
         for f in failures:
             print(f"error: {_one_line(f)}", file=sys.stderr)
         raise AudioError(f"{len(failures)} of {attempted} inputs could not be transcribed (listed above)")
-    return transcripts
 
 
 def _one_line(f: Failure) -> str:

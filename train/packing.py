@@ -1,0 +1,285 @@
+"""Packed 30 s training windows and Whisper-format labels, built on the fly from the per-clip feature cache.
+
+Whisper's encoder always reads 30 s (3000 frames). A 6 s clip alone leaves 80 % of that window as padding; a
+packed window lays several clips of the epoch's schedule one after another, with short silent gaps, so one
+encoder pass sees several times more speech:
+
+    |clip a (its scheduled variant)|gap|clip b      |gap|clip c   |  ... floor up to frame 3000
+    <|0.00|> text a<|4.12|><|4.40|> text b<|11.02|><|11.30|> text c<|16.84|><|endoftext|>
+
+Windows (`plan_windows`): the epoch's clips in a seeded order, next-fit: a clip that does not fit in the space
+(frames, or decoder tokens) left in the current window starts the next one. Every clip is in exactly one window
+per epoch. Each clip starts on an even frame (the 0.02 s timestamp grid) after a gap of GAP_FRAMES.
+
+Features (`window_features`): the cache stores each clip's trimmed log-mel frames with its own floor (its peak
+- 8, Whisper's clamp). The window puts each clip's frames at its offset and fills the rest with the window floor,
+the highest of its clips' floors, raising every frame below it: max(max(x, p_i - 8), P - 8) = max(x, P - 8).
+That is exactly the log-mel of the concatenated audio (each clip peak-normalized on its own, silence in the
+gaps), except for (1) three frames around each clip's start: its first two, whose STFT window reflected the
+clip's own first 200 samples where the joined audio has silence, and the gap's last one, whose window reaches
+40 samples into the clip (up to 0.8 apart on Whisper's scaled log-mel, whose values span about -1.5..1.5), and
+(2) float16 rounding everywhere else (under 4e-3). On four clips filling a window the mean difference is under
+2e-3. tests/test_packing.py checks these bounds against WhisperFeatureExtractor on the joined audio.
+
+Labels (`window_labels`): with probability `timestamp_prob` per window, Whisper's timestamped format (each clip's
+text between its start and end time within the window, 0.02 s steps); otherwise <|notimestamps|> and the texts
+one after another (each starts with Whisper's leading space, so they read as joined by spaces). The prefix
+(<|startoftranscript|>, language, task) is the one stored with the clip's labels.
+
+`training_dataset` picks the dataset for the settings: packed windows, single clips with timestamp labels, or
+the plain per-clip TrainDataset (no packing, no timestamps: unchanged behaviour).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from pipeline.constants import HOP_LENGTH, MAX_LABEL_TOKENS, N_FRAMES, SAMPLE_RATE_HZ
+from pipeline.errors import CacheError, ConfigError
+from pipeline.hashing import stable_int, stable_unit
+from pipeline.tokens import EOT, NO_TIMESTAMPS, SOT, TIMESTAMP_STEP_S
+
+from .data import CacheReader, Item, TrainDataset, _ReopensCache, _Trace, scheduled_variant
+
+FRAME_S = HOP_LENGTH / SAMPLE_RATE_HZ        # 0.01 s per log-mel frame
+GAP_FRAMES = (10, 50)                        # silence between packed clips: 0.1 to 0.5 s (uniform, seeded)
+EDGE_FRAMES = 2                              # a clip's first frames, which differ from the joined audio's
+MAX_TIMESTAMP_STEPS = round(30.0 / TIMESTAMP_STEP_S)   # <|30.00|>, the last timestamp token
+
+
+@dataclass(frozen=True)
+class LabelTokens:
+    """The special token ids that window labels need; timestamps are no_timestamps + 1 + steps, as Whisper's
+    vocabularies and transformers' generation both lay them out (a bare tokenizer.json may not name them)."""
+
+    sot: int
+    no_timestamps: int
+    eot: int
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer) -> "LabelTokens":
+        from pipeline.models import token_id
+
+        return cls(sot=token_id(tokenizer, SOT), no_timestamps=token_id(tokenizer, NO_TIMESTAMPS),
+                   eot=token_id(tokenizer, EOT))
+
+    def timestamp(self, seconds: float) -> int:
+        steps = min(MAX_TIMESTAMP_STEPS, max(0, round(seconds / TIMESTAMP_STEP_S)))
+        return self.no_timestamps + 1 + steps
+
+    def split(self, labels: np.ndarray, clip_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """(prefix without <|notimestamps|>, text ids) of stored labels `prefix <|notimestamps|> text <|eot|>`."""
+        ids = np.asarray(labels)
+        where = np.flatnonzero(ids == self.no_timestamps)
+        if where.size != 1 or int(ids[-1]) != self.eot:
+            raise CacheError(f"clip {clip_id!r} has labels without one <|notimestamps|> and a final <|endoftext|>; "
+                             "rebuild them with `whisper-tune features`")
+        return ids[: where[0]], ids[where[0] + 1: -1]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One clip in a window: which clip and variant, where it starts (frames) and how many frames it has."""
+
+    clip_id: str
+    variant: int
+    offset: int
+    frames: int
+    text_tokens: int
+
+    @property
+    def start_s(self) -> float:
+        return self.offset * FRAME_S
+
+    @property
+    def end_s(self) -> float:
+        """Where the clip's audio ends: its T stored frames cover n samples with T*160 - 360 < n <= T*160 - 200."""
+        return (self.offset * HOP_LENGTH + max(0, self.frames * HOP_LENGTH - 280)) / SAMPLE_RATE_HZ
+
+
+def label_length(pieces: Sequence[Piece], prefix_len: int) -> int:
+    """Tokens of a window's timestamped labels (the longer form): prefix, 2 timestamps + text per clip, eot."""
+    return prefix_len + sum(p.text_tokens + 2 for p in pieces) + 1
+
+
+def _even(frame: int) -> int:
+    return frame + (frame % 2)
+
+
+def plan_windows(clips: Sequence[tuple[str, int, int, int]], gap_seed: int, prefix_len: int = 4,
+                 capacity: int = N_FRAMES, max_tokens: int = MAX_LABEL_TOKENS) -> list[tuple[Piece, ...]]:
+    """Next-fit packing of (clip id, variant, frames, text tokens) in the given order (see the module doc)."""
+    windows: list[list[Piece]] = []
+    end = 0
+    for k, (clip_id, variant, frames, tokens) in enumerate(clips):
+        if frames > capacity:
+            raise CacheError(f"clip {clip_id!r} has {frames} frames; a window holds {capacity}; "
+                             "rebuild the cache with `whisper-tune features`")
+        current = windows[-1] if windows else None
+        if current:
+            gap = GAP_FRAMES[0] + stable_int("gap", gap_seed, k) % (GAP_FRAMES[1] - GAP_FRAMES[0] + 1)
+            start = _even(end + gap)
+            piece = Piece(clip_id, variant, start, frames, tokens)
+            if start + frames <= capacity and label_length([*current, piece], prefix_len) <= max_tokens:
+                current.append(piece)
+                end = start + frames
+                continue
+        windows.append([Piece(clip_id, variant, 0, frames, tokens)])
+        end = frames
+    return [tuple(w) for w in windows]
+
+
+def split_to(windows: Sequence[tuple[Piece, ...]], count: int) -> list[tuple[Piece, ...]]:
+    """`count` windows: the fullest ones (most clips) cut in two until there are enough, or the last ones
+    dropped when there are too many (an epoch beyond those the window count was planned for)."""
+    out = list(windows)
+    while len(out) < count:
+        i = max(range(len(out)), key=lambda j: (len(out[j]), -j))
+        if len(out[i]) < 2:
+            break
+        w = out[i]
+        half = len(w) // 2
+        shift = w[half].offset
+        tail = tuple(Piece(p.clip_id, p.variant, p.offset - shift, p.frames, p.text_tokens) for p in w[half:])
+        out[i: i + 1] = [w[:half], tail]
+    return out[:count]
+
+
+def window_features(parts: Sequence[tuple[np.ndarray, float]], pieces: Sequence[Piece]) -> tuple[np.ndarray, float]:
+    """float16 (n_mels, T) frames of a window and its floor (see the module doc), from each clip's
+    (cached trimmed features, floor)."""
+    floor = max(f for _, f in parts)
+    width = pieces[-1].offset + pieces[-1].frames
+    out = np.full((parts[0][0].shape[0], width), floor, dtype=np.float16)
+    for (feats, _), p in zip(parts, pieces):
+        np.maximum(feats, np.float16(floor), out=out[:, p.offset: p.offset + p.frames])
+    return out, float(floor)
+
+
+def window_labels(tokens: LabelTokens, prefix: np.ndarray, texts: Sequence[np.ndarray], pieces: Sequence[Piece],
+                  timestamps: bool) -> np.ndarray:
+    """int32 labels in Whisper's format (see the module doc)."""
+    parts: list[np.ndarray] = [np.asarray(prefix, dtype=np.int32)]
+    if timestamps:
+        for text, p in zip(texts, pieces):
+            parts += [np.array([tokens.timestamp(p.start_s)], np.int32), np.asarray(text, np.int32),
+                      np.array([tokens.timestamp(p.end_s)], np.int32)]
+    else:
+        parts += [np.array([tokens.no_timestamps], np.int32), *(np.asarray(t, np.int32) for t in texts)]
+    parts.append(np.array([tokens.eot], np.int32))
+    return np.concatenate(parts)
+
+
+class WindowDataset(_ReopensCache, Dataset):
+    """Training windows of the train split. Index `epoch * W + i` is window i of that epoch; W (windows per
+    epoch) is fixed for the run: the most that any of the first `planned_epochs` epochs needs (an epoch that
+    needs fewer cuts its fullest windows in two). `pack=False` makes every clip its own window, in the clip
+    order TrainDataset uses, so only the labels change."""
+
+    def __init__(self, cache: CacheReader, tokens: LabelTokens, *, seed: int, pack: bool, timestamp_prob: float,
+                 planned_epochs: int = 1, split: str = "train") -> None:
+        self.cache = cache
+        self.tokens = tokens
+        self.seed = seed
+        self.pack = pack
+        self.timestamp_prob = float(timestamp_prob)
+        self.clip_ids = cache.clip_ids(split)
+        self._trace = _Trace()
+        self._sizes: dict[tuple[str, int], tuple[int, int]] = {}
+        self._plans: dict[int, list[tuple[Piece, ...]]] = {}
+        counts = [len(self._greedy(e)) for e in range(max(1, planned_epochs))] if pack else [len(self.clip_ids)]
+        self.windows_per_epoch = max(counts)
+
+    def __len__(self) -> int:
+        return self.windows_per_epoch
+
+    def _size(self, clip_id: str, variant: int) -> tuple[int, int]:
+        """(frames, text tokens) of one clip variant, read once."""
+        key = (clip_id, variant)
+        if key not in self._sizes:
+            ex = self.cache.get(clip_id, variant)
+            _, text = self.tokens.split(ex.labels, clip_id)
+            self._sizes[key] = (int(ex.features.shape[1]), int(text.size))
+        return self._sizes[key]
+
+    def _scheduled(self, epoch: int, order: Sequence[int]) -> list[tuple[str, int, int, int]]:
+        out = []
+        for i in order:
+            clip_id = self.clip_ids[i]
+            variant = scheduled_variant(self.seed, epoch, clip_id, self.cache.variants(clip_id))
+            out.append((clip_id, variant, *self._size(clip_id, variant)))
+        return out
+
+    def _greedy(self, epoch: int) -> list[tuple[Piece, ...]]:
+        order = np.random.default_rng(stable_int("pack", self.seed, epoch)).permutation(len(self.clip_ids))
+        return plan_windows(self._scheduled(epoch, order.tolist()), stable_int("gaps", self.seed, epoch))
+
+    def windows(self, epoch: int) -> list[tuple[Piece, ...]]:
+        """The epoch's windows (memoized: a worker asks for each epoch many times)."""
+        if epoch not in self._plans:
+            if self.pack:
+                plan = split_to(self._greedy(epoch), self.windows_per_epoch)
+            else:
+                plan = [(Piece(c, v, 0, f, t),) for c, v, f, t in self._scheduled(epoch, range(len(self.clip_ids)))]
+            self._plans = {epoch: plan}
+        return self._plans[epoch]
+
+    def uses_timestamps(self, epoch: int, index: int) -> bool:
+        return stable_unit("timestamps", self.seed, epoch, index) < self.timestamp_prob
+
+    def __getitem__(self, index: int) -> Item:
+        epoch, i = divmod(int(index), self.windows_per_epoch)
+        windows = self.windows(epoch)
+        pieces = windows[i % len(windows)]
+        examples = [self.cache.get(p.clip_id, p.variant) for p in pieces]
+        for p in pieces:
+            self._trace(epoch, p.clip_id, p.variant)
+        split = [self.tokens.split(ex.labels, p.clip_id) for ex, p in zip(examples, pieces)]
+        features, floor = window_features([(ex.features, float(ex.floor)) for ex in examples], pieces)
+        labels = window_labels(self.tokens, split[0][0], [t for _, t in split], pieces,
+                               self.uses_timestamps(epoch, i))
+        return Item(clip_id="+".join(p.clip_id for p in pieces), variant=pieces[0].variant, features=features,
+                    floor=floor, labels=labels)
+
+
+def training_dataset(cache: CacheReader, tokenizer, *, seed: int, pack: bool, timestamp_prob: float,
+                     planned_epochs: int, vocab_size: int | None = None) -> Dataset:
+    """The train-split dataset for these settings (see the module doc). ConfigError when timestamps are asked
+    for but the model's vocabulary (vocab_size, when given) ends before <|30.00|>."""
+    if not pack and timestamp_prob <= 0:
+        return TrainDataset(cache, seed=seed)
+    tokens = LabelTokens.from_tokenizer(tokenizer)
+    if timestamp_prob > 0 and vocab_size is not None and tokens.timestamp(30.0) >= vocab_size:
+        raise ConfigError(f"training.timestamp_prob = {timestamp_prob:g} but the model's vocabulary has "
+                          f"{vocab_size} tokens, no timestamp tokens after <|notimestamps|> "
+                          f"({tokens.no_timestamps}); train with --timestamp-prob 0")
+    return WindowDataset(cache, tokens, seed=seed, pack=pack,
+                         timestamp_prob=timestamp_prob, planned_epochs=planned_epochs)
+
+
+def planned_epochs(epochs: float, max_steps: int) -> int:
+    """Epochs whose windows fix the run's windows per epoch (max_steps runs: the first one)."""
+    return 1 if max_steps > 0 else max(1, math.ceil(epochs))
+
+
+def padding_share(windows: Sequence[Sequence[Piece]]) -> float:
+    """Share of the encoder's frames (3000 per window) that hold no clip frame: padding and gaps."""
+    if not windows:
+        return 0.0
+    used = sum(p.frames for w in windows for p in w)
+    return 1.0 - used / (len(windows) * N_FRAMES)
+
+
+def describe_windows(dataset: Dataset) -> str:
+    """One line for the train stage's log: what an epoch feeds the encoder."""
+    if not isinstance(dataset, WindowDataset):
+        return f"training examples: one clip per 30 s window ({len(dataset)} per epoch), no timestamps"
+    windows = dataset.windows(0)
+    return (f"training examples: {len(windows)} windows per epoch of {len(dataset.clip_ids)} clips "
+            f"({'packed' if dataset.pack else 'one clip each'}), {padding_share(windows):.0%} of encoder frames "
+            f"padding, timestamps in {dataset.timestamp_prob:.0%} of labels")
