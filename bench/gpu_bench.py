@@ -228,7 +228,7 @@ def run_arm(net, dataset, collator, micro: int, accum: int, *, steps: int, warmu
     from transformers import PrinterCallback, Seq2SeqTrainingArguments
 
     from train.batching import fast_path_args
-    from train.trainer import _training_classes
+    from train.loop import training_classes
     from train_bench import _step_timer
 
     cuda = torch.cuda.is_available() and not precision.use_cpu
@@ -238,7 +238,7 @@ def run_arm(net, dataset, collator, micro: int, accum: int, *, steps: int, warmu
         logging_steps=10**6, remove_unused_columns=False, label_names=["labels"], dataloader_num_workers=workers,
         dataloader_pin_memory=cuda, dataloader_persistent_workers=workers > 0, seed=42, disable_tqdm=True,
         **fast_path_args(cuda, compile_model), **precision.training_args())
-    CacheTrainer, EpochCallback = _training_classes()
+    CacheTrainer, EpochCallback = training_classes()
     clock, epochs = _step_timer(), EpochCallback()
     trainer = CacheTrainer(model=net, args=args, data_collator=collator, train_dataset=dataset,
                            callbacks=[epochs, clock])

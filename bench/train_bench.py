@@ -191,7 +191,7 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
     from pipeline.models import SOT, load_processor
     from train.data import Collator, TrainDataset, dense_features
     from train.model import choose_precision, load_model
-    from train.trainer import _training_classes
+    from train.loop import training_classes
 
     cache = open_cache(work)
     processor = load_processor(str(model))
@@ -211,7 +211,7 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
         labels[: one["labels"].shape[1]] = one["labels"][0]
         bare_data.append({"input_features": one["input_features"][0], "labels": labels})
 
-    CacheTrainer, EpochCallback = _training_classes()
+    CacheTrainer, EpochCallback = training_classes()
     ours_t: list[float] = []
     bare_t: list[float] = []
     ours_d: list[float] = []

@@ -18,58 +18,31 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from pipeline.cache import CACHE_DIRNAME
 from pipeline.config import Config, check_output_folder, save_config
 from pipeline.coverage import uncached_note
 from pipeline.errors import CacheError, ConfigError
-from pipeline.fileio import atomic_path, atomic_write_json
 from pipeline.models import load_processor, resolve_model, token_id
 from pipeline.tokens import SOT
 
 from . import lora
 from .batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
 from .checkpoints import complete_marker_callback, plan_start
-from .data import Collator, EpochSampler, EvalDataset, TrainDataset, dense_features
-from .metrics import char_error_rate, word_error_rate
+from .data import Collator, EvalDataset
+from .loop import compute_metrics_fn, training_classes
 from .model import Precision, choose_precision, load_model
 from .packing import describe_windows, planned_epochs, training_dataset
 from .release import training_session
+from .report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
 CONFIG_NAME = "whisper-tune.toml"
-METRICS_NAME = "metrics.json"
-CURVES_NAME = "curves.png"
-EPOCH_LOSS_KEY = "epoch_train_loss"
-
-
-@dataclass(frozen=True)
-class EpochRecord:
-    epoch: float
-    step: int
-    train_loss: float | None
-    eval_loss: float | None
-    wer: float
-    cer: float
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    output_dir: Path
-    best_checkpoint: str | None
-    best_wer: float | None
-    best_cer: float | None
-    epochs: tuple[EpochRecord, ...]
-    global_step: int
-    precision: str
-    train_clips: int
-    eval_clips: int
-    eval_split: str = "test"
 
 
 @dataclass(frozen=True)
@@ -116,86 +89,6 @@ class StepPlan:
 
 def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-def _training_classes():
-    """Seq2SeqTrainer subclass and callbacks, built lazily so importing this module stays light."""
-    from transformers import Seq2SeqTrainer, TrainerCallback
-
-    class CacheTrainer(Seq2SeqTrainer):
-        """Seq2SeqTrainer whose train sampler is the per-epoch EpochSampler, which expands compact feature
-        batches on the device, and which records the epoch loss."""
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.epoch_sampler: EpochSampler | None = None
-            self._loss_sum: torch.Tensor | None = None
-            self._epoch_first_step = 0
-
-        def _get_train_sampler(self, train_dataset=None):
-            dataset = train_dataset if train_dataset is not None else self.train_dataset
-            self.epoch_sampler = EpochSampler(len(dataset), seed=self.args.seed)
-            return self.epoch_sampler
-
-        def _prepare_inputs(self, inputs):
-            # compact batches from the Collator become Whisper's dense input on the device, for training and
-            # evaluation alike (both go through here)
-            return dense_features(super()._prepare_inputs(inputs))
-
-        def training_step(self, model, inputs, num_items_in_batch=None):
-            loss = super().training_step(model, inputs, num_items_in_batch)
-            self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
-            return loss
-
-        def begin_epoch(self, epoch: int) -> None:
-            if self.epoch_sampler is not None:
-                self.epoch_sampler.set_epoch(epoch)
-            self._loss_sum = None
-            self._epoch_first_step = self.state.global_step
-
-        def end_epoch_loss(self) -> float | None:
-            """Mean loss per optimizer step over this epoch, averaged over ranks (a collective call)."""
-            total = self._loss_sum if self._loss_sum is not None else torch.zeros((), device=self.args.device)
-            steps = torch.tensor(float(self.state.global_step - self._epoch_first_step), device=total.device)
-            both = torch.stack([total.detach().float().reshape(()), steps])
-            if self.args.world_size > 1:
-                both = self.accelerator.reduce(both, reduction="sum")
-            total_sum, step_sum = both.tolist()
-            self._loss_sum = None
-            return total_sum / step_sum if step_sum > 0 else None
-
-    class EpochCallback(TrainerCallback):
-        """Tells the sampler the epoch before it is drawn, and logs the epoch's mean train loss at its end."""
-
-        def __init__(self) -> None:
-            self.trainer: CacheTrainer | None = None
-
-        def on_epoch_begin(self, args, state, control, **kwargs):
-            if self.trainer is not None:
-                self.trainer.begin_epoch(int(math.floor((state.epoch or 0.0) + 1e-9)))
-
-        def on_epoch_end(self, args, state, control, **kwargs):
-            if self.trainer is not None:
-                loss = self.trainer.end_epoch_loss()
-                if loss is not None:
-                    self.trainer.log({EPOCH_LOSS_KEY: loss})
-
-    return CacheTrainer, EpochCallback
-
-
-def compute_metrics_fn(tokenizer):
-    """compute_metrics for Seq2SeqTrainer: decode, normalize, WER and CER in percent."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    def compute(pred) -> dict[str, float]:
-        preds = pred.predictions[0] if isinstance(pred.predictions, tuple) else pred.predictions
-        preds = np.where(preds < 0, pad, preds)
-        labels = np.where(pred.label_ids < 0, pad, pred.label_ids)
-        hyps = tokenizer.batch_decode(preds, skip_special_tokens=True)
-        refs = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        return {"wer": word_error_rate(refs, hyps), "cer": char_error_rate(refs, hyps)}
-
-    return compute
 
 
 def _tensorboard_available() -> bool:
@@ -274,27 +167,12 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision, batc
 
 def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = False) -> TrainResult:
     """Fine-tune cfg.model.name on WORK/cache and write the model and reports to output_dir."""
-    from transformers import EarlyStoppingCallback
-
-    from pipeline.cache import CACHE_DIRNAME, open_cache
+    from pipeline.cache import open_cache
 
     t = cfg.training
     work_dir, output_dir = Path(work_dir), check_output_folder(output_dir, "--output-dir")
     cache = open_cache(work_dir)
-    cache_dir = work_dir / CACHE_DIRNAME
-    train_set = TrainDataset(cache, seed=t.seed)
-    eval_split = "validation" if cache.clip_ids("validation") else "test"
-    eval_set = EvalDataset(cache, split=eval_split, max_clips=t.eval_max_clips)
-    uncached = uncached_note(work_dir, cache, "train")
-    if len(train_set) == 0:
-        raise CacheError(uncached or f"the cache in {cache_dir} has no train clip; check the manifest's split "
-                         "column and re-run `whisper-tune validate` and `whisper-tune features`")
-    if uncached:
-        _warn(f"warning: {uncached}")
-    if len(eval_set) == 0:
-        raise CacheError(f"the cache in {cache_dir} has no test clip to evaluate on; re-run `whisper-tune "
-                         "validate` with --test-share above 0 (e.g. 0.1), then `whisper-tune features`")
-
+    eval_split, eval_set = _eval_data(cache, work_dir, t.eval_max_clips)
     start = plan_start(output_dir, resume=resume)      # the newest complete checkpoint; partial ones set aside
     resume_from = str(start) if start is not None else None
     if resume_from is not None:
@@ -305,134 +183,99 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     tokenizer = processor.tokenizer
     model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
                        gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)
-    _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, cache_dir)
+    _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, work_dir / CACHE_DIRNAME)
     train_set = training_dataset(cache, tokenizer, seed=t.seed, pack=t.pack, timestamp_prob=t.timestamp_prob,
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
                                  vocab_size=model.config.vocab_size)
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
     precision = choose_precision(t.precision)
-
     batch = plan_batch(t, model, cache, train_set.clip_ids, precision)   # probes the GPU; sets checkpointing
     args = training_arguments(cfg, output_dir, precision, batch)
     plan = StepPlan(len(train_set), batch.micro_batch, batch.grad_accum, max(1, args.world_size), t.epochs,
                     t.max_steps, derived=t.batch_size == "auto")
-    main = args.process_index == 0
-    if main:
-        print(batch.describe(), flush=True)
-        if batch.note:
-            _warn(batch.note)
-        print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, precision {precision.reason}, "
-              f"{plan.total_steps} optimizer steps (effective batch {plan.effective_batch})", flush=True)
-        print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
-        print(describe_windows(train_set), flush=True)
-        message = plan.warning()
-        if message:
-            _warn(message)
+    if args.process_index == 0:
+        _print_plan(cfg, model, train_set, eval_set, eval_split, batch, precision, plan)
 
-    CacheTrainer, EpochCallback = _training_classes()
-    epoch_callback = EpochCallback()
-    callbacks: list[Any] = [epoch_callback, complete_marker_callback()]
-    if t.early_stopping_patience > 0:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
-    trainer = CacheTrainer(
-        model=model,
-        args=args,
-        data_collator=Collator(sot_id=token_id(tokenizer, SOT)),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        processing_class=processor,
-        compute_metrics=compute_metrics_fn(tokenizer),
-        callbacks=callbacks,
-    )
-    epoch_callback.trainer = trainer
+    trainer = _build_trainer(cfg, model, args, processor, train_set, eval_set)
     with training_session(trainer, output_dir):    # one-line errors; workers and GPU memory released on exit
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.model.config.use_cache = True      # the saved model is for inference
         lora.save_model(trainer, output_dir)       # after LoRA: merged model + OUTPUT_DIR/adapter
     records = epoch_records(trainer.state.log_history)
-    state = trainer.state
     best = min(records, key=lambda r: r.wer) if records else None
     result = TrainResult(
-        output_dir=output_dir,
-        best_checkpoint=state.best_model_checkpoint,
-        best_wer=best.wer if best else None,
-        best_cer=best.cer if best else None,
-        epochs=tuple(records),
-        global_step=state.global_step,
-        precision=precision.name,
-        train_clips=len(train_set),
-        eval_clips=len(eval_set),
-        eval_split=eval_split,
+        output_dir=output_dir, best_checkpoint=trainer.state.best_model_checkpoint,
+        best_wer=best.wer if best else None, best_cer=best.cer if best else None, epochs=tuple(records),
+        global_step=trainer.state.global_step, precision=precision.name, train_clips=len(train_set),
+        eval_clips=len(eval_set), eval_split=eval_split,
     )
     if trainer.is_world_process_zero():
-        processor.save_pretrained(str(output_dir))
-        save_config(cfg, output_dir / CONFIG_NAME)
-        write_metrics(output_dir / METRICS_NAME, result, state.log_history, plan)
-        draw_curves(output_dir / CURVES_NAME, records)
-        print(f"saved the best model (WER {result.best_wer:.2f} %, CER {result.best_cer:.2f} % on the {eval_split} split) to {output_dir}"
-              if best else f"saved the model to {output_dir}", flush=True)
+        _write_outputs(cfg, processor, result, trainer.state.log_history, plan)
     return result
 
 
-def epoch_records(log_history: list[dict[str, Any]]) -> list[EpochRecord]:
-    """One record per evaluation, with the epoch's mean train loss logged just before it."""
-    records: list[EpochRecord] = []
-    last_loss: float | None = None
-    for entry in log_history:
-        if EPOCH_LOSS_KEY in entry:
-            last_loss = float(entry[EPOCH_LOSS_KEY])
-        if "eval_wer" in entry:
-            records.append(EpochRecord(
-                epoch=float(entry.get("epoch", 0.0)),
-                step=int(entry.get("step", 0)),
-                train_loss=last_loss,
-                eval_loss=float(entry["eval_loss"]) if "eval_loss" in entry else None,
-                wer=float(entry["eval_wer"]),
-                cer=float(entry.get("eval_cer", float("nan"))),
-            ))
-            last_loss = None
-    return records
+def _eval_data(cache, work_dir: Path, eval_max_clips: int):
+    """(split, dataset) to evaluate on: validation when the cache has it, else test. CacheError (with how many
+    of the manifest's clips are cached) when the cache has no train clip or nothing to evaluate on."""
+    cache_dir = work_dir / CACHE_DIRNAME
+    eval_split = "validation" if cache.clip_ids("validation") else "test"
+    eval_set = EvalDataset(cache, split=eval_split, max_clips=eval_max_clips)
+    uncached = uncached_note(work_dir, cache, "train")
+    if not cache.clip_ids("train"):
+        raise CacheError(uncached or f"the cache in {cache_dir} has no train clip; check the manifest's split "
+                         "column and re-run `whisper-tune validate` and `whisper-tune features`")
+    if uncached:
+        _warn(f"warning: {uncached}")
+    if len(eval_set) == 0:
+        raise CacheError(f"the cache in {cache_dir} has no test clip to evaluate on; re-run `whisper-tune "
+                         "validate` with --test-share above 0 (e.g. 0.1), then `whisper-tune features`")
+    return eval_split, eval_set
 
 
-def write_metrics(path: Path, result: TrainResult, log_history: list[dict[str, Any]], plan: StepPlan) -> None:
-    steps = [{"step": e["step"], "epoch": e.get("epoch"), "loss": e["loss"],
-              "learning_rate": e.get("learning_rate")} for e in log_history if "loss" in e]
-    doc = {
-        "best": {"wer": result.best_wer, "cer": result.best_cer, "checkpoint": result.best_checkpoint},
-        "epochs": [asdict(r) for r in result.epochs],
-        "steps": steps,
-        "global_step": result.global_step,
-        "precision": result.precision,
-        "train_clips": result.train_clips,
-        "eval_clips": result.eval_clips,
-        "eval_split": result.eval_split,
-        "effective_batch": plan.effective_batch,
-        "micro_batch": plan.batch_size,
-        "grad_accum": plan.grad_accum,
-    }
-    atomic_write_json(path, doc)
+def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch: BatchChoice,
+                precision: Precision, plan: StepPlan) -> None:
+    """The run's plan, before the first step: batch choice, data, precision, steps, trainable share, windows."""
+    t = cfg.training
+    print(batch.describe(), flush=True)
+    if batch.note:
+        _warn(batch.note)
+    print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, "
+          f"precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
+          f"{plan.effective_batch})", flush=True)
+    print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
+    print(describe_windows(train_set), flush=True)
+    message = plan.warning()
+    if message:
+        _warn(message)
 
 
-def draw_curves(path: Path, records: list[EpochRecord]) -> None:
-    """Train/eval loss and WER/CER per epoch, side by side, as a PNG."""
-    import matplotlib
+def _build_trainer(cfg: Config, model, args, processor, train_set, eval_set):
+    """The CacheTrainer with its callbacks (epoch loss, checkpoint completion marker, early stopping)."""
+    from transformers import EarlyStoppingCallback
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    CacheTrainer, EpochCallback = training_classes()
+    epoch_callback = EpochCallback()
+    callbacks: list[Any] = [epoch_callback, complete_marker_callback()]
+    if cfg.training.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
+    tokenizer = processor.tokenizer
+    trainer = CacheTrainer(
+        model=model, args=args, data_collator=Collator(sot_id=token_id(tokenizer, SOT)),
+        train_dataset=train_set, eval_dataset=eval_set, processing_class=processor,
+        compute_metrics=compute_metrics_fn(tokenizer), callbacks=callbacks,
+    )
+    epoch_callback.trainer = trainer
+    return trainer
 
-    epochs = [r.epoch for r in records]
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(epochs, [np.nan if r.train_loss is None else r.train_loss for r in records], "o-", label="train loss")
-    ax_loss.plot(epochs, [np.nan if r.eval_loss is None else r.eval_loss for r in records], "s--", label="eval loss")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("loss")
-    ax_loss.legend()
-    ax_err.plot(epochs, [r.wer for r in records], "o-", label="WER %")
-    ax_err.plot(epochs, [r.cer for r in records], "s--", label="CER %")
-    ax_err.set_xlabel("epoch")
-    ax_err.set_ylabel("error rate (%)")
-    ax_err.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+
+def _write_outputs(cfg: Config, processor, result: TrainResult, log_history: list[dict[str, Any]],
+                   plan: StepPlan) -> None:
+    """Beside the saved model: the processor, the resolved config, metrics.json and curves.png."""
+    output_dir = result.output_dir
+    processor.save_pretrained(str(output_dir))
+    save_config(cfg, output_dir / CONFIG_NAME)
+    write_metrics(output_dir / METRICS_NAME, result, log_history, plan)
+    draw_curves(output_dir / CURVES_NAME, list(result.epochs))
+    print(f"saved the best model (WER {result.best_wer:.2f} %, CER {result.best_cer:.2f} % on the "
+          f"{result.eval_split} split) to {output_dir}" if result.best_wer is not None
+          else f"saved the model to {output_dir}", flush=True)
