@@ -86,15 +86,11 @@ def _peak_reset(device: str) -> None:
 def _peak_mb(device: str) -> float | None:
     import torch
 
+    from pipeline.system import peak_rss_mb
+
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return peak_rss_mb()
 
 
 def measure(shape: str, lora_rank: int, *, micro_batch: int, steps: int, label_tokens: int,

@@ -34,6 +34,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.constants import BUNDLED_MODEL  # noqa: E402
 from pipeline.errors import WhisperTuneError  # noqa: E402
 from pipeline.fileio import atomic_write_json  # noqa: E402
+from pipeline.system import peak_rss_mb, reset_peak_rss  # noqa: E402
 
 DOMAIN_CSV = "final_generated_dataset.csv"
 EVERYDAY_CSV = "everyday.csv"
@@ -157,25 +158,6 @@ class Clock:
             self.peak_rss_mb[name] = round(peak, 1)
         print(f"[{name}: {self.timings[name]:.1f} s, CPU {self.cpu[name]:.1f} s]", flush=True)
         return out
-
-
-def reset_peak_rss() -> None:
-    """Start a new peak-memory window for this process (Linux; elsewhere the peak is the process's lifetime one)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process since reset_peak_rss (Linux VmHWM), in MB; None where unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
 
 
 def banner(text: str) -> None:
