@@ -239,7 +239,8 @@ def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch:
     print(batch.describe(), flush=True)
     if batch.note:
         _warn(batch.note)
-    print(f"train: {len(train_set)} clips, eval: {len(eval_set)} clean clips of the {eval_split} split, "
+    what = "windows" if t.pack else "clips"
+    print(f"train: {len(train_set)} {what} per epoch, eval: {len(eval_set)} clean clips of the {eval_split} split, "
           f"precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
           f"{plan.effective_batch})", flush=True)
     print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
