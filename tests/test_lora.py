@@ -17,9 +17,9 @@ from pipeline.errors import ConfigError
 from train import lora
 from train.model import load_model
 from train.trainer import run_train
-from helpers import build_cache
+from test_trainer import work  # noqa: F401  (the same small cache, built once per module)
 
-pytest.importorskip("peft")
+import peft  # noqa: E402,F401  (the lora extra; make install brings it)
 
 
 def _cfg(model, **training):
@@ -38,13 +38,6 @@ def _logits(model, n_mels=80, seed=1):
     model.eval()
     with torch.no_grad():
         return model(input_features=features, decoder_input_ids=decoder_ids).logits
-
-
-@pytest.fixture(scope="module")
-def work(tiny_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("work")
-    build_cache(folder, tiny_model, n_train=4, n_test=2, variants=2)
-    return folder
 
 
 @pytest.fixture(scope="module")
