@@ -110,6 +110,19 @@ def atomic_write_json(path: Path | str, data: Any, *, indent: int | None = 2, so
     atomic_write_text(path, text + ("\n" if indent is not None else ""))
 
 
+def replace_folder(tmp: Path | str, dest: Path | str) -> None:
+    """Move the finished folder `tmp` to `dest`; an earlier `dest` is renamed aside first and deleted after, so
+    `dest` is never a half-written folder (at worst, for a moment, absent)."""
+    tmp, dest = Path(tmp), Path(dest)
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _fsync_file(path: Path) -> None:
     if not path.exists():
         return

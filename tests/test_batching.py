@@ -150,7 +150,7 @@ def test_plan_batch_on_the_cpu_sets_the_models_checkpointing(tiny_model, tmp_pat
     from train.model import choose_precision, load_model
     from train.batching import plan_batch
 
-    from train_cache import build_cache
+    from helpers import build_cache
 
     cache = build_cache(tmp_path / "work", tiny_model, n_train=4)
     precision = choose_precision("fp32")
@@ -168,7 +168,7 @@ def test_plan_batch_on_cuda_probes_the_longest_label_and_applies_the_choice(tiny
     import train.batching as batching
     from train.model import Precision, load_model
 
-    from train_cache import build_cache
+    from helpers import build_cache
 
     cache = build_cache(tmp_path / "work", tiny_model, n_train=6)
     ids = cache.clip_ids("train")

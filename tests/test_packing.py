@@ -14,7 +14,7 @@ from pipeline.tokens import timestamp_token
 from train.data import TrainDataset
 from train.packing import (EDGE_FRAMES, GAP_FRAMES, LabelTokens, Piece, WindowDataset, padding_share, plan_windows,
                            split_to, training_dataset, window_features, window_labels)
-from train_cache import build_cache
+from helpers import build_cache
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ from typing import Any
 
 from pipeline.config import LORA_MODULES, TrainingConfig, lora_target_names
 from pipeline.errors import ConfigError
+from pipeline.fileio import replace_folder
 
 ADAPTER_DIR = "adapter"                      # OUTPUT_DIR/adapter: the peft adapter alone
 ADAPTER_CONFIG = "adapter_config.json"       # what peft writes beside the adapter weights (also in checkpoints)
@@ -155,8 +156,6 @@ def save_model(trainer, output_dir: Path) -> None:
     adapter, tmp = output_dir / ADAPTER_DIR, output_dir / f".{ADAPTER_DIR}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
-    if adapter.exists():
-        shutil.rmtree(adapter)
-    tmp.rename(adapter)
+    replace_folder(tmp, adapter)
     merged = model.merge_and_unload()
     merged.save_pretrained(str(output_dir))

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.constants import SAMPLE_RATE_HZ
 from pipeline.errors import ConfigError, ModelError
+from pipeline.fileio import replace_folder
 from pipeline.models import is_ct2_folder, load_processor, resolve_model
 from pipeline.models.ct2_export import QUANTIZATIONS, convert, write_support_files
 from pipeline.tokens import SOT
@@ -95,17 +96,6 @@ def verify_export(folder: Path, expected_mels: int) -> Verification:
         raise ModelError(f"export check failed: faster-whisper could not load or run {folder}: {err}") from None
     return Verification(segments=len(segments), text=" ".join(s.text.strip() for s in segments),
                         n_mels=n_mels, seconds=time.perf_counter() - start)
-
-
-def replace_folder(tmp: Path, out_dir: Path) -> None:
-    """Move tmp to out_dir; an earlier export there is swapped out first and then deleted."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_export(*, model: str, out_dir: Path, to: str = "ct2", quantization: str = "int8",
