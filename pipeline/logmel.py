@@ -13,12 +13,12 @@ which other clips share a batch or a worker (byte-identical caches from whole ru
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from .constants import HOP_LENGTH, LOG_CLAMP, LOG_RANGE, N_FFT, N_FRAMES, N_SAMPLES, SAMPLE_RATE_HZ
+from .hashing import stable_hex
 
 FEATURE_CODE_VERSION = "logmel-1"
 _PAD = N_FFT // 2              # 200 samples of reflect padding (center=True)
@@ -62,11 +62,9 @@ class LogMel:
         self.n_mels = int(filters.shape[1])
         self._filters = torch.from_numpy(np.ascontiguousarray(filters.T, dtype=np.float32))
         self._window = torch.hann_window(N_FFT)
-        h = hashlib.blake2b(digest_size=12)
-        h.update(f"{FEATURE_CODE_VERSION}|{SAMPLE_RATE_HZ}|{N_FFT}|{HOP_LENGTH}|{N_SAMPLES}|{LOG_CLAMP}|{LOG_RANGE}|"
-                 f"{filters.shape}".encode())
-        h.update(np.ascontiguousarray(filters, dtype=np.float32).tobytes())
-        self.fingerprint = h.hexdigest()
+        self.fingerprint = stable_hex(
+            f"{FEATURE_CODE_VERSION}|{SAMPLE_RATE_HZ}|{N_FFT}|{HOP_LENGTH}|{N_SAMPLES}|{LOG_CLAMP}|{LOG_RANGE}|"
+            f"{filters.shape}", np.ascontiguousarray(filters, dtype=np.float32).tobytes(), size=12, sep=b"")
 
     @classmethod
     def from_feature_extractor(cls, fe) -> "LogMel":
