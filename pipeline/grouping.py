@@ -28,7 +28,7 @@ from typing import Sequence
 from .csvfile import CsvTable
 from .errors import CsvError
 from .hashing import stable_unit
-from .manifest import SPLITS, assign_split, split_position
+from .manifest import SPLITS, assign_split, split_at, split_position
 
 SEED_TRIALS = 200               # seeds tried when the shares are far off
 SEED_SEARCH_MAX_GROUPS = 5000   # above this the search costs more than it is worth (and is rarely needed)
@@ -92,11 +92,6 @@ def _position(key: str, seed: int) -> float:
     """A group key's position: "\0" + path (an empty cell) takes the clip's own per-path position."""
     return split_position(key[1:], seed) if key.startswith("\0") else group_position(key, seed)
 
-
-def split_at(position: float, *, test_share: float, validation_share: float) -> str:
-    if position < test_share:
-        return "test"
-    return "validation" if position < test_share + validation_share else "train"
 
 
 def group_values(table: CsvTable, column: str) -> tuple[str, tuple[str, ...]]:

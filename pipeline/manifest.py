@@ -75,7 +75,12 @@ def split_position(relpath: str, seed: int) -> float:
 def assign_split(relpath: str, *, seed: int, test_share: float, validation_share: float = 0.0) -> str:
     """"test" for clips whose split_position is below test_share, "validation" for the next validation_share,
     else "train". Changing validation_share never moves a test clip."""
-    position = split_position(relpath, seed)
+    return split_at(split_position(relpath, seed), test_share=test_share, validation_share=validation_share)
+
+
+def split_at(position: float, *, test_share: float, validation_share: float) -> str:
+    """The split of a position in [0, 1): test below test_share, validation below test_share + validation_share,
+    else train (per path here, per group in pipeline/grouping.py)."""
     if position < test_share:
         return "test"
     return "validation" if position < test_share + validation_share else "train"
