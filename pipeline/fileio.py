@@ -81,13 +81,10 @@ def atomic_path(path: Path | str, needed_bytes: int | None = None) -> Iterator[P
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = tmp_name(path)
     try:
-        yield tmp
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except OSError as err:
-        if is_disk_full(err):
-            raise disk_full(err, path.parent, needed_bytes) from None
-        raise
+        with disk_full_as_error(path.parent, needed_bytes):
+            yield tmp
+            _fsync_file(tmp)
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
 
