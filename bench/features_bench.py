@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # helpers: the one tiny-model builder
 
 import numpy as np  # noqa: E402
 
@@ -60,7 +58,7 @@ def make_data(root: Path, n_clips: int, seconds: float) -> tuple[list[Path], lis
     import polars as pl
     import soundfile as sf
 
-    from pipeline.manifest import write_manifest
+    from whisper_tune.pipeline.validate.manifest import write_manifest
 
     rng = np.random.default_rng(0)
     paths, texts, rows = [], [], []
@@ -80,7 +78,7 @@ def make_data(root: Path, n_clips: int, seconds: float) -> tuple[list[Path], lis
 
 def make_model(folder: Path, n_mels: int) -> Path:
     """A processor-only model folder (config + feature extractor + tiny.en's tokenizer): no weights needed."""
-    from helpers import make_tiny_whisper
+    from whisper_tune.testing import make_tiny_whisper
 
     return make_tiny_whisper(folder, n_mels=n_mels, weights=False)
 
@@ -95,7 +93,7 @@ def guide_path(paths: list[Path], texts: list[str], model: Path, variants: int) 
     import librosa
     from audiomentations import AddGaussianNoise, Compose, Gain
 
-    from pipeline.models import load_processor
+    from whisper_tune.pipeline.models import load_processor
 
     processor = load_processor(str(model))
     augment = Compose([AddGaussianNoise(min_amplitude=0.0005, max_amplitude=0.003, p=0.2),
@@ -120,9 +118,9 @@ def guide_path(paths: list[Path], texts: list[str], model: Path, variants: int) 
 def ours(work: Path, model: Path, variants: int, jobs: int) -> tuple[float, float, float, int, int, int]:
     """A full run from an empty cache, then a no-change re-run.
     Returns (wall, CPU incl. workers, re-run wall, cache bytes, clip-variants readable, variants stored as aliases)."""
-    from pipeline.cache import open_cache
-    from pipeline.config import load_config
-    from pipeline.featurize import run_features
+    from whisper_tune.pipeline.cache import open_cache
+    from whisper_tune.pipeline.core.config import load_config
+    from whisper_tune.pipeline.featurize.stage import run_features
 
     cfg = load_config(None, {"model.name": str(model), "augment.variants": variants, "features.jobs": jobs})
     shutil.rmtree(work / "cache", ignore_errors=True)

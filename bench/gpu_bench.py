@@ -34,12 +34,10 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
-from pipeline.constants import HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ  # noqa: E402
+from whisper_tune.pipeline.core.constants import HOP_LENGTH, N_FRAMES, SAMPLE_RATE_HZ  # noqa: E402
 
 SHAPES = {   # d_model, layers per stack, attention heads, feed-forward width
     "small": (768, 12, 12, 3072),
@@ -82,9 +80,9 @@ def synthetic_cache(work: Path, model_dir: Path, clips: int, seconds: tuple[floa
     """WORK/cache of `clips` random-feature clips of uniform length in `seconds`, ~2.5 words per second."""
     from features_bench import WORDS
 
-    from pipeline.cache import CachedExample, write_examples
-    from pipeline.labels import make_labels
-    from pipeline.models import load_processor
+    from whisper_tune.pipeline.cache import CachedExample, write_examples
+    from whisper_tune.pipeline.featurize.labels import make_labels
+    from whisper_tune.pipeline.models import load_processor
 
     tok = load_processor(str(model_dir)).tokenizer
     rng = np.random.default_rng(0)
@@ -106,8 +104,8 @@ def random_whisper(shape: str, tok, n_mels: int):
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-    from pipeline.tokens import SOT
-    from train.model import prepare_model
+    from whisper_tune.pipeline.core.tokens import SOT
+    from whisper_tune.train.model import prepare_model
 
     d, layers, heads, ffn = SHAPES[shape]
     cfg = WhisperConfig(vocab_size=len(tok), num_mel_bins=n_mels, d_model=d, encoder_layers=layers,
@@ -227,8 +225,8 @@ def run_arm(net, dataset, collator, micro: int, accum: int, *, steps: int, warmu
     import torch
     from transformers import PrinterCallback, Seq2SeqTrainingArguments
 
-    from train.batching import fast_path_args
-    from train.loop import training_classes
+    from whisper_tune.train.batching import fast_path_args
+    from whisper_tune.train.loop import training_classes
     from train_bench import _step_timer
 
     cuda = torch.cuda.is_available() and not precision.use_cpu
@@ -260,14 +258,14 @@ def run_arm(net, dataset, collator, micro: int, accum: int, *, steps: int, warmu
 
 def _packed_dataset(cache, tok, seed: int):
     """Packed windows when this version has train/packing.py, else None."""
-    if importlib.util.find_spec("train.packing") is None:
+    if importlib.util.find_spec("whisper_tune.train.packing") is None:
         return None
-    from train import packing
+    from whisper_tune.train import packing
 
     try:
         return packing.training_dataset(cache, tok, seed=seed, pack=True, timestamp_prob=0.2, planned_epochs=10)
     except (AttributeError, TypeError) as err:   # another packing interface than this bench knows
-        print(f"    packed arm skipped: train.packing.training_dataset: {err}")
+        print(f"    packed arm skipped: whisper_tune.train.packing.training_dataset: {err}")
         return None
 
 
@@ -276,13 +274,13 @@ def measure_shape(shape: str, work: Path, model_dir: Path, a, out: Path) -> tupl
 
     import torch
 
-    from pipeline.cache import open_cache
-    from pipeline.config import load_config
-    from pipeline.models import load_processor
-    from pipeline.tokens import SOT
-    from train.batching import plan_batch
-    from train.data import Collator, TrainDataset
-    from train.model import choose_precision, set_checkpointing
+    from whisper_tune.pipeline.cache import open_cache
+    from whisper_tune.pipeline.core.config import load_config
+    from whisper_tune.pipeline.models import load_processor
+    from whisper_tune.pipeline.core.tokens import SOT
+    from whisper_tune.train.batching import plan_batch
+    from whisper_tune.train.data import Collator, TrainDataset
+    from whisper_tune.train.model import choose_precision, set_checkpointing
 
     tok = load_processor(str(model_dir)).tokenizer
     cache = open_cache(work)

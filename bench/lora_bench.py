@@ -3,11 +3,11 @@
     .venv/bin/python bench/lora_bench.py                                    # GPU: medium and large-v3 shapes
     .venv/bin/python bench/lora_bench.py --shapes test test-128 --steps 2   # CPU: tiny shapes, seconds
 
-For each shape and arm (full: every weight trains; LoRA: the adapters train.lora puts on the projections, base
+For each shape and arm (full: every weight trains; LoRA: the adapters whisper_tune.train.lora puts on the projections, base
 frozen) it builds the model from its shape (random weights, nothing downloaded), then times optimizer steps
 (forward, backward, AdamW step) on random 30 s log-mel batches with `--label-tokens` target tokens, after one
 warm-up step. It reports the trainable parameters, the peak memory (CUDA: torch's peak allocated memory; CPU: the
-process's peak resident memory over the arm, Linux only) and clips/s. Precision follows train.model's choice
+process's peak resident memory over the arm, Linux only) and clips/s. Precision follows whisper_tune.train.model's choice
 (bf16 where supported), with fp32 weights as in training; gradient checkpointing is on as in `train`'s default.
 
 `lora_rows(...)` returns the rows for another benchmark to print (see format_rows).
@@ -25,7 +25,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 # Whisper's published shapes (large-v3: 128 mel bins and one more vocabulary entry); test*: the test suite's size.
 SHAPES: dict[str, dict[str, int]] = {
@@ -86,7 +85,7 @@ def _peak_reset(device: str) -> None:
 def _peak_mb(device: str) -> float | None:
     import torch
 
-    from pipeline.system import peak_rss_mb
+    from whisper_tune.pipeline.core.system import peak_rss_mb
 
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated() / 2**20
@@ -98,9 +97,9 @@ def measure(shape: str, lora_rank: int, *, micro_batch: int, steps: int, label_t
     """One arm: build, one warm-up step, `steps` timed steps; lora_rank 0 = full fine-tuning."""
     import torch
 
-    from pipeline.config import load_config
-    from train.lora import add_adapters, count_parameters, lora_settings
-    from train.model import choose_precision
+    from whisper_tune.pipeline.core.config import load_config
+    from whisper_tune.train.lora import add_adapters, count_parameters, lora_settings
+    from whisper_tune.train.model import choose_precision
 
     _peak_reset(device)
     settings = lora_settings(load_config(None, {"training.lora_rank": lora_rank}).training)

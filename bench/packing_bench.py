@@ -22,8 +22,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 
@@ -33,9 +31,9 @@ WORDS = ("the patient takes apixaban tonight and restarts tacrolimus tomorrow mo
 
 def demo_like_cache(work: Path, model: Path, clips: int, variants: int = 2) -> None:
     """Generated clips of 350-1000 frames (3.5-10 s), about 2.3 words per second, 4 of them in the test split."""
-    from pipeline.cache import CachedExample, write_examples
-    from pipeline.labels import make_labels, tokenizer_fingerprint
-    from pipeline.models import load_processor
+    from whisper_tune.pipeline.cache import CachedExample, write_examples
+    from whisper_tune.pipeline.featurize.labels import make_labels, tokenizer_fingerprint
+    from whisper_tune.pipeline.models import load_processor
 
     tok = load_processor(str(model)).tokenizer
     rng = np.random.default_rng(0)
@@ -52,9 +50,9 @@ def demo_like_cache(work: Path, model: Path, clips: int, variants: int = 2) -> N
 
 
 def windows(work: Path, model: Path, pack: bool) -> tuple[int, float]:
-    from pipeline.cache import open_cache
-    from pipeline.models import load_processor
-    from train.packing import LabelTokens, WindowDataset, padding_share
+    from whisper_tune.pipeline.cache import open_cache
+    from whisper_tune.pipeline.models import load_processor
+    from whisper_tune.train.packing import LabelTokens, WindowDataset, padding_share
 
     tok = load_processor(str(model)).tokenizer
     ds = WindowDataset(open_cache(work), LabelTokens.from_tokenizer(tok), seed=42, pack=pack, timestamp_prob=0.2)
@@ -62,8 +60,8 @@ def windows(work: Path, model: Path, pack: bool) -> tuple[int, float]:
 
 
 def train_seconds(work: Path, model: Path, out: Path, pack: bool, batch: int, epochs: float) -> tuple[float, float]:
-    from pipeline.config import load_config
-    from train.trainer import run_train
+    from whisper_tune.pipeline.core.config import load_config
+    from whisper_tune.train.trainer import run_train
 
     cfg = load_config(None, {f"training.{k}": v for k, v in {
         "pack": pack, "timestamp_prob": 0.2, "batch_size": batch, "eval_batch_size": 2, "grad_accum": 1,

@@ -33,9 +33,6 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))  # helpers.make_tiny_whisper: the one tiny-model builder
 
 import numpy as np  # noqa: E402
 
@@ -49,7 +46,7 @@ SR = 16_000
 def make_model(folder: Path, size: str, n_mels: int = 80) -> Path:
     """A randomly initialised Whisper with tiny.en's real tokenizer. size: "tiny" (whisper-tiny's shape, 39 M
     parameters) or "test" (d_model 64, one layer each side: the test suite's model)."""
-    from helpers import TEST_SHAPE, TINY_EN_SHAPE, make_tiny_whisper
+    from whisper_tune.testing import TEST_SHAPE, TINY_EN_SHAPE, make_tiny_whisper
 
     shape = {"tiny": TINY_EN_SHAPE, "test": TEST_SHAPE}[size]
     return make_tiny_whisper(folder, n_mels=n_mels, config=shape)
@@ -59,8 +56,8 @@ def build_real_cache(root: Path, model: Path, clips: int, seconds: float, varian
     """Generated clips -> manifest -> `whisper-tune features` -> WORK/cache. Returns (paths, texts, work)."""
     from features_bench import make_data
 
-    from pipeline.config import load_config
-    from pipeline.featurize import run_features
+    from whisper_tune.pipeline.core.config import load_config
+    from whisper_tune.pipeline.featurize.stage import run_features
 
     paths, texts = make_data(root, clips, seconds)
     work = root / "work"
@@ -79,9 +76,9 @@ def cache_loader_rate(work: Path, batch_size: int, min_samples: int, workers: in
     the dense (B, n_mels, 3000) float32 input here (what the Trainer does on its device)."""
     from torch.utils.data import DataLoader
 
-    from pipeline.cache import open_cache
-    from pipeline.models import SOT, load_processor
-    from train.data import Collator, EpochSampler, TrainDataset, dense_features
+    from whisper_tune.pipeline.cache import open_cache
+    from whisper_tune.pipeline.models import SOT, load_processor
+    from whisper_tune.train.data import Collator, EpochSampler, TrainDataset, dense_features
 
     cache = open_cache(work)
     cache.verify()  # checksums once, outside the timing (a run does this on first use of each shard)
@@ -114,7 +111,7 @@ def guide_loader_rate(paths: list[Path], texts: list[str], model: Path, batch_si
     import torch
     from audiomentations import AddGaussianNoise, Compose, Gain
 
-    from pipeline.models import load_processor
+    from whisper_tune.pipeline.models import load_processor
 
     processor = load_processor(str(model))
     augment = Compose([AddGaussianNoise(min_amplitude=0.0005, max_amplitude=0.003, p=0.2),
@@ -187,11 +184,11 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
     import torch
     from transformers import Seq2SeqTrainer, default_data_collator
 
-    from pipeline.cache import open_cache
-    from pipeline.models import SOT, load_processor
-    from train.data import Collator, TrainDataset, dense_features
-    from train.model import choose_precision, load_model
-    from train.loop import training_classes
+    from whisper_tune.pipeline.cache import open_cache
+    from whisper_tune.pipeline.models import SOT, load_processor
+    from whisper_tune.train.data import Collator, TrainDataset, dense_features
+    from whisper_tune.train.model import choose_precision, load_model
+    from whisper_tune.train.loop import training_classes
 
     cache = open_cache(work)
     processor = load_processor(str(model))
@@ -281,8 +278,8 @@ threading.Thread(target=sample, daemon=True).start()
 work, mode, batch = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 if mode == "loader":
     from torch.utils.data import DataLoader
-    from pipeline.cache import open_cache
-    from train.data import Collator, EpochSampler, TrainDataset
+    from whisper_tune.pipeline.cache import open_cache
+    from whisper_tune.train.data import Collator, EpochSampler, TrainDataset
     ds = TrainDataset(open_cache(work), seed=1)
     sampler = EpochSampler(len(ds), 1)
     loader = DataLoader(ds, batch_size=batch, sampler=sampler, collate_fn=Collator(sot_id=50257))
@@ -291,8 +288,8 @@ if mode == "loader":
         for b in loader:
             pass
 else:
-    from pipeline.config import load_config
-    from train.trainer import run_train
+    from whisper_tune.pipeline.core.config import load_config
+    from whisper_tune.train.trainer import run_train
     cfg = load_config(None, {"model.name": sys.argv[5], "training.max_steps": int(sys.argv[6]),
                              "training.batch_size": batch, "training.grad_accum": 1, "training.eval_max_clips": 8,
                              "training.eval_batch_size": 8, "training.generation_max_length": 8,
@@ -305,7 +302,7 @@ print(json.dumps({"anon_peak_kb": peak[0], "hwm_kb": status_kb("VmHWM")}))
 
 def _synthetic_examples(clips: int, variants: int, labels: np.ndarray):
     """Clips of 3-6 s of random features, every tenth one in the test split (a generator: little memory)."""
-    from pipeline.cache import CachedExample
+    from whisper_tune.pipeline.cache import CachedExample
 
     rng = np.random.default_rng(0)
     for i in range(clips):
@@ -318,9 +315,9 @@ def _synthetic_examples(clips: int, variants: int, labels: np.ndarray):
 
 def synthetic_cache(work: Path, model: Path, clips: int, variants: int = 2) -> int:
     """WORK/cache with `clips` synthetic clips whose labels fit model's tokenizer; returns its bytes on disk."""
-    from pipeline.cache import write_examples
-    from pipeline.labels import make_labels, tokenizer_fingerprint
-    from pipeline.models import load_processor
+    from whisper_tune.pipeline.cache import write_examples
+    from whisper_tune.pipeline.featurize.labels import make_labels, tokenizer_fingerprint
+    from whisper_tune.pipeline.models import load_processor
 
     tok = load_processor(str(model)).tokenizer
     labels = make_labels("the quick brown fox", tok, "basic").ids

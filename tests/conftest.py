@@ -1,7 +1,6 @@
 """Shared fixtures: small randomly initialised Whisper checkpoints with the real tokenizer.
 
-The helpers themselves live in tests/helpers.py; the audio helpers are re-exported here, so
-`from conftest import tone, write_audio` keeps working.
+The builders themselves live in whisper_tune/testing.py (shared with bench/); tests import them from there.
 """
 
 from __future__ import annotations
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SR, espeak_available, make_tiny_whisper, speak, tone, write_audio  # noqa: F401
+from whisper_tune.testing import make_tiny_whisper
 
 
 @pytest.fixture(scope="session")

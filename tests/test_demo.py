@@ -16,21 +16,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pipeline.errors import WhisperTuneError  # noqa: E402
+from whisper_tune.pipeline.core.errors import WhisperTuneError  # noqa: E402
+from whisper_tune.testing import REPO_ROOT, load_script
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "demo"
-
-
-def load_script(name: str):
-    """A script of data/demo/ as a module (registered first: dataclasses look their module up while built)."""
-    spec = importlib.util.spec_from_file_location(name, DATA / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+DATA = REPO_ROOT / "data" / "demo"
 
 
-demo = load_script("run_demo")
+demo = load_script("data/demo/run_demo.py")
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -65,7 +57,7 @@ def test_committed_demo_data_is_complete_and_split_by_voice_and_template():
     size = sum((DATA / r["audios"]).stat().st_size for r in rows + every)
     assert size < 8_000_000
 
-    maker = load_script("make_demo_data")
+    maker = load_script("data/demo/make_demo_data.py")
     # each held-out split has its own sentence shapes, which no training sentence (nor any clause of one) has
     def shapes(templates):
         return [re.compile(re.sub(r"\\\{(a|b|c|cond)\\\}", ".+", re.escape(t.rstrip(".?").lower())))

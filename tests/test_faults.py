@@ -15,17 +15,16 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from helpers import build_cache, tone, write_audio
-from pipeline import audio
-from pipeline.cli import app
-from pipeline.config import load_config
-from pipeline.errors import AudioError, CacheError, ConfigError, DiskFullError, ModelError
-from pipeline.manifest import write_manifest
-from pipeline.models import bundled_model_dir, load_processor, resolve_model, tokenizer_from_file
-from pipeline.validate import check_audio
-from train.checkpoints import COMPLETE_MARKER, checkpoint_folders, checkpoint_problem
-from train.trainer import run_train
-from test_trainer import _cfg
+from whisper_tune.testing import build_cache, tone, train_config, write_audio
+from whisper_tune.pipeline.featurize import audio
+from whisper_tune.cli import app
+from whisper_tune.pipeline.core.config import load_config
+from whisper_tune.pipeline.core.errors import AudioError, CacheError, ConfigError, DiskFullError, ModelError
+from whisper_tune.pipeline.validate.manifest import write_manifest
+from whisper_tune.pipeline.models import bundled_model_dir, load_processor, resolve_model, tokenizer_from_file
+from whisper_tune.pipeline.validate.stage import check_audio
+from whisper_tune.train.checkpoints import COMPLETE_MARKER, checkpoint_folders, checkpoint_problem
+from whisper_tune.train.trainer import run_train
 
 OFFLINE_TAIL = ("download it once on a machine with network access, or use a model that needs no network: "
                 "--model bundled:tiny.en, a local transformers folder, or a CTranslate2 / faster-whisper folder")
@@ -37,7 +36,7 @@ def cli(*args: str):
 
 def train_cfg(model: Path, **training):
     """The trainer tests' settings: two epochs of two steps each on the 4-clip cache below."""
-    return _cfg(model, **{"epochs": 2, "learning_rate": 1e-3, "generation_max_length": 4, "save_total_limit": 3,
+    return train_config(model, **{"epochs": 2, "learning_rate": 1e-3, "generation_max_length": 4, "save_total_limit": 3,
                           **training})
 
 
@@ -240,8 +239,8 @@ def test_a_hub_model_in_the_local_cache_works_offline(tiny_model, tmp_path, monk
 # ------------------------------------------------------------------ 5: errors inside DataLoader workers
 
 def test_a_cache_error_in_a_dataloader_worker_is_one_line(work, tiny_model, tmp_path, monkeypatch):
-    from train.data import TrainDataset
-    from train.packing import WindowDataset
+    from whisper_tune.train.data import TrainDataset
+    from whisper_tune.train.packing import WindowDataset
 
     message = "shard feat-0001.arrow fails its checksum; run `whisper-tune features` to rebuild it"
 
@@ -337,7 +336,7 @@ def _manifest(work: Path, splits: dict[str, int]) -> None:
 
 
 def test_train_and_evaluate_count_the_uncached_clips_after_a_killed_features_run(tiny_model, tmp_path):
-    from train.inference.evaluate import run_evaluate
+    from whisper_tune.train.inference.evaluate import run_evaluate
 
     work = tmp_path / "work"
     build_cache(work, tiny_model, n_train=0, n_test=2, variants=1, frames=(50, 80))   # stopped before train

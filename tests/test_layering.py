@@ -1,8 +1,9 @@
-"""Dependencies point one way: train -> pipeline, and no module imports itself back through others.
+"""Dependencies point one way, with no exemption: cli and testing -> train -> pipeline, core <- everything.
 
-Every module's imports under pipeline/ and train/ are read with ast (top-level and function-level imports alike:
-a lazy import is still a dependency), turned into a graph of the project's own modules, and checked for cycles and
-for pipeline modules importing train. Only the CLI (pipeline/cli*) may import train, lazily, to dispatch commands.
+Every module's imports under the three source folders are read with ast (top-level and function-level imports
+alike: a lazy import is still a dependency), turned into a graph of the project's own modules, and checked for
+cycles and for imports that point up a layer: pipeline never names train, the CLI or the testing builders; train
+never names the CLI or the testing builders; pipeline.core names no other subpackage.
 """
 
 from __future__ import annotations
@@ -13,19 +14,24 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "train")
-CLI_PREFIXES = ("pipeline.cli",)
+FOLDERS = {"whisper_tune": "whisper_tune", "pipeline": "whisper_tune.pipeline", "train": "whisper_tune.train"}
+LAYERS = (   # (importer prefix, what it must never import)
+    ("whisper_tune.pipeline", ("whisper_tune.train", "whisper_tune.cli", "whisper_tune.testing")),
+    ("whisper_tune.train", ("whisper_tune.cli", "whisper_tune.testing")),
+    ("whisper_tune.pipeline.core", ("whisper_tune.pipeline.",)),
+)
 
 
 def module_name(path: Path, root: Path) -> str:
-    parts = list(path.relative_to(root).with_suffix("").parts)
+    rel = path.relative_to(root).with_suffix("")
+    parts = [FOLDERS[rel.parts[0]], *rel.parts[1:]]
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
 
 
 def project_modules(root: Path) -> dict[str, Path]:
-    return {module_name(p, root): p for pkg in PACKAGES for p in sorted((root / pkg).rglob("*.py"))}
+    return {module_name(p, root): p for folder in FOLDERS for p in sorted((root / folder).rglob("*.py"))}
 
 
 def _resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:
@@ -88,23 +94,31 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def _under(name: str, prefix: str) -> bool:
+    return name.startswith(prefix) if prefix.endswith(".") else name == prefix or name.startswith(prefix + ".")
+
+
 def upward_imports(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
-    """(pipeline module, train module) pairs where a non-CLI pipeline module imports train."""
-    return sorted((a, b) for a, deps in graph.items() for b in deps
-                  if a.split(".")[0] == "pipeline" and b.split(".")[0] == "train"
-                  and not a.startswith(CLI_PREFIXES))
+    """(importer, imported) pairs that point up a layer (LAYERS)."""
+    bad = set()
+    for a, deps in graph.items():
+        for low, forbidden in LAYERS:
+            if _under(a, low):
+                bad.update((a, b) for b in deps if any(_under(b, f) for f in forbidden)
+                           and not _under(b, low))
+    return sorted(bad)
 
 
 # ------------------------------------------------------------------------------------------------------ the project
 
 def test_project_has_no_import_cycle():
     graph = import_graph(ROOT)
-    assert "pipeline.models.source" in graph and "train.inference.evaluate" in graph   # the walk found the tree
+    assert "whisper_tune.pipeline.models.source" in graph and "whisper_tune.train.inference.evaluate" in graph   # the walk found the tree
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_pipeline_never_imports_train_outside_the_cli():
+def test_no_import_points_up_a_layer():
     assert upward_imports(import_graph(ROOT)) == []
 
 
@@ -115,9 +129,9 @@ def _write(root: Path, files: dict[str, str]) -> Path:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    for pkg in PACKAGES:
-        (root / pkg).mkdir(exist_ok=True)
-        (root / pkg / "__init__.py").touch()
+    for folder in FOLDERS:
+        (root / folder).mkdir(exist_ok=True)
+        (root / folder / "__init__.py").touch()
     return root
 
 
@@ -126,44 +140,47 @@ def test_detector_finds_a_cycle_through_a_lazy_relative_import(tmp_path):
         "pipeline/models/__init__.py": "from .source import resolve\n",
         "pipeline/models/source.py": "from .importer import run\n",
         "pipeline/models/importer.py": "def run():\n    from .source import resolve\n",
-        "pipeline/ok.py": "import pipeline.models\n",
+        "pipeline/ok.py": "import whisper_tune.pipeline.models\n",
     })
     cycle = find_cycle(import_graph(root))
-    assert cycle is not None and set(cycle) == {"pipeline.models.source", "pipeline.models.importer"}
+    assert cycle is not None and set(cycle) == {"whisper_tune.pipeline.models.source", "whisper_tune.pipeline.models.importer"}
 
 
 def test_detector_accepts_a_package_reexporting_its_modules(tmp_path):
     root = _write(tmp_path, {
         "pipeline/models/__init__.py": "from .source import resolve\nfrom . import folder\n",
-        "pipeline/models/source.py": "from .folder import read\nfrom ..tokens import SOT\n",
-        "pipeline/models/folder.py": "from pipeline.tokens import SOT\n",
-        "pipeline/tokens.py": "SOT = 1\n",
-        "train/model.py": "from pipeline.models import resolve\n",
+        "pipeline/models/source.py": "from .folder import read\nfrom ..core.tokens import SOT\n",
+        "pipeline/models/folder.py": "from whisper_tune.pipeline.core.tokens import SOT\n",
+        "pipeline/core/tokens.py": "SOT = 1\n",
+        "train/model.py": "from whisper_tune.pipeline.models import resolve\n",
     })
     graph = import_graph(root)
-    assert graph["pipeline.models.source"] == {"pipeline.models.folder", "pipeline.tokens"}
-    assert graph["train.model"] == {"pipeline.models"}
+    assert graph["whisper_tune.pipeline.models.source"] == {"whisper_tune.pipeline.models.folder", "whisper_tune.pipeline.core.tokens"}
+    assert graph["whisper_tune.train.model"] == {"whisper_tune.pipeline.models"}
     assert find_cycle(graph) is None and upward_imports(graph) == []
 
 
 def test_detector_finds_a_submodule_importing_its_reexporting_package(tmp_path):
     root = _write(tmp_path, {
         "pipeline/models/__init__.py": "from .source import resolve\n",
-        "pipeline/models/source.py": "from pipeline.models import folder\n",
+        "pipeline/models/source.py": "from whisper_tune.pipeline.models import folder\n",
         "pipeline/models/folder.py": "",
-        "pipeline/models/importer.py": "from pipeline.models import resolve\n",
+        "pipeline/models/importer.py": "from whisper_tune.pipeline.models import resolve\n",
     })
     graph = import_graph(root)
-    assert graph["pipeline.models.source"] == {"pipeline.models.folder"}     # a submodule named directly
+    assert graph["whisper_tune.pipeline.models.source"] == {"whisper_tune.pipeline.models.folder"}     # a submodule named directly
     assert find_cycle(graph) is None
     (root / "pipeline/models/__init__.py").write_text("from .source import resolve\nfrom .importer import run\n")
-    assert set(find_cycle(import_graph(root))) == {"pipeline.models", "pipeline.models.importer"}
+    assert set(find_cycle(import_graph(root))) == {"whisper_tune.pipeline.models", "whisper_tune.pipeline.models.importer"}
 
 
-@pytest.mark.parametrize("importer, allowed", [("pipeline/stage.py", False), ("pipeline/cli.py", True),
-                                               ("pipeline/cli/train.py", True)])
-def test_detector_flags_pipeline_importing_train(tmp_path, importer, allowed):
-    root = _write(tmp_path, {importer: "def run():\n    from train.trainer import run_train\n",
-                             "train/trainer.py": "import pipeline.config\n", "pipeline/config.py": ""})
+@pytest.mark.parametrize("importer, target, allowed", [
+    ("pipeline/stage.py", "train/trainer.py", False), ("pipeline/validate/cli.py", "train/trainer.py", False),
+    ("whisper_tune/cli/train.py", "train/trainer.py", True), ("train/trainer.py", "whisper_tune/cli/x.py", False),
+    ("pipeline/core/config.py", "pipeline/cache/index.py", False), ("pipeline/cache/index.py", "pipeline/core/config.py", True),
+])
+def test_detector_flags_an_import_up_a_layer(tmp_path, importer, target, allowed):
+    imported = module_name(tmp_path / target, tmp_path)
+    root = _write(tmp_path, {importer: f"def run():\n    import {imported}\n", target: ""})
     bad = upward_imports(import_graph(root))
-    assert bad == ([] if allowed else [(module_name(root / importer, root), "train.trainer")])
+    assert bad == ([] if allowed else [(module_name(root / importer, root), imported)])

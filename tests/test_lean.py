@@ -1,11 +1,11 @@
 """`whisper-tune train` runs from the cache alone, in a process where the audio libraries cannot be imported.
 
-The child process gets helpers.import_blocker's sitecustomize (first on PYTHONPATH): it makes librosa,
+The child process gets whisper_tune.testing.import_blocker's sitecustomize (first on PYTHONPATH): it makes librosa,
 audiomentations, soundfile and soxr look uninstalled (importlib.util.find_spec says None, as libraries probing for them see it) and makes
 importing them, or the audio modules of pipeline/, raise ModuleNotFoundError and log the attempt. A train run
 that needed any of them fails or leaves a log line."""
 
-from helpers import blocked_python, build_cache, import_blocker
+from whisper_tune.testing import blocked_python, build_cache, import_blocker
 
 
 def _run(args, blockers, log, tmp_path):
@@ -17,12 +17,12 @@ def test_blockers_work(tmp_path):
     log = tmp_path / "lean.log"
     proc = _run(["-c", "import librosa"], blockers, log, tmp_path)
     assert proc.returncode != 0 and "blocked" in proc.stderr
-    proc = _run(["-c", "import pipeline.audio"], blockers, log, tmp_path)
+    proc = _run(["-c", "import whisper_tune.pipeline.featurize.audio"], blockers, log, tmp_path)
     assert proc.returncode != 0 and "blocked" in proc.stderr
     proc = _run(["-c", "import importlib.util as u; assert u.find_spec('audiomentations') is None"],
                 blockers, log, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert log.read_text().split() == ["librosa", "pipeline.audio"]
+    assert log.read_text().split() == ["librosa", "whisper_tune.pipeline.featurize.audio"]
 
 
 def test_train_runs_without_audio_libraries(tiny_model, tmp_path):
@@ -31,7 +31,7 @@ def test_train_runs_without_audio_libraries(tiny_model, tmp_path):
     blockers = import_blocker(tmp_path / "blockers")
     log = tmp_path / "lean.log"
     out = tmp_path / "out"
-    proc = _run(["-m", "pipeline.cli", "train", "--work", str(work), "--model", str(tiny_model),
+    proc = _run(["-m", "whisper_tune.cli", "train", "--work", str(work), "--model", str(tiny_model),
                  "--output-dir", str(out), "--epochs", "1", "--batch-size", "4", "--grad-accum", "1",
                  "--eval-batch-size", "1", "--early-stopping-patience", "0", "--no-gradient-checkpointing"],
                 blockers, log, tmp_path)

@@ -29,9 +29,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from pipeline.config import AUTO, TrainingConfig
-from pipeline.constants import N_FRAMES
-from pipeline.errors import ConfigError
+from whisper_tune.pipeline.core.config import AUTO, TrainingConfig
+from whisper_tune.pipeline.core.constants import N_FRAMES
+from whisper_tune.pipeline.core.errors import ConfigError
 
 CPU_MICRO_BATCH = 4          # the guide's micro-batch, kept on the CPU
 CPU_EVAL_BATCH = 8           # generation batch at evaluation on the CPU
@@ -241,7 +241,7 @@ def make_probe(model, shape: ProbeShape, dtype: torch.dtype | None) -> Probe:
     """A probe on the model's CUDA device: forward + backward of `micro` random examples of `shape` under autocast
     to `dtype` (None: float32), with every trainable parameter's gradient already allocated (as from the
     previous micro-batch of an accumulation). Returns the peak allocated bytes, None when out of memory."""
-    from .model import set_checkpointing
+    from whisper_tune.train.model import set_checkpointing
 
     device = next(model.parameters()).device
     vocab = int(model.config.vocab_size)
@@ -310,7 +310,7 @@ def plan_batch(t: TrainingConfig, model, cache, clip_ids: Sequence[str], precisi
                shape: ProbeShape | None = None) -> BatchChoice:
     """The train stage's batch choice (probing on CUDA), applied to the model's checkpointing. `shape` overrides
     the probe's example (packed windows); by default a 30 s window with the longest label of clip_ids."""
-    from .model import set_checkpointing
+    from whisper_tune.train.model import set_checkpointing
 
     req = BatchRequest.of(t, world_size())
     cuda = torch.cuda.is_available() and not precision.use_cpu

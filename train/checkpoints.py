@@ -27,8 +27,8 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from pipeline.errors import ConfigError
-from pipeline.fileio import atomic_write_json
+from whisper_tune.pipeline.core.errors import ConfigError
+from whisper_tune.pipeline.core.fileio import atomic_write_json
 
 COMPLETE_MARKER = "whisper-tune-complete.json"
 PARTIAL_PREFIX = "partial-"

@@ -4,14 +4,14 @@
     train = TrainDataset(cache, seed=42)          # one item per train clip; its variant depends on the epoch
     evals = EvalDataset(cache)                    # clean variant 0 of every test clip
     sampler = EpochSampler(len(train), seed=42)   # shuffles per epoch and tells the dataset which epoch it is
-    collate = Collator(sot_id=token_id(tokenizer, SOT))  # pipeline.models.token_id, pipeline.tokens.SOT
+    collate = Collator(sot_id=token_id(tokenizer, SOT))  # whisper_tune.pipeline.models.token_id, whisper_tune.pipeline.core.tokens.SOT
     batch = dense_features(collate(items))        # on the training device: Whisper's (B, n_mels, 3000) input
 
 Items hold the cache's trimmed float16 features (memory-mapped by the reader), so nothing is copied into RAM
 beyond the batch being collated. The sampler yields `epoch * n_clips + clip_index`; the dataset decodes the epoch
 from the index, so worker processes and DDP ranks never need shared state to agree on the schedule.
 
-Only pipeline.cache/errors/constants are imported here: no audio library.
+Only whisper_tune.pipeline.cache/errors/constants are imported here: no audio library.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from pipeline.constants import N_FRAMES
-from pipeline.errors import CacheError
-from pipeline.hashing import stable_int
+from whisper_tune.pipeline.core.constants import N_FRAMES
+from whisper_tune.pipeline.core.errors import CacheError
+from whisper_tune.pipeline.core.hashing import stable_int
 
 LABEL_PAD = -100                     # ignored by the cross-entropy loss
 FLOOR_KEY = "input_floor"            # compact batches (see Collator): each clip's floor value
@@ -36,7 +36,7 @@ TRACE_ENV = "WHISPER_TUNE_TRACE_DIR"  # debugging aid: each rank appends the (ep
 
 
 class CacheReader(Protocol):
-    """The part of pipeline.cache.FeatureCache that training uses."""
+    """The part of whisper_tune.pipeline.cache.FeatureCache that training uses."""
 
     def clip_ids(self, split: str | None = None) -> list[str]: ...
     def variants(self, clip_id: str) -> list[int]: ...
@@ -92,7 +92,7 @@ class _ReopensCache:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         if isinstance(state.get("cache"), Path):
-            from pipeline.cache import FeatureCache
+            from whisper_tune.pipeline.cache import FeatureCache
 
             state["cache"] = FeatureCache(state["cache"])
         self.__dict__.update(state)

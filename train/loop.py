@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import EpochSampler, dense_features
-from .metrics import char_error_rate, word_error_rate
-from .report import EPOCH_LOSS_KEY
+from whisper_tune.train.data import EpochSampler, dense_features
+from whisper_tune.train.metrics import char_error_rate, word_error_rate
+from whisper_tune.train.report import EPOCH_LOSS_KEY
 
 
 def training_classes():

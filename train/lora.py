@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import LORA_MODULES, TrainingConfig, lora_target_names
-from pipeline.errors import ConfigError
-from pipeline.fileio import replace_folder
+from whisper_tune.pipeline.core.config import LORA_MODULES, TrainingConfig, lora_target_names
+from whisper_tune.pipeline.core.errors import ConfigError
+from whisper_tune.pipeline.core.fileio import replace_folder
 
 ADAPTER_DIR = "adapter"                      # OUTPUT_DIR/adapter: the peft adapter alone
 ADAPTER_CONFIG = "adapter_config.json"       # what peft writes beside the adapter weights (also in checkpoints)
@@ -89,7 +89,7 @@ def add_adapters(model, settings: LoraSettings | None):
     import torch
 
     # the same seed gives the same initial adapters, whatever ran before in this process; Trainer reads
-    # accepts_loss_kwargs (False, see train.model.load_model) from the base under the wrapper
+    # accepts_loss_kwargs (False, see whisper_tune.train.model.load_model) from the base under the wrapper
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         return peft.get_peft_model(model, config)

@@ -2,7 +2,7 @@
 
     word_error_rate(["hello world"], ["hello word"])   # 50.0
 
-Both sides go through pipeline.text.normalize_text first ("basic": lowercase, no punctuation, every script's
+Both sides go through whisper_tune.pipeline.core.text.normalize_text first ("basic": lowercase, no punctuation, every script's
 letters kept), so "Hello, world!" and "hello world" score 0. The orthographic variants score the text as written
 (only surrounding whitespace stripped).
 
@@ -18,7 +18,7 @@ from typing import Sequence
 
 import jiwer
 
-from pipeline.text import normalize_text
+from whisper_tune.pipeline.core.text import normalize_text
 
 
 @dataclass(frozen=True)
@@ -105,9 +105,9 @@ def orthographic_char_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> fl
 
 
 def english_word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """WER in percent after Whisper's English text normalizer (pipeline.english_normalizer), as published
+    """WER in percent after Whisper's English text normalizer (whisper_tune.pipeline.core.english_normalizer), as published
     Whisper numbers are computed; for English only."""
-    from pipeline.english_normalizer import english_normalizer
+    from whisper_tune.pipeline.core.english_normalizer import english_normalizer
 
     normalize = english_normalizer()
     return word_errors([normalize(r) for r in refs], [normalize(h) for h in hyps], "none").percent

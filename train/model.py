@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.errors import ConfigError, ModelError
-from pipeline.models import is_multilingual
-from pipeline.tokens import DEFAULT_LANGUAGE, is_english
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError
+from whisper_tune.pipeline.models import is_multilingual
+from whisper_tune.pipeline.core.tokens import DEFAULT_LANGUAGE, is_english
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 

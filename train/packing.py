@@ -39,12 +39,12 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from pipeline.constants import HOP_LENGTH, MAX_LABEL_TOKENS, N_FRAMES, SAMPLE_RATE_HZ
-from pipeline.errors import CacheError, ConfigError
-from pipeline.hashing import stable_int, stable_unit
-from pipeline.tokens import EOT, NO_TIMESTAMPS, SOT, TIMESTAMP_STEP_S
+from whisper_tune.pipeline.core.constants import HOP_LENGTH, MAX_LABEL_TOKENS, N_FRAMES, SAMPLE_RATE_HZ
+from whisper_tune.pipeline.core.errors import CacheError, ConfigError
+from whisper_tune.pipeline.core.hashing import stable_int, stable_unit
+from whisper_tune.pipeline.core.tokens import EOT, NO_TIMESTAMPS, SOT, TIMESTAMP_STEP_S
 
-from .data import CacheReader, Item, TrainDataset, _ReopensCache, _Trace, scheduled_variant
+from whisper_tune.train.data import CacheReader, Item, TrainDataset, _ReopensCache, _Trace, scheduled_variant
 
 FRAME_S = HOP_LENGTH / SAMPLE_RATE_HZ        # 0.01 s per log-mel frame
 GAP_FRAMES = (10, 50)                        # silence between packed clips: 0.1 to 0.5 s (uniform, seeded)
@@ -63,7 +63,7 @@ class LabelTokens:
 
     @classmethod
     def from_tokenizer(cls, tokenizer) -> "LabelTokens":
-        from pipeline.models import token_id
+        from whisper_tune.pipeline.models import token_id
 
         return cls(sot=token_id(tokenizer, SOT), no_timestamps=token_id(tokenizer, NO_TIMESTAMPS),
                    eot=token_id(tokenizer, EOT))

@@ -21,8 +21,8 @@ from typing import Any, Iterator
 
 import torch
 
-from pipeline.errors import WhisperTuneError, one_line
-from pipeline.fileio import disk_full_as_error
+from whisper_tune.pipeline.core.errors import WhisperTuneError, one_line
+from whisper_tune.pipeline.core.fileio import disk_full_as_error
 
 
 @contextmanager

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fileio import atomic_path, atomic_write_json
+from whisper_tune.pipeline.core.fileio import atomic_path, atomic_write_json
 
 EPOCH_LOSS_KEY = "epoch_train_loss"      # what the epoch callback logs: the epoch's mean train loss
 METRICS_NAME = "metrics.json"

@@ -24,22 +24,22 @@ from typing import Any
 
 import torch
 
-from pipeline.cache import CACHE_DIRNAME
-from pipeline.config import Config, check_output_folder, save_config
-from pipeline.coverage import uncached_note
-from pipeline.errors import CacheError, ConfigError
-from pipeline.models import load_processor, resolve_model, token_id
-from pipeline.tokens import SOT
+from whisper_tune.pipeline.cache import CACHE_DIRNAME
+from whisper_tune.pipeline.core.config import Config, check_output_folder, save_config
+from whisper_tune.pipeline.cache.coverage import uncached_note
+from whisper_tune.pipeline.core.errors import CacheError, ConfigError
+from whisper_tune.pipeline.models import load_processor, resolve_model, token_id
+from whisper_tune.pipeline.core.tokens import SOT
 
-from . import lora
-from .batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
-from .checkpoints import complete_marker_callback, plan_start
-from .data import Collator, EvalDataset
-from .loop import compute_metrics_fn, training_classes
-from .model import Precision, choose_precision, load_model
-from .packing import describe_windows, planned_epochs, training_dataset
-from .release import training_session
-from .report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
+from whisper_tune.train import lora
+from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
+from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
+from whisper_tune.train.data import Collator, EvalDataset
+from whisper_tune.train.loop import compute_metrics_fn, training_classes
+from whisper_tune.train.model import Precision, choose_precision, load_model
+from whisper_tune.train.packing import describe_windows, planned_epochs, training_dataset
+from whisper_tune.train.release import training_session
+from whisper_tune.train.report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
 CONFIG_NAME = "whisper-tune.toml"
@@ -101,7 +101,7 @@ def _tensorboard_available() -> bool:
 
 def _check_cache_fits(cache, model_cfg, tokenizer, model_name: str, cache_dir: Path) -> None:
     """The cache's features and labels must be what this model expects (mel bins, tokenizer and prefix)."""
-    from pipeline.labels import tokenizer_fingerprint
+    from whisper_tune.pipeline.featurize.labels import tokenizer_fingerprint
 
     meta = cache.meta
     if int(meta.n_mels) != int(model_cfg.num_mel_bins):
@@ -167,7 +167,7 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision, batc
 
 def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = False) -> TrainResult:
     """Fine-tune cfg.model.name on WORK/cache and write the model and reports to output_dir."""
-    from pipeline.cache import open_cache
+    from whisper_tune.pipeline.cache import open_cache
 
     t = cfg.training
     work_dir, output_dir = Path(work_dir), check_output_folder(output_dir, "--output-dir")

@@ -30,11 +30,11 @@ REPO_ROOT = DEFAULT_DATA.parent.parent
 if str(REPO_ROOT) not in sys.path:  # run this checkout's code, installed or not
     sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.constants import BUNDLED_MODEL  # noqa: E402
-from pipeline.errors import WhisperTuneError  # noqa: E402
-from pipeline.fileio import atomic_write_json  # noqa: E402
-from pipeline.system import peak_rss_mb, reset_peak_rss  # noqa: E402
+from whisper_tune.pipeline.core.config import load_config  # noqa: E402
+from whisper_tune.pipeline.core.constants import BUNDLED_MODEL  # noqa: E402
+from whisper_tune.pipeline.core.errors import WhisperTuneError  # noqa: E402
+from whisper_tune.pipeline.core.fileio import atomic_write_json  # noqa: E402
+from whisper_tune.pipeline.core.system import peak_rss_mb, reset_peak_rss  # noqa: E402
 
 DOMAIN_CSV = "final_generated_dataset.csv"
 EVERYDAY_CSV = "everyday.csv"
@@ -174,8 +174,8 @@ def check_data(data_dir: Path) -> tuple[Path, Path | None]:
 
 
 def _validate_and_featurize(csv_path: Path, work_dir: Path, cfg) -> None:
-    from pipeline.featurize import run_features
-    from pipeline.validate import run_validate
+    from whisper_tune.pipeline.featurize.stage import run_features
+    from whisper_tune.pipeline.validate.stage import run_validate
 
     result = run_validate(csv_path=csv_path, work_dir=work_dir, cfg=cfg, use_model=True)
     if result.kept == 0:
@@ -184,16 +184,16 @@ def _validate_and_featurize(csv_path: Path, work_dir: Path, cfg) -> None:
 
 
 def _score(model: str, work_dir: Path, cfg, settings: DemoSettings):
-    from train.inference.evaluate import run_evaluate
+    from whisper_tune.train.inference.evaluate import run_evaluate
 
     return run_evaluate(model=model, work_dir=work_dir, cfg=cfg, split="test", batch_size=settings.eval_batch_size,
                         worst=0, max_new_tokens=settings.max_new_tokens)
 
 
 def _longform(domain_dir: Path, work_dir: Path, cfg, base: str, tuned: Path) -> dict[str, Any]:
-    from train.inference.longform import demo_longform
+    from whisper_tune.train.inference.longform import demo_longform
 
-    from pipeline.manifest import read_manifest, usable
+    from whisper_tune.pipeline.validate.manifest import read_manifest, usable
 
     rows = usable(read_manifest(domain_dir), "test").to_dicts()
     return demo_longform(rows, work_dir, cfg, {"base": base, "fine-tuned": str(tuned)})
@@ -206,8 +206,8 @@ def _scores(result) -> Scores:
 
 def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSettings = DemoSettings()) -> DemoResult:
     """Run every stage on the demo data and return (and print) the before/after numbers."""
-    from pipeline.models import resolve_model
-    from train.trainer import run_train
+    from whisper_tune.pipeline.models import resolve_model
+    from whisper_tune.train.trainer import run_train
 
     work_dir = Path(work_dir)
     domain_csv, everyday_csv = check_data(Path(data_dir))
@@ -266,8 +266,8 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSet
 
 def trainable_parameters(base: str, cfg) -> tuple[int, int]:
     """(trainable, total) parameters of the demo's fine-tune: the base model set up as run_train sets it up."""
-    from train.lora import add_adapters, count_parameters, lora_settings
-    from train.model import load_model
+    from whisper_tune.train.lora import add_adapters, count_parameters, lora_settings
+    from whisper_tune.train.model import load_model
 
     t = cfg.training
     model = load_model(base, gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)

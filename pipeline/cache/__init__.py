@@ -12,14 +12,14 @@ augmentation fired equals the clean clip: it is stored as an alias row and read 
 This package needs no audio libraries: the training machine uses it.
 """
 
-from .index import (INDEX_NAME, INDEX_VERSION, PART_INDEX_GLOB, CacheIndex, ClipEntry, IndexMeta, RowRef,
+from whisper_tune.pipeline.cache.index import (INDEX_NAME, INDEX_VERSION, PART_INDEX_GLOB, CacheIndex, ClipEntry, IndexMeta, RowRef,
                     SkipEntry, SourceRecord, load_index, load_merged_index, part_index_name, save_index)
-from .lock import LOCK_NAME, CacheLock
-from .reader import CACHE_DIRNAME, VERIFY_MARKER, CachedExample, CacheMeta, FeatureCache, ShardRows, open_cache
-from .shard import (FEATURE_KIND, LABEL_KIND, SHARD_SUFFIX, FeatureRow, LabelRow, ShardInfo, file_checksum,
+from whisper_tune.pipeline.cache.lock import LOCK_NAME, CacheLock
+from whisper_tune.pipeline.cache.reader import CACHE_DIRNAME, VERIFY_MARKER, CachedExample, CacheMeta, FeatureCache, ShardRows, open_cache
+from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, SHARD_SUFFIX, FeatureRow, LabelRow, ShardInfo, file_checksum,
                     is_shard_name, rebuild_hint, shard_path, split_rows, write_shard)
-from .writer import CacheWriter, shard_prefix, write_examples
-from ..errors import CacheError
+from whisper_tune.pipeline.cache.writer import CacheWriter, shard_prefix, write_examples
+from whisper_tune.pipeline.core.errors import CacheError
 
 __all__ = [
     "CACHE_DIRNAME", "INDEX_NAME", "INDEX_VERSION", "PART_INDEX_GLOB", "LOCK_NAME", "SHARD_SUFFIX", "VERIFY_MARKER",

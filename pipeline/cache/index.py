@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import CacheError
-from ..fileio import atomic_write_json
-from .shard import ShardInfo, is_shard_name, rebuild_hint, shard_kind
+from whisper_tune.pipeline.core.errors import CacheError
+from whisper_tune.pipeline.core.fileio import atomic_write_json
+from whisper_tune.pipeline.cache.shard import ShardInfo, is_shard_name, rebuild_hint, shard_kind
 
 INDEX_NAME = "index.json"
 PART_INDEX_GLOB = "index.part-*-of-*.json"

@@ -15,7 +15,7 @@ import socket
 import time
 from pathlib import Path
 
-from ..errors import CacheError
+from whisper_tune.pipeline.core.errors import CacheError
 
 LOCK_NAME = ".lock"
 

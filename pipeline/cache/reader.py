@@ -17,10 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from ..constants import N_FRAMES
-from ..errors import CacheError
-from .index import ClipEntry, IndexMeta, RowRef, load_merged_index
-from .shard import FEATURE_KIND, LABEL_KIND, SCHEMAS, ShardInfo, file_checksum, rebuild_hint, shard_path
+from whisper_tune.pipeline.core.constants import N_FRAMES
+from whisper_tune.pipeline.core.errors import CacheError
+from whisper_tune.pipeline.cache.index import ClipEntry, IndexMeta, RowRef, load_merged_index
+from whisper_tune.pipeline.cache.shard import FEATURE_KIND, LABEL_KIND, SCHEMAS, ShardInfo, file_checksum, rebuild_hint, shard_path
 
 CACHE_DIRNAME = "cache"
 VERIFY_MARKER = ".verify"

@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
-from ..errors import CacheError
-from ..fileio import atomic_path
-from ..hashing import file_digest, stable_hex
+from whisper_tune.pipeline.core.errors import CacheError
+from whisper_tune.pipeline.core.fileio import atomic_path
+from whisper_tune.pipeline.core.hashing import file_digest, stable_hex
 
 SHARD_SUFFIX = ".arrow"
 FORMAT_VERSION = 1

@@ -26,13 +26,13 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import CacheError
-from ..hashing import stable_hex
-from .index import (PART_INDEX_GLOB, PART_INDEX_RE, CacheIndex, ClipEntry, IndexMeta, RowRef, SkipEntry,
+from whisper_tune.pipeline.core.errors import CacheError
+from whisper_tune.pipeline.core.hashing import stable_hex
+from whisper_tune.pipeline.cache.index import (PART_INDEX_GLOB, PART_INDEX_RE, CacheIndex, ClipEntry, IndexMeta, RowRef, SkipEntry,
                     load_merged_index, part_index_name, save_index)
-from .lock import CacheLock
-from .reader import VERIFY_MARKER, CachedExample, FeatureCache
-from .shard import (FEATURE_KIND, LABEL_KIND, SHARD_NAME_RE, FeatureRow, LabelRow, ShardInfo, file_checksum,
+from whisper_tune.pipeline.cache.lock import CacheLock
+from whisper_tune.pipeline.cache.reader import VERIFY_MARKER, CachedExample, FeatureCache
+from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, SHARD_NAME_RE, FeatureRow, LabelRow, ShardInfo, file_checksum,
                     read_shard_table, shard_kind, shard_path, split_rows, write_shard)
 
 INDEX_SAVE_INTERVAL_S = 1.0

@@ -1,9 +1,12 @@
-"""The `features` stage in three steps: plan (fingerprints -> jobs), work (per-clip audio work and the worker
-pool), stage (run_features, which drives them and hands every change to the cache writer)."""
+"""The `features` stage: audio in, cache rows out.
 
-from .plan import ClipJob, Fingerprints, parse_part, part_of, read_usable_manifest
-from .stage import FeaturesResult, run_features
-from .work import TaskResult, WorkerSettings, featurize_clip, featurize_task
+    audio.py    decode, resample, trim, peak-normalize (AUDIO_CODE_VERSION versions what it does)
+    augment.py  the augmentation chain (audiomentations), seeded per clip and variant
+    logmel.py   Whisper's log-mel, trimmed to the frames the audio reaches
+    labels.py   label token ids with the model's own tokenizer (no audio library: train/ imports it)
+    plan.py     fingerprints -> jobs
+    work.py     per-clip work and the worker pool
+    stage.py    run_features, which drives them and hands every change to the cache writer
 
-__all__ = ["ClipJob", "FeaturesResult", "Fingerprints", "TaskResult", "WorkerSettings", "featurize_clip",
-           "featurize_task", "parse_part", "part_of", "read_usable_manifest", "run_features"]
+Nothing is imported here, so `import whisper_tune.pipeline.featurize.labels` never loads the audio libraries.
+"""

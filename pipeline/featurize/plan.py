@@ -13,11 +13,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..cache import CacheIndex, ClipEntry, RowRef, ShardInfo, SkipEntry, SourceRecord, file_checksum
-from ..cache.writer import Orphans
-from ..constants import SAMPLE_RATE_HZ
-from ..errors import ConfigError, ManifestError
-from ..hashing import stable_hex, stable_int
+from whisper_tune.pipeline.cache import CacheIndex, ClipEntry, RowRef, ShardInfo, SkipEntry, SourceRecord, file_checksum
+from whisper_tune.pipeline.cache.writer import Orphans
+from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
+from whisper_tune.pipeline.core.errors import ConfigError, ManifestError
+from whisper_tune.pipeline.core.hashing import stable_hex, stable_int
 
 AUDIO_CODE_VERSION = "audio-2"   # audio-2: cut-short WAVs and constant or near-silent clips are refused
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
@@ -49,7 +49,7 @@ def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
     """The manifest's status == "ok" rows of this part's share (polars DataFrame, sorted by id)."""
     import polars as pl
 
-    from ..manifest import read_manifest
+    from whisper_tune.pipeline.validate.manifest import read_manifest
 
     df = read_manifest(work_dir)
     for col in ("id", "path", "text", "split", "status"):

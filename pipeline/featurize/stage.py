@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow
-from ..config import Config
-from ..errors import ConfigError, ModelError
-from ..hashing import stable_hex
-from .plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
+from whisper_tune.pipeline.cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow
+from whisper_tune.pipeline.core.config import Config
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError
+from whisper_tune.pipeline.core.hashing import stable_hex
+from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
                    part_of, read_usable_manifest)
-from .work import Progress, TaskResult, WorkerSettings, run_tasks
+from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Tools:
         if self._logmel is None:
             from transformers import WhisperFeatureExtractor
 
-            from ..logmel import LogMel
+            from whisper_tune.pipeline.featurize.logmel import LogMel
 
             try:
                 fe = WhisperFeatureExtractor.from_pretrained(self.model_path)
@@ -81,21 +81,21 @@ class Tools:
 
     def augmenter(self):
         if self._augmenter is None:
-            from ..augment import Augmenter
+            from whisper_tune.pipeline.featurize.augment import Augmenter
 
             self._augmenter = Augmenter(self.cfg.augment.transforms, self.cfg.augment.seed)  # ConfigError if bad
         return self._augmenter
 
     def tokenizer(self):
         if self._tokenizer is None:
-            from ..models import load_processor
+            from whisper_tune.pipeline.models import load_processor
 
             m = self.cfg.model
             self._tokenizer = load_processor(self.model_path, m.language, m.task).tokenizer
         return self._tokenizer
 
     def tokenizer_fingerprint(self) -> str:
-        from ..labels import tokenizer_fingerprint
+        from whisper_tune.pipeline.featurize.labels import tokenizer_fingerprint
 
         return tokenizer_fingerprint(self.tokenizer(), self.cfg.features.text_normalization)
 
@@ -104,9 +104,9 @@ def fingerprints(cfg: Config, part: tuple[int, int] | None, previous: IndexMeta,
                  tools: Tools) -> tuple[IndexMeta, Fingerprints]:
     """The new index's meta and the fingerprints of this run's settings; what the previous index proves
     unchanged (same model files) is taken from it instead of loading the tools."""
-    from ..augment import augment_fingerprint
-    from ..labels import LABEL_CODE_VERSION
-    from ..logmel import FEATURE_CODE_VERSION
+    from whisper_tune.pipeline.featurize.augment import augment_fingerprint
+    from whisper_tune.pipeline.featurize.labels import LABEL_CODE_VERSION
+    from whisper_tune.pipeline.featurize.logmel import FEATURE_CODE_VERSION
 
     m, norm = cfg.model, cfg.features.text_normalization
     tok_key = files_key(tools.model_path, TOKENIZER_FILES, LABEL_CODE_VERSION, m.language, m.task, norm)
@@ -146,7 +146,7 @@ class LabelWork:
         self._future = self._thread.submit(self._run)
 
     def _run(self) -> str:
-        from ..labels import LabelError, make_labels
+        from whisper_tune.pipeline.featurize.labels import LabelError, make_labels
 
         fp = self.tok_fp or self.tools.tokenizer_fingerprint()
         for cid, text in self.todo:
@@ -220,7 +220,7 @@ def compute(writer: CacheWriter, plan: Plan, labels: LabelWork, settings: Worker
 def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = None,
                  echo: bool = True) -> FeaturesResult:
     """Bring WORK/cache up to date with the manifest and config (see the module doc)."""
-    from ..models import resolve_model
+    from whisper_tune.pipeline.models import resolve_model
 
     started = time.perf_counter()
     work_dir = Path(work_dir)

@@ -15,10 +15,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..cache import FeatureRow
-from ..errors import AudioError
-from ..system import usable_cores
-from .plan import ClipJob
+from whisper_tune.pipeline.cache import FeatureRow
+from whisper_tune.pipeline.core.errors import AudioError
+from whisper_tune.pipeline.core.system import usable_cores
+from whisper_tune.pipeline.featurize.plan import ClipJob
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,8 @@ def worker_tools(settings: WorkerSettings):
     """LogMel and Augmenter, built once per process."""
     tools = _WORKER_STATE.get(settings.key)
     if tools is None:
-        from ..augment import Augmenter
-        from ..logmel import LogMel
+        from whisper_tune.pipeline.featurize.augment import Augmenter
+        from whisper_tune.pipeline.featurize.logmel import LogMel
 
         tools = (LogMel(settings.mel_filters), Augmenter(settings.transforms, settings.augment_seed))
         _WORKER_STATE.clear()
@@ -58,7 +58,7 @@ def worker_tools(settings: WorkerSettings):
 
 def featurize_clip(job: ClipJob, settings: WorkerSettings) -> tuple[list[FeatureRow], str | None, int, int]:
     """Pure per-clip work: -> (rows, skip reason or None, variants computed, variants aliased)."""
-    from .. import audio
+    from whisper_tune.pipeline.featurize import audio
 
     logmel, augmenter = worker_tools(settings)
     try:
@@ -109,7 +109,7 @@ def featurize_task(jobs: Sequence[ClipJob], settings: WorkerSettings) -> TaskRes
 
 def _warm_up(settings: WorkerSettings) -> None:
     """Build the tools here, once: forked workers inherit them, warmed up."""
-    from .. import audio  # noqa: F401
+    from whisper_tune.pipeline.featurize import audio  # noqa: F401
 
     logmel, _ = worker_tools(settings)
     warm = np.zeros(4_000, np.float32)

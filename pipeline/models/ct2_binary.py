@@ -27,7 +27,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import ModelError
+from whisper_tune.pipeline.core.errors import ModelError
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 _LEGACY_ITEM_SIZE = {4: np.float32, 2: np.int16, 1: np.int8}

@@ -10,8 +10,8 @@ What the folder gets, and the conversion pitfalls each file avoids:
   128-mel model (large-v3) is fed 80-mel features. transformers 5 saves a processor's feature extractor inside
   processor_config.json, so this file is written from the feature extractor.
 
-The reverse direction is pipeline.models.ct2_import; the `export` command (checks, verification with
-faster-whisper, replacing an earlier export) is train.inference.export.
+The reverse direction is whisper_tune.pipeline.models.ct2_import; the `export` command (checks, verification with
+faster-whisper, replacing an earlier export) is whisper_tune.train.inference.export.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..errors import ModelError
-from ..fileio import atomic_write_json
-from ..tokens import EOT, language_tokens
-from .folder import is_multilingual, read_json
+from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.fileio import atomic_write_json
+from whisper_tune.pipeline.core.tokens import EOT, language_tokens
+from whisper_tune.pipeline.models.folder import is_multilingual, read_json
 
 QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
 WHISPER_SPACE_ID = 220        # Whisper's " " token: suppressed at the start of a transcript, with <|endoftext|>

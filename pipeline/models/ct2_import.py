@@ -1,7 +1,7 @@
 """Import a CTranslate2 / faster-whisper Whisper folder into a transformers checkpoint.
 
 A CTranslate2 folder holds `model.bin` (the weights), `config.json` (suppress ids, language ids, alignment heads)
-and `tokenizer.json`. The weights are read by pipeline.models.ct2_binary (the model.bin layout is documented there).
+and `tokenizer.json`. The weights are read by whisper_tune.pipeline.models.ct2_binary (the model.bin layout is documented there).
 
 The import result is cached by a hash of the folder's content, so a folder is converted once per machine:
 `$WHISPER_TUNE_CACHE/imported/<hash>` (default `~/.cache/whisper-tune/imported/<hash>`), written to a temporary
@@ -21,13 +21,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import ModelError
-from ..fileio import atomic_write_json
-from ..hashing import file_digest, stable_hex
-from ..tokens import (EOT, NO_TIMESTAMPS, SOT, SPECIAL_TOKENS, START_OF_PREV, TASK_TOKENS, TIMESTAMP_STEP_S,
+from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.fileio import atomic_write_json
+from whisper_tune.pipeline.core.hashing import file_digest, stable_hex
+from whisper_tune.pipeline.core.tokens import (EOT, NO_TIMESTAMPS, SOT, SPECIAL_TOKENS, START_OF_PREV, TASK_TOKENS, TIMESTAMP_STEP_S,
                       TRANSLATE, timestamp_token)
-from .ct2_binary import Ct2Model, read_model_bin
-from .folder import CT2_FILES, is_multilingual, optional_token_id, read_json, tokenizer_from_file
+from whisper_tune.pipeline.models.ct2_binary import Ct2Model, read_model_bin
+from whisper_tune.pipeline.models.folder import CT2_FILES, is_multilingual, optional_token_id, read_json, tokenizer_from_file
 
 IMPORTER_VERSION = 2          # bump when the output of the importer changes (part of the cache key)
 MARKER = "whisper-tune-import.json"

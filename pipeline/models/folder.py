@@ -1,6 +1,6 @@
 """What a model folder holds: its kind (transformers or CTranslate2), its JSON files, and its Whisper tokenizer.
 
-The lowest layer of pipeline.models: the importer (ct2_import), the exporter (ct2_export) and the resolver
+The lowest layer of whisper_tune.pipeline.models: the importer (ct2_import), the exporter (ct2_export) and the resolver
 (source) all read folders through it, and it imports none of them.
 """
 
@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
-from ..tokens import EOT, SOT
+from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.tokens import EOT, SOT
 
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
 

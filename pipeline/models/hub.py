@@ -16,8 +16,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..constants import BUNDLED_MODEL
-from ..errors import ModelError
+from whisper_tune.pipeline.core.constants import BUNDLED_MODEL
+from whisper_tune.pipeline.core.errors import ModelError
 
 CONNECT_TIMEOUT_S = 5.0          # name lookup + TCP connect to the hub, one attempt, no retries
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")

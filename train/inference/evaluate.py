@@ -20,17 +20,17 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from pipeline.config import Config
-from pipeline.errors import CacheError, ConfigError, ManifestError
-from pipeline.fileio import atomic_write_json, atomic_write_text
-from pipeline.manifest import SPLITS
-from pipeline.text import normalize_text
-from pipeline.tokens import is_english
-from train.metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
+from whisper_tune.pipeline.core.config import Config
+from whisper_tune.pipeline.core.errors import CacheError, ConfigError, ManifestError
+from whisper_tune.pipeline.core.fileio import atomic_write_json, atomic_write_text
+from whisper_tune.pipeline.validate.manifest import SPLITS
+from whisper_tune.pipeline.core.text import normalize_text
+from whisper_tune.pipeline.core.tokens import is_english
+from whisper_tune.train.metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
                            word_errors)
 
-from .decode import Decoder, DecodeOptions, open_decoder
-from .unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
+from whisper_tune.train.inference.decode import Decoder, DecodeOptions, open_decoder
+from whisper_tune.train.inference.unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
 
 CLEAN_VARIANT = 0
 
@@ -147,7 +147,7 @@ def wrong_words(refs: Sequence[str], hyps: Sequence[str], top: int = 20) -> tupl
 
 
 def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], seconds: float) -> ModelScores:
-    """Corpus-level WER/CER on normalized text and orthographic WER on the raw strings (train.metrics)."""
+    """Corpus-level WER/CER on normalized text and orthographic WER on the raw strings (whisper_tune.train.metrics)."""
     clips = len(hyps)
     return ModelScores(
         model=label, backend=backend, clips=clips,
@@ -192,7 +192,7 @@ def references(work_dir: Path, cache, clip_ids: Sequence[str]) -> list[str]:
     manifest when WORK has one; the cached normalized text as a last resort."""
     from_manifest: dict[str, str] = {}
     try:
-        from pipeline.manifest import read_manifest
+        from whisper_tune.pipeline.validate.manifest import read_manifest
 
         df = read_manifest(work_dir)
         from_manifest = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
@@ -229,8 +229,8 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
                  worst: int = 10, max_new_tokens: int | None = None) -> EvalResult:
     """Score `model` (and `baseline`) on the clean variant of every cached clip of `split`; print the table,
     write `json_path` / `report_path` when given. max_new_tokens: per clip (default: the decoder's whole context)."""
-    from pipeline.cache import CACHE_DIRNAME, open_cache
-    from pipeline.coverage import uncached_note
+    from whisper_tune.pipeline.cache import CACHE_DIRNAME, open_cache
+    from whisper_tune.pipeline.cache.coverage import uncached_note
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")

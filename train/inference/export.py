@@ -2,7 +2,7 @@
 
     whisper-tune export --model work/model --to ct2 --quantization int8 work/model-ct2
 
-The conversion itself (and what each file of the folder is for) is pipeline.models.ct2_export.
+The conversion itself (and what each file of the folder is for) is whisper_tune.pipeline.models.ct2_export.
 
 The folder is written under a temporary name next to OUT, verified, and only then renamed into place; an older
 export in OUT is replaced, anything else there is refused. Verification loads the folder with
@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.constants import SAMPLE_RATE_HZ
-from pipeline.errors import ConfigError, ModelError
-from pipeline.fileio import replace_folder
-from pipeline.models import is_ct2_folder, load_processor, resolve_model
-from pipeline.models.ct2_export import QUANTIZATIONS, convert, write_support_files
-from pipeline.tokens import SOT
+from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError
+from whisper_tune.pipeline.core.fileio import replace_folder
+from whisper_tune.pipeline.models import is_ct2_folder, load_processor, resolve_model
+from whisper_tune.pipeline.models.ct2_export import QUANTIZATIONS, convert, write_support_files
+from whisper_tune.pipeline.core.tokens import SOT
 
 TARGETS = ("ct2",)
 

@@ -19,12 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.config import Config
-from pipeline.constants import SAMPLE_RATE_HZ
-from pipeline.text import normalize_text
+from whisper_tune.pipeline.core.config import Config
+from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
+from whisper_tune.pipeline.core.text import normalize_text
 
-from ..metrics import word_error_rate
-from .subtitles import Segment, render_subtitles
+from whisper_tune.train.metrics import word_error_rate
+from whisper_tune.train.inference.subtitles import Segment, render_subtitles
 
 RECORDING_S = (60.0, 90.0)       # shortest and longest joined recording
 GAP_S = 0.8                      # silence between the joined clips
@@ -79,7 +79,7 @@ def join_clips(rows: Sequence[dict], out_dir: Path, cfg: Config) -> list[Recordi
     """Recordings (WAV) and their references from manifest rows (path, text), clips prepared like training's."""
     import soundfile as sf
 
-    from .transcribe import load_clip
+    from whisper_tune.train.inference.transcribe import load_clip
 
     audio = [load_clip(Path(r["path"]), cfg) for r in rows]
     gap = np.zeros(int(GAP_S * SAMPLE_RATE_HZ), dtype=np.float32)
@@ -107,9 +107,9 @@ def check_longform(model: str, recordings: Sequence[Recording], cfg: Config, out
     """Transcribe each recording once with timestamps (long-form), write its SRT to out_dir, and score it.
     The text is the segments' own text, joined as transformers joins them (no space added), so glued words
     show as they would in `transcribe`'s output."""
-    from .transcribe import load_clip, transcribe_clips
+    from whisper_tune.train.inference.transcribe import load_clip, transcribe_clips
 
-    from .decode import DecodeOptions, TransformersDecoder
+    from whisper_tune.train.inference.decode import DecodeOptions, TransformersDecoder
 
     decoder = TransformersDecoder(model, DecodeOptions(language=cfg.model.language, task=cfg.model.task))
     clips = [load_clip(r.path, cfg) for r in recordings]

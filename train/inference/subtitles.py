@@ -83,7 +83,7 @@ def subtitle_paths(output: Path, inputs: Sequence[Path]) -> list[Path]:
 def timed_segments(decoder, features, attention_mask=None) -> list[list[Segment]]:
     """Greedy decoding with Whisper's timestamp tokens: the segments of each recording, in seconds from its
     start, each text as decoded (with its leading space, if the model wrote one). `decoder` is a
-    train.inference.decode.TransformersDecoder; features (batch, n_mels, frames), more than 3000 frames going through
+    whisper_tune.train.inference.decode.TransformersDecoder; features (batch, n_mels, frames), more than 3000 frames going through
     long-form decoding as in generate_texts."""
     import numpy as np
     import torch

@@ -25,13 +25,13 @@ from typing import Sequence
 
 import numpy as np
 
-from pipeline.audio import load, prepare
-from pipeline.config import Config
-from pipeline.constants import AUDIO_EXTENSIONS, N_SAMPLES, SAMPLE_RATE_HZ
-from pipeline.errors import AudioError, ConfigError
-from pipeline.fileio import atomic_write_text
+from whisper_tune.pipeline.featurize.audio import load, prepare
+from whisper_tune.pipeline.core.config import Config
+from whisper_tune.pipeline.core.constants import AUDIO_EXTENSIONS, N_SAMPLES, SAMPLE_RATE_HZ
+from whisper_tune.pipeline.core.errors import AudioError, ConfigError
+from whisper_tune.pipeline.core.fileio import atomic_write_text
 
-from .decode import DecodeOptions, TransformersDecoder
+from whisper_tune.train.inference.decode import DecodeOptions, TransformersDecoder
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json")
 
@@ -111,7 +111,7 @@ def batches_by_length(lengths: Sequence[int], batch_size: int) -> list[list[int]
 def transcribe_clips(decoder, clips: Sequence[np.ndarray], batch_size: int, timed: bool = False) -> list:
     """Texts for mono 16 kHz clips, in order. `decoder` is a decode.TransformersDecoder. timed=True:
     each clip's list of subtitles.Segment instead (Whisper's timestamps)."""
-    from .subtitles import timed_segments
+    from whisper_tune.train.inference.subtitles import timed_segments
 
     fe = decoder.processor.feature_extractor
     texts: list = [[] if timed else ""] * len(clips)
@@ -187,8 +187,8 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
 
 
 def _write_subtitles(decoder, clips, good, batch_size, output, fmt, failures, attempted) -> list[Transcript]:
-    """One .srt / .vtt per input (train.inference.subtitles.subtitle_paths), from Whisper's timestamps."""
-    from .subtitles import render_subtitles, subtitle_paths
+    """One .srt / .vtt per input (whisper_tune.train.inference.subtitles.subtitle_paths), from Whisper's timestamps."""
+    from whisper_tune.train.inference.subtitles import render_subtitles, subtitle_paths
 
     segments = transcribe_clips(decoder, clips, batch_size, timed=True)
     for path, segs in zip(subtitle_paths(output, good), segments):

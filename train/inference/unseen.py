@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from pipeline.errors import ManifestError
-from pipeline.leakage import text_in_train
-from pipeline.manifest import STATUS_OK, read_manifest
+from whisper_tune.pipeline.core.errors import ManifestError
+from whisper_tune.pipeline.validate.leakage import text_in_train
+from whisper_tune.pipeline.validate.manifest import STATUS_OK, read_manifest
 
-from train.metrics import word_error_rate
+from whisper_tune.train.metrics import word_error_rate
 
 COLUMN = "text_in_train"
 

@@ -1,0 +1,253 @@
+"""Splits by group: every clip of a speaker, session or client goes to the same split (`--group-column NAME`).
+
+    plan = plan_splits(table, relpaths, given, kept, group_column="speaker", seed=42, test_share=0.1,
+                       validation_share=0.0)
+    plan.splits, plan.report, plan.hint
+
+Where a row goes, first rule that applies:
+1. its own `split` cell (the CSV's pinned split always wins for its row);
+2. with a group column: the split its group's pinned rows name, when they all name the same one (the user has
+   said where that group belongs, so its other rows follow);
+3. with a group column: the group's position, a stable seeded hash of the group value alone
+   (`stable_unit(seed, "group", value)`): test below test_share, validation below test_share + validation_share,
+   else train. A row with an empty group cell is a group of its own and gets today's per-path position;
+4. without a group column: the per-path position (manifest.assign_split), as always.
+
+The trade-off: a group's split depends on its value and the seed only, never on the other groups or their sizes,
+so adding rows or groups never moves an existing group. The price is that the clip shares meet the targets only
+on average: with few groups, or a few very large ones, they can be far off. The summary then says so and names a
+seed that draws closer (a new seed moves every group: choose it before training on the split, not after).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+from whisper_tune.pipeline.validate.csvfile import CsvTable
+from whisper_tune.pipeline.core.errors import CsvError
+from whisper_tune.pipeline.core.hashing import stable_unit
+from whisper_tune.pipeline.validate.manifest import SPLITS, assign_split, split_at, split_position
+
+SEED_TRIALS = 200               # seeds tried when the shares are far off
+SEED_SEARCH_MAX_GROUPS = 5000   # above this the search costs more than it is worth (and is rarely needed)
+EXAMPLES = 3
+# Words in a column name that suggest a speaker or session id (the name is split on _, -, space and case).
+HINT_WORDS = frozenset({"speaker", "speakers", "spk", "client", "session", "sessions", "user", "participant",
+                        "subject", "reader", "talker", "voice", "patient", "caller", "recording", "day", "device",
+                        "microphone", "mic", "room", "group", "family", "household", "interview"})
+
+
+@dataclass(frozen=True)
+class GroupReport:
+    """What grouping did to the usable clips (rejected rows are left out of every count)."""
+
+    column: str
+    groups: int                              # distinct groups (a row with an empty cell counts as one)
+    empty: int                               # usable rows with an empty group cell: each its own group
+    per_split: dict[str, tuple[int, int]]    # split -> (groups, clips)
+    hashed: dict[str, int]                   # split -> clips placed by the group hash (not by a pin)
+    targets: dict[str, float]                # split -> share asked for
+    straddling: tuple[str, ...] = ()         # groups whose pinned rows name different splits
+    better_seed: int | None = None           # a seed whose draw meets the targets more closely, when far off
+    better_shares: dict[str, float] = field(default_factory=dict)
+
+    def hashed_share(self, split: str) -> float:
+        total = sum(self.hashed.values())
+        return self.hashed.get(split, 0) / total if total else 0.0
+
+    def far_off(self) -> list[str]:
+        """Held-out splits whose hashed share misses its target by more than a quarter (and 2 points)."""
+        if not sum(self.hashed.values()):
+            return []
+        return [s for s in ("test", "validation")
+                if abs(self.hashed_share(s) - self.targets[s]) > max(0.02, 0.25 * self.targets[s])]
+
+
+@dataclass(frozen=True)
+class GroupHint:
+    """A CSV column that looks like a speaker or session id, when no group column was given."""
+
+    column: str
+    values: int                              # distinct values among usable rows
+    clips: int                               # usable rows with a value
+    shared: dict[str, int]                   # held-out split -> its clips whose value also occurs in train
+    held_out: dict[str, int]                 # held-out split -> its usable clips
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    splits: list[str]
+    report: GroupReport | None = None
+    hint: GroupHint | None = None
+
+
+def group_position(value: str, seed: int) -> float:
+    """Where a group falls in [0, 1): depends on its value and the seed only."""
+    return stable_unit(seed, "group", value)
+
+
+def _position(key: str, seed: int) -> float:
+    """A group key's position: "\0" + path (an empty cell) takes the clip's own per-path position."""
+    return split_position(key[1:], seed) if key.startswith("\0") else group_position(key, seed)
+
+
+
+def group_values(table: CsvTable, column: str) -> tuple[str, tuple[str, ...]]:
+    """The CSV's own name of `column` (any case) and its cells, stripped. CsvError when there is no such column."""
+    cells = {table.audio_column: table.sources, table.text_column: table.texts, **table.extras}
+    by_lower = {name.lower(): name for name in reversed(list(cells))}
+    name = by_lower.get(column.strip().lower())
+    if name is None:
+        found = ", ".join(repr(c) for c in list(cells)[:12])
+        raise CsvError(f"CSV {table.path} has no column '{column.strip()}' (given with --group-column / "
+                       f"data.group_column); columns found: {found}")
+    return name, tuple(v.strip() for v in cells[name])
+
+
+def plan_splits(table: CsvTable, relpaths: Sequence[str], given: Sequence[str], kept: Sequence[bool], *,
+                group_column: str, seed: int, test_share: float, validation_share: float) -> SplitPlan:
+    """Each row's split (see the module docstring), with a report of the groups or a hint to use them."""
+    shares = {"test_share": test_share, "validation_share": validation_share}
+    if not group_column.strip():
+        splits = [g or assign_split(rel, seed=seed, **shares) for rel, g in zip(relpaths, given)]
+        return SplitPlan(splits, hint=suggest_group_column(table, splits, kept))
+    column, values = group_values(table, group_column)
+    keys = [v if v else f"\0{rel}" for v, rel in zip(values, relpaths)]     # empty cell: a group of its own
+    pinned: dict[str, set[str]] = defaultdict(set)
+    for key, g in zip(keys, given):
+        if g:
+            pinned[key].add(g)
+    positions = {key: _position(key, seed) for key in set(keys)}
+    splits, by_hash = [], []
+    for key, g in zip(keys, given):
+        follow = pinned.get(key, set())
+        hashed = not g and len(follow) != 1
+        by_hash.append(hashed)
+        splits.append(g or (next(iter(follow)) if len(follow) == 1 else split_at(positions[key], **shares)))
+    report = _report(column, keys, values, splits, by_hash, kept, pinned, seed=seed, **shares)
+    return SplitPlan(splits, report=report)
+
+
+def _report(column: str, keys: list[str], values: Sequence[str], splits: list[str], by_hash: list[bool],
+            kept: Sequence[bool], pinned: dict[str, set[str]], *, seed: int, test_share: float,
+            validation_share: float) -> GroupReport:
+    ok = [i for i, k in enumerate(kept) if k]
+    groups_of: dict[str, set[str]] = defaultdict(set)
+    clips: Counter[str] = Counter()
+    hashed: Counter[str] = Counter()
+    for i in ok:
+        groups_of[splits[i]].add(keys[i])
+        clips[splits[i]] += 1
+        hashed[splits[i]] += by_hash[i]
+    targets = {"test": test_share, "validation": validation_share, "train": 1.0 - test_share - validation_share}
+    report = GroupReport(
+        column=column, groups=len({keys[i] for i in ok}), empty=sum(1 for i in ok if not values[i]),
+        per_split={s: (len(groups_of[s]), clips[s]) for s in SPLITS}, hashed={s: hashed[s] for s in SPLITS},
+        targets=targets, straddling=tuple(sorted(k for k, s in pinned.items() if len(s) > 1))[:EXAMPLES * 10],
+    )
+    if not report.far_off():
+        return report
+    sizes = Counter(keys[i] for i in ok if by_hash[i])
+    found = better_seed(sizes, seed=seed, test_share=test_share, validation_share=validation_share)
+    if found is None:
+        return report
+    return replace(report, better_seed=found[0], better_shares=found[1])
+
+
+def hashed_shares(sizes: Counter[str], seed: int, *, test_share: float, validation_share: float) -> dict[str, float]:
+    """Clip share of each split when the groups (key -> clips) are placed with `seed`."""
+    total = sum(sizes.values()) or 1
+    out: Counter[str] = Counter()
+    for key, n in sizes.items():
+        out[split_at(_position(key, seed), test_share=test_share, validation_share=validation_share)] += n
+    return {s: out[s] / total for s in SPLITS}
+
+
+def better_seed(sizes: Counter[str], *, seed: int, test_share: float,
+                validation_share: float) -> tuple[int, dict[str, float]] | None:
+    """The seed among the next SEED_TRIALS whose draw comes closest to the targets (an empty held-out split that
+    should have clips counts as the furthest), if it beats `seed`'s."""
+    if not sizes or len(sizes) > SEED_SEARCH_MAX_GROUPS:
+        return None
+    shares = {"test_share": test_share, "validation_share": validation_share}
+
+    def miss(s: int) -> tuple[float, dict[str, float]]:
+        got = hashed_shares(sizes, s, **shares)
+        empty = sum(1.0 for split, share in (("test", test_share), ("validation", validation_share))
+                    if share > 0 and got[split] == 0)          # a held-out split with nothing is worst of all
+        return empty + abs(got["test"] - test_share) + abs(got["validation"] - validation_share), got
+
+    best_miss, _ = miss(seed)
+    best = None
+    for candidate in range(seed + 1, seed + 1 + SEED_TRIALS):
+        m, got = miss(candidate)
+        if m < best_miss - 1e-12:
+            best_miss, best = m, (candidate, got)
+    return best
+
+
+# ------------------------------------------------------------------------------------- no group column given
+
+def _words(name: str) -> set[str]:
+    spaced = "".join(f" {c}" if c.isupper() else c for c in name)     # speakerId -> speaker Id
+    return set(spaced.lower().replace("_", " ").replace("-", " ").replace(".", " ").split())
+
+
+def suggest_group_column(table: CsvTable, splits: Sequence[str], kept: Sequence[bool]) -> GroupHint | None:
+    """The first extra column whose name looks like a speaker / session id and whose values repeat."""
+    ok = [i for i, k in enumerate(kept) if k]
+    for name, cells in table.extras.items():
+        if name.strip().lower() == "split" or not (_words(name) & HINT_WORDS):
+            continue
+        values = [cells[i].strip() for i in ok]
+        present = [v for v in values if v]
+        if not present or len(set(present)) == len(present):
+            continue                                   # every value unique: a clip id, not a group
+        in_train = {cells[i].strip() for i in ok if splits[i] == "train"} - {""}
+        held = {s: [i for i in ok if splits[i] == s] for s in ("test", "validation")}
+        return GroupHint(column=name, values=len(set(present)), clips=len(present),
+                         shared={s: sum(1 for i in rows if cells[i].strip() in in_train) for s, rows in held.items()},
+                         held_out={s: len(rows) for s, rows in held.items()})
+    return None
+
+
+# ------------------------------------------------------------------------------------------------ summary
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def format_groups(report: GroupReport, kept: int) -> list[str]:
+    r = report
+    empty = f"; {r.empty} row{'s' if r.empty != 1 else ''} with an empty cell, each its own group" if r.empty else ""
+    lines = [f"  groups by '{r.column}': {r.groups}{empty}"]
+    for split in SPLITS:
+        groups, clips = r.per_split[split]
+        if split == "validation" and not clips and not r.targets["validation"]:
+            continue
+        share = clips / kept if kept else 0.0
+        lines.append(f"    {split:10}: {groups} group{'s' if groups != 1 else ''}, {clips} clips ({_pct(share)})")
+    if r.straddling:
+        shown = ", ".join(repr(k.lstrip("\0")) for k in r.straddling[:EXAMPLES])
+        lines.append(f"  warning: the split column puts rows of {len(r.straddling)} group(s) in different splits "
+                     f"(e.g. {shown}); those groups are on both sides: fix their split cells")
+    for split in r.far_off():
+        lines.append(f"  warning: the group hash put {_pct(r.hashed_share(split))} of the clips it placed in "
+                     f"{split} (target {_pct(r.targets[split])}): {r.groups} groups are too few (or too unequal) "
+                     "for whole groups to meet the share")
+    if r.better_seed is not None:
+        got = ", ".join(f"{s} {_pct(r.better_shares[s])}" for s in ("test", "validation") if r.targets[s])
+        lines.append(f"    --seed {r.better_seed} (data.seed) draws closer ({got}); a new seed moves every group, "
+                     "so choose it before training on this split, or pin groups with a split column")
+    return lines
+
+
+def format_hint(hint: GroupHint) -> list[str]:
+    h = hint
+    shared = "; ".join(f"{h.shared[s]} of {h.held_out[s]} {s} clips share theirs with train clips"
+                       for s in ("test", "validation") if h.held_out[s])
+    return [f"  hint: column '{h.column}' looks like a speaker or session id ({h.values} values for {h.clips} "
+            f"clips){'; ' + shared if shared else ''}. Pass --group-column {h.column} (data.group_column) to keep "
+            "each value in one split, so the test measures new speakers, not remembered ones"]

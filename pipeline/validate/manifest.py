@@ -1,0 +1,147 @@
+"""The manifest: WORK/manifest.parquet, one row per CSV row, written by `whisper-tune validate`.
+
+Columns (every later stage uses only rows with status == "ok"):
+
+    id           str    stable clip id: a hash of the path relative to the CSV's folder
+    path         str    absolute, resolved path of the audio file ("" when the CSV cell is empty)
+    source       str    the path exactly as written in the CSV
+    text         str    the transcript exactly as written in the CSV
+    duration     f64    seconds (null when the file could not be read)
+    sample_rate  i64    Hz (null when the file could not be read)
+    channels     i64    (null when the file could not be read)
+    split        str    "train", "validation" or "test": the CSV's split column, else a seeded hash of the
+                        relative path (of the group value with --group-column: pipeline/grouping.py), so adding
+                        rows never moves a clip
+    status       str    "ok" or "rejected"
+    reason       str    why a row was rejected, in plain words; "" when ok
+    csv_row      i64    1-based data row of the CSV (the header is not counted)
+    text_in_train  bool  a usable validation/test clip whose normalized transcript a usable train clip also says
+    audio_in_train bool  a usable validation/test clip with the same file bytes as a usable train clip
+                        (both False for train and rejected rows; manifests written before them lack both columns,
+                        and every reader treats them as optional)
+    ...                 the CSV's other columns, as text (renamed csv_<name> if the name is taken above)
+
+Rejected rows get a split too (the one they would have once fixed), so the column is never empty.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from whisper_tune.pipeline.core.errors import ManifestError
+from whisper_tune.pipeline.core.fileio import atomic_path
+from whisper_tune.pipeline.core.hashing import stable_hex, stable_unit
+
+MANIFEST_NAME = "manifest.parquet"
+
+SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "path": pl.String(),
+    "source": pl.String(),
+    "text": pl.String(),
+    "duration": pl.Float64(),
+    "sample_rate": pl.Int64(),
+    "channels": pl.Int64(),
+    "split": pl.String(),
+    "status": pl.String(),
+    "reason": pl.String(),
+    "csv_row": pl.Int64(),
+}
+COLUMNS: tuple[str, ...] = tuple(SCHEMA)
+# Written by validate since the leakage report; optional when reading (older manifests lack them).
+OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio_in_train": pl.Boolean()}
+
+STATUS_OK = "ok"
+STATUS_REJECTED = "rejected"
+SPLITS = ("train", "validation", "test")
+
+
+def manifest_path(work_dir: Path | str) -> Path:
+    return Path(work_dir) / MANIFEST_NAME
+
+
+def clip_id(relpath: str) -> str:
+    """Stable id of a clip: 16 hex digits of blake2b over its path relative to the CSV's folder (posix form)."""
+    return stable_hex(relpath, size=8)
+
+
+def split_position(relpath: str, seed: int) -> float:
+    """Where a clip falls in [0, 1): blake2b(seed, relative path) as a uniform number. Depends on nothing else."""
+    return stable_unit(seed, relpath, sep=b"\x00")
+
+
+def assign_split(relpath: str, *, seed: int, test_share: float, validation_share: float = 0.0) -> str:
+    """"test" for clips whose split_position is below test_share, "validation" for the next validation_share,
+    else "train". Changing validation_share never moves a test clip."""
+    return split_at(split_position(relpath, seed), test_share=test_share, validation_share=validation_share)
+
+
+def split_at(position: float, *, test_share: float, validation_share: float) -> str:
+    """The split of a position in [0, 1): test below test_share, validation below test_share + validation_share,
+    else train (per path here, per group in pipeline/grouping.py)."""
+    if position < test_share:
+        return "test"
+    return "validation" if position < test_share + validation_share else "train"
+
+
+def write_manifest(frame: pl.DataFrame, work_dir: Path | str) -> Path:
+    """Write WORK/manifest.parquet atomically (temporary name in the same folder, then rename)."""
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"manifest frame lacks the columns {', '.join(missing)}")
+    frame = _conform(frame, "manifest frame")
+    out = manifest_path(work_dir)
+    with atomic_path(out) as tmp:
+        frame.write_parquet(tmp)
+    return out
+
+
+def read_manifest(work_dir: Path | str) -> pl.DataFrame:
+    """The manifest as a polars DataFrame. ManifestError when it is missing, unreadable or not ours."""
+    path = manifest_path(work_dir)
+    rerun = f"run `whisper-tune validate --csv YOUR.csv --work {work_dir}` to write it"
+    if not path.is_file():
+        raise ManifestError(f"no manifest at {path}; {rerun}")
+    try:
+        frame = pl.read_parquet(path)
+    except (OSError, pl.exceptions.PolarsError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ManifestError(f"{path} is not a readable manifest ({reason[:160]}); {rerun}") from None
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ManifestError(f"{path} lacks the columns {', '.join(missing)}; it was not written by "
+                            f"whisper-tune validate; {rerun}")
+    try:
+        frame = _conform(frame, str(path))
+    except ManifestError as err:
+        raise ManifestError(f"{err}; {rerun}") from None
+    bad_status = set(frame["status"].unique().to_list()) - {STATUS_OK, STATUS_REJECTED}
+    if bad_status:
+        raise ManifestError(f"{path} has unknown status values {sorted(map(str, bad_status))}; {rerun}")
+    return frame
+
+
+def _conform(frame: pl.DataFrame, what: str) -> pl.DataFrame:
+    """Cast the standard columns to SCHEMA where that loses nothing (int -> float, all-null); refuse otherwise."""
+    wrong, casts = [], []
+    for column, dtype in SCHEMA.items():
+        have = frame.schema[column]
+        if have == dtype:
+            continue
+        if have == pl.Null or (have.is_numeric() and dtype.is_numeric() and (dtype.is_float() or have.is_integer())):
+            casts.append(pl.col(column).cast(dtype))
+        else:
+            wrong.append(f"{column} ({have}, expected {dtype})")
+    if wrong:
+        raise ManifestError(f"{what} has columns of the wrong type: {', '.join(wrong)}")
+    return frame.with_columns(casts) if casts else frame
+
+
+def usable(frame: pl.DataFrame, split: str | None = None) -> pl.DataFrame:
+    """Rows with status "ok", optionally of one split only."""
+    rows = frame.filter(pl.col("status") == STATUS_OK)
+    if split is not None:
+        rows = rows.filter(pl.col("split") == split)
+    return rows

@@ -1,0 +1,74 @@
+"""The index: typed dataclasses that round-trip through JSON, loaded by one function that refuses every defect
+in one line naming the file and the command that rebuilds it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from whisper_tune.testing import synthetic
+from whisper_tune.pipeline.cache import (INDEX_VERSION, CacheIndex, ClipEntry, IndexMeta, RowRef, ShardInfo, SkipEntry,
+                            SourceRecord, load_index, load_merged_index, save_index, write_examples)
+from whisper_tune.pipeline.core.errors import CacheError
+
+FEAT = "all-feat-0123456789abcdef0123.arrow"
+LAB = "all-lab-0123456789abcdef0123.arrow"
+
+
+def _index() -> CacheIndex:
+    shards = {FEAT: ShardInfo(FEAT, "feat", "ab", 10, 11, 2, 12, 13), LAB: ShardInfo(LAB, "lab", "cd", 20, 21, 1)}
+    clip = ClipEntry(split="train", text="Hi", source=SourceRecord("/a.wav", 5, 6, "h"), labels=RowRef(LAB, 0, "l"),
+                     variants={0: RowRef(FEAT, 0, "f0"), 1: RowRef(FEAT, 1, "f1", alias=0)})
+    return CacheIndex(meta=IndexMeta(n_mels=80, variants=2, model="m", part="1/2"), shards=shards,
+                      clips={"c": clip}, skipped={"d": SkipEntry("silent", "s", None)})
+
+
+def test_round_trip(tmp_path):
+    save_index(tmp_path / "index.json", _index())
+    data = json.loads((tmp_path / "index.json").read_text())
+    assert data["format"] == "whisper-tune-cache" and data["version"] == INDEX_VERSION
+    assert load_index(tmp_path / "index.json") == _index()
+    assert _index().referenced_shards() == {FEAT, LAB} and _index().clips["c"].complete
+
+
+def _broken(tmp_path, change) -> str:
+    data = _index().to_json()
+    change(data)
+    (tmp_path / "index.json").write_text(json.dumps(data))
+    with pytest.raises(CacheError) as err:
+        load_index(tmp_path / "index.json")
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{tmp_path / 'index.json'} is not a usable feature cache index (")
+    assert message.endswith(f"re-run `whisper-tune features --work {tmp_path.parent}` to rebuild it")
+    return message
+
+
+@pytest.mark.parametrize("change, what", [
+    (lambda d: d["clips"]["c"]["variants"]["0"].update(shard="../../victim.txt"),
+     'clips["c"].variants[0].shard "../../victim.txt" is not a plain cache shard file name'),
+    (lambda d: d["clips"]["c"]["labels"].update(shard="all-lab-ffffffffffffffffffff.arrow"),
+     'clips["c"].labels.shard all-lab-ffffffffffffffffffff.arrow is not in the shard list'),
+    (lambda d: d["shards"][FEAT].update(kind="lab"), 'shards["all-feat-0123456789abcdef0123.arrow"].kind is "lab"'),
+    (lambda d: d["shards"][FEAT].update(size=-1), "size must be >= 0, got -1"),
+    (lambda d: d["shards"][FEAT].update(rows=True), "rows must be a whole number, got true"),
+    (lambda d: d["meta"].pop("n_mels"), "meta lacks 'n_mels'"),
+    (lambda d: d["clips"]["c"]["variants"].update(x={}), 'variants has key "x", expected a variant number'),
+    (lambda d: d["clips"].update(c=[]), 'clips["c"] must be an object, got []'),
+    (lambda d: d.update(format="whisper-tune-cache-v1"), "not a whisper-tune cache index"),
+    (lambda d: d.pop("version"), "index version null, this whisper-tune reads version 2"),
+])
+def test_defects_are_one_line(tmp_path, change, what):
+    assert what in _broken(tmp_path, change)
+
+
+def test_part_indexes_merge_and_must_agree(tmp_path):
+    cache = tmp_path / "cache"
+    write_examples(cache, synthetic())
+    assert load_merged_index(cache).clips.keys() == {"clip0", "clip1", "clip2"}
+    other = load_index(cache / "index.json")
+    from dataclasses import replace
+
+    save_index(cache / "index.part-1-of-2.json", replace(other, meta=replace(other.meta, n_mels=128)))
+    with pytest.raises(CacheError, match=r"index.part-1-of-2.json was built with different settings \(n_mels\)"):
+        load_merged_index(cache)

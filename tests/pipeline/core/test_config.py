@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import pytest
+
+from whisper_tune.pipeline.core.config import Config, load_config, save_config
+from whisper_tune.pipeline.core.errors import ConfigError
+from whisper_tune.testing import REPO_ROOT
+
+
+def test_defaults_are_the_guides_values():
+    cfg = load_config(None)
+    assert cfg.data.test_share == 0.1 and cfg.data.seed == 42
+    assert cfg.data.min_text_chars == 5 and cfg.data.min_seconds == 1.0 and cfg.data.max_seconds == 30.0
+    assert cfg.audio.trim_top_db == 30.0 and cfg.audio.peak_normalize
+    noise, gain = cfg.augment.transforms
+    assert noise == {"name": "AddGaussianNoise", "p": 0.2, "min_amplitude": 0.0005, "max_amplitude": 0.003}
+    assert gain == {"name": "Gain", "p": 0.2, "min_gain_db": -2.0, "max_gain_db": 2.0}
+    t = cfg.training
+    assert (t.epochs, t.effective_batch, t.batch_size, t.grad_accum, t.learning_rate) == (5, 64, "auto", "auto", 1e-5)
+    assert (t.warmup, t.lr_scheduler, t.weight_decay) == (0.05, "cosine", 0.01)
+    assert (t.early_stopping_patience, t.generation_max_length) == (3, 128)
+    assert cfg.model.name == "openai/whisper-small.en"
+
+
+def test_settings_are_frozen():
+    cfg = load_config(None)
+    with pytest.raises(AttributeError):
+        cfg.training.epochs = 3  # type: ignore[misc]
+
+
+def test_file_then_flags(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text('[training]\nepochs = 2\nbatch_size = 8\n[[augment.transforms]]\nname = "Gain"\np = 1.0\n')
+    cfg = load_config(f, {"training.epochs": 7, "training.batch_size": None})
+    assert cfg.training.epochs == 7 and cfg.training.batch_size == 8
+    assert cfg.augment.transforms == ({"name": "Gain", "p": 1.0},)
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[training]\nepoch = 2\n", "training.epoch"),
+    ("[trainig]\nepochs = 2\n", "[trainig]"),
+    ("[training]\nbatch_size = 'big'\n", "training.batch_size"),
+    ("[data]\ntest_share = 1.5\n", "data.test_share"),
+    ("[data]\ntest_share = 0.5\nvalidation_share = 0.5\n", "data.validation_share"),
+    ("not toml = = =", "not valid TOML"),
+])
+def test_bad_files_name_key_and_file(tmp_path: Path, text: str, needle: str):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert needle in str(err.value) and str(f) in str(err.value)
+
+
+def test_missing_file(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_example_file_loads_and_save_round_trips(tmp_path: Path):
+    example = REPO_ROOT / "whisper-tune.example.toml"
+    cfg = load_config(example)
+    assert cfg == Config()
+    out = tmp_path / "resolved.toml"
+    save_config(cfg, out)
+    assert load_config(out) == cfg

@@ -1,0 +1,107 @@
+"""export: a CTranslate2 folder faster-whisper loads, equal transcripts to the source model, clean refusals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from whisper_tune.testing import espeak_available, speak
+from whisper_tune.cli import app
+from whisper_tune.pipeline.core.errors import ConfigError
+from whisper_tune.train.inference import export as ex
+
+SENTENCES = (
+    "Please call Stella and ask her to bring these things from the store.",
+    "The birch canoe slid on the smooth planks.",
+    "Glue the sheet to the dark blue background.",
+)
+
+
+def test_random_model_export_has_what_faster_whisper_needs(tiny_model, tmp_path):
+    out = tmp_path / "ct2"
+    result = ex.run_export(model=str(tiny_model), out_dir=out, to="ct2", quantization="float32", verify=True)
+    assert {"model.bin", "config.json", "tokenizer.json", "preprocessor_config.json"} <= {p.name for p in out.iterdir()}
+    assert json.loads((out / "preprocessor_config.json").read_text())["feature_size"] == 80
+    config = json.loads((out / "config.json").read_text())
+    assert config["suppress_ids"] and config["suppress_ids_begin"]
+    assert result.verification is not None and result.verification.n_mels == 80
+    assert result.size_bytes > (out / "model.bin").stat().st_size
+    assert not list(tmp_path.glob(".ct2*"))                         # no temporary folder left behind
+
+    # A re-export replaces the earlier one; a folder holding anything else is refused.
+    again = ex.run_export(model=str(tiny_model), out_dir=out, to="ct2", quantization="int8", verify=False)
+    assert again.size_bytes < result.size_bytes
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="already holds other files"):
+        ex.run_export(model=str(tiny_model), out_dir=foreign, quantization="int8", verify=False)
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_128_mel_export_keeps_its_mel_bins(tiny_model_128, tmp_path):
+    result = ex.run_export(model=str(tiny_model_128), out_dir=tmp_path / "ct2", quantization="int8", verify=True)
+    assert result.verification.n_mels == 128
+    assert json.loads((tmp_path / "ct2" / "preprocessor_config.json").read_text())["feature_size"] == 128
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--to", "onnx"], "--to onnx: unknown target"),
+    (["--quantization", "int4"], "--quantization int4: expected one of"),
+    (["--model", "/no/such/model"], "no such folder"),
+])
+def test_bad_flags_are_one_line_errors(tmp_path, args, message):
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "--model", "bundled:tiny.en", *args])
+    assert res.exit_code == 1, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed")
+def test_tiny_en_round_trip_float32_and_int8(tmp_path):
+    """evaluate on one cache: the float32 export (CTranslate2, as faster-whisper runs it) decodes every clip
+    exactly as transformers does on the source model; faster-whisper loads the export and, from the audio
+    (its own log-mel), agrees closely; int8 stays within a few WER points of float32."""
+    from faster_whisper import WhisperModel
+
+    from whisper_tune.pipeline.featurize.audio import load
+    from whisper_tune.pipeline.core.config import load_config
+    from whisper_tune.testing import write_work
+    from whisper_tune.train.inference.decode import open_decoder
+    from whisper_tune.train.inference.evaluate import feature_batches, run_evaluate
+    from whisper_tune.train.metrics import word_error_rate
+
+    audio = [load(speak(tmp_path / f"s{i}.wav", text)) for i, text in enumerate(SENTENCES)]
+    work = write_work(tmp_path / "work", [(f"s{i}", a, t, "test") for i, (a, t) in enumerate(zip(audio, SENTENCES))])
+    for quantization in ("float32", "int8"):
+        ex.run_export(model="bundled:tiny.en", out_dir=tmp_path / quantization, quantization=quantization,
+                      verify=quantization == "float32")
+
+    result = run_evaluate(model="bundled:tiny.en", work_dir=work, cfg=load_config(),
+                          baseline=str(tmp_path / "float32"), json_path=work / "e.json", batch_size=3)
+    assert (result.scores.backend, result.baseline.backend) == ("transformers", "ctranslate2")
+    assert result.scores.hypotheses == result.baseline.hypotheses
+    assert json.loads((work / "e.json").read_text())["baseline_clips_per_second"] > 0
+
+    from whisper_tune.pipeline.cache import open_cache
+
+    cache = open_cache(work)
+    feats = next(feature_batches(cache, sorted(cache.clip_ids("test")), 3))
+    int8 = open_decoder(str(tmp_path / "int8")).decode(feats)
+
+    fw = WhisperModel(str(tmp_path / "float32"), device="cpu", compute_type="default")
+    from_audio = []
+    for clip in audio:
+        segments, _info = fw.transcribe(clip, beam_size=1, temperature=0.0, without_timestamps=True,
+                                        vad_filter=False, condition_on_previous_text=False)
+        from_audio.append(" ".join(s.text.strip() for s in segments))
+    assert word_error_rate(list(result.scores.hypotheses), from_audio) <= 10.0
+
+    wer32, wer8 = result.baseline.wer, word_error_rate(list(SENTENCES), int8)
+    print(f"\ntiny.en, {len(SENTENCES)} clips: WER transformers {result.scores.wer:.2f}% = export float32 "
+          f"{wer32:.2f}%, int8 {wer8:.2f}% (same features); faster-whisper from audio, float32: "
+          f"{word_error_rate(list(SENTENCES), from_audio):.2f}%")
+    assert abs(wer8 - wer32) <= 15.0

@@ -1,0 +1,77 @@
+"""The `whisper-tune` console script: the typer app, one thin module per command.
+
+    validate.py  features.py  train.py  evaluate.py  transcribe.py  export.py  import_model.py   one command each
+    flags.py     config flags derived from pipeline/config.py's dataclasses (`Flag`, `with_config`)
+
+Each command only turns flags into a Config and calls its stage's plain function. The stage is imported inside
+the command, when it runs: this package imports nothing from train/ (nor audio libraries) at import time, and
+dispatches lazily to train/ (`train`, `evaluate`, `export`), so `whisper-tune train` never loads librosa and
+`pipeline` never depends on `train` (the layering test allows this package alone to name it).
+
+This module is the one place that turns a WhisperTuneError into `error: <one line>` on stderr and its exit code
+(Ctrl-C: exit 130); no traceback for bad input. Library code raises; it never prints errors or exits.
+
+To add a flag for a new config field: add one line to the command's FLAGS table, e.g. in train.py
+`Flag("training.pack", "Pack several clips into one 30 s window.")`. Its name (--pack), type, `--x/--no-x` form
+for booleans and the default shown in --help come from the dataclass field (see flags.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+
+from whisper_tune.pipeline.core.errors import WhisperTuneError, worker_message
+from whisper_tune.cli import evaluate, export, features, import_model, train, transcribe, validate
+
+app = typer.Typer(
+    name="whisper-tune",
+    help="Fine-tune Whisper on your own recordings: validate -> features -> train -> evaluate / transcribe / export.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn WhisperTuneError (and Ctrl-C) into a one-line message and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except WhisperTuneError as err:
+            fail(" ".join(worker_message(str(err)).split()), err.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted; finished work is kept, re-run the same command to resume", 130)
+        except Exception as err:
+            from whisper_tune.pipeline.core.fileio import disk_full, is_disk_full
+
+            if not is_disk_full(err):
+                raise
+            where = Path(getattr(err, "filename", None) or "nothing").parent   # the file's folder when known
+            fail(str(disk_full(err, where if str(where) != "." else Path.cwd())))
+
+    return wrapper
+
+
+COMMANDS: dict[str, Callable[..., Any]] = {
+    "validate": validate.validate, "features": features.features, "train": train.train,
+    "evaluate": evaluate.evaluate, "transcribe": transcribe.transcribe, "export": export.export,
+    "import-model": import_model.import_model,
+}
+for _name, _command in COMMANDS.items():
+    app.command(_name)(user_errors(_command))
+
+
+def main() -> int:  # pragma: no cover - console entry
+    app(prog_name="whisper-tune")
+    return 0

@@ -1,0 +1,33 @@
+"""`whisper-tune features`: manifest -> WORK/cache/ (whisper_tune.pipeline.featurize.run_features)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from whisper_tune.pipeline.core.config import Config
+from whisper_tune.cli.flags import MODEL, Flag, WorkOpt, with_config
+
+FLAGS = (
+    MODEL,
+    Flag("augment.variants", "Feature variants per clip (variant 0 is clean)."),
+    Flag("features.jobs", "Worker processes (0 = all cores)."),
+)
+
+
+@with_config(*FLAGS)
+def features(
+    work: WorkOpt = Path("work"),
+    part: Annotated[Optional[str], typer.Option(help="Featurize only part i of N, e.g. 2/8 (1-based).")] = None,
+    *,
+    cfg: Config,
+) -> None:
+    """Decode, trim, normalize, augment and log-mel every usable clip into WORK/cache/ (incremental, resumable)."""
+    from whisper_tune.pipeline.featurize.plan import parse_part
+    from whisper_tune.pipeline.featurize.stage import run_features
+    from whisper_tune.pipeline.core.fileio import disk_full_as_error
+
+    with disk_full_as_error(work / "cache"):
+        run_features(work_dir=work, cfg=cfg, part=parse_part(part))

@@ -1,0 +1,376 @@
+"""Shared test helpers, one of each: generated audio, the tiny random Whisper builder, the import blocker, and
+small real feature caches.
+
+    from whisper_tune.testing import tone, write_audio, make_tiny_whisper, blocked_python, build_cache
+
+whisper_tune.testing.py turns the tiny models into the session fixtures `tiny_model` / `tiny_model_128` and re-exports the
+audio helpers. The benchmarks in bench/ build their models with `make_tiny_whisper` too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import polars as pl
+
+from whisper_tune.pipeline.cache import CachedExample, open_cache, write_examples
+from whisper_tune.pipeline.core.config import load_config
+from whisper_tune.pipeline.core.text import normalize_text
+from whisper_tune.pipeline.featurize.stage import run_features
+from whisper_tune.pipeline.validate.manifest import write_manifest
+
+SR = 16_000
+REPO_ROOT = Path(__file__).resolve().parent.parent   # the checkout (tests, bench/ and data/ live beside the package)
+
+
+def load_script(path: Path | str):
+    """A script (bench/*.py, data/demo/*.py) as a module, without touching sys.path. It is registered in
+    sys.modules under its file name first, as dataclasses look their module up while they are built."""
+    import importlib.util
+
+    path = Path(path)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    if path.stem in sys.modules and getattr(sys.modules[path.stem], "__file__", None) == str(path):
+        return sys.modules[path.stem]
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
+    return module
+
+# --------------------------------------------------------------------------------------------------- audio
+
+
+def tone(seconds: float, sr: int = SR, freq: float = 440.0, amp: float = 0.5,
+         pad_silence: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A tone with a little noise, optionally surrounded by `pad_silence` seconds of silence each side."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    x = amp * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(t.size)
+    pad = np.zeros(int(pad_silence * sr))
+    return np.concatenate([pad, x, pad]).astype(np.float32)
+
+
+def write_audio(path: Path, samples: np.ndarray, sr: int = SR, subtype: str | None = None) -> Path:
+    """Write with soundfile; the format follows the extension (wav, flac, mp3, ogg)."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = {".mp3": "MP3", ".ogg": "OGG", ".flac": "FLAC", ".wav": "WAV"}[path.suffix.lower()]
+    sf.write(str(path), samples, sr, format=fmt, subtype=subtype)
+    return path
+
+
+def espeak_available() -> bool:
+    return shutil.which("espeak-ng") is not None
+
+
+def speak(path: Path, text: str, voice: str = "en-us", speed: int = 160) -> Path:
+    """espeak-ng speech to a wav file (tests that use it skip where espeak-ng is missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text], check=True,
+                   capture_output=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------- tiny Whisper
+
+# WhisperConfig shapes: the test suite's model (default) and Whisper tiny.en's own sizes (benchmarks).
+TEST_SHAPE = dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                  decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128)
+TINY_EN_SHAPE = dict(d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
+                     decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536)
+
+
+def bundled_tokenizer():
+    """tiny.en's real tokenizer (from the bundled CTranslate2 model; no network)."""
+    from whisper_tune.pipeline.models import bundled_model_dir, tokenizer_from_file
+    from whisper_tune.pipeline.models.ct2_import import add_timestamp_tokens
+
+    tok = tokenizer_from_file(bundled_model_dir() / "tokenizer.json")
+    add_timestamp_tokens(tok, len(tok) + 1501, bundled_model_dir())   # <|0.00|> .. <|30.00|>, as tiny.en has them
+    return tok
+
+
+def bundled_suppress_ids() -> dict[str, list[int]]:
+    """tiny.en's suppress lists, as generation-config keywords."""
+    from whisper_tune.pipeline.models import bundled_model_dir, read_json
+
+    ct2 = read_json(bundled_model_dir() / "config.json")
+    return {"suppress_tokens": ct2["suppress_ids"], "begin_suppress_tokens": ct2["suppress_ids_begin"]}
+
+
+def tiny_whisper(tokenizer, *, n_mels: int = 80, seed: int = 0, multilingual: bool = False,
+                 config: dict[str, Any] | None = None, generation: dict[str, Any] | None = None):
+    """A randomly initialised WhisperForConditionalGeneration for `tokenizer` (in memory).
+
+    `config` overrides WhisperConfig keywords (TEST_SHAPE and the special-token ids by default); `generation`
+    overrides GenerationConfig keywords."""
+    import torch
+    from transformers import GenerationConfig, WhisperConfig, WhisperForConditionalGeneration
+
+    from whisper_tune.pipeline.core.tokens import NO_TIMESTAMPS, SOT
+
+    sot, eot = tokenizer.convert_tokens_to_ids(SOT), tokenizer.eos_token_id
+    settings = dict(vocab_size=len(tokenizer), num_mel_bins=n_mels, max_source_positions=1500,
+                    max_target_positions=448, decoder_start_token_id=sot, bos_token_id=eot, eos_token_id=eot,
+                    pad_token_id=eot, **TEST_SHAPE)
+    settings.update(config or {})
+    cfg = WhisperConfig(**settings)
+    torch.manual_seed(seed)
+    model = WhisperForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(**{
+        "decoder_start_token_id": sot, "eos_token_id": eot, "pad_token_id": eot, "bos_token_id": cfg.bos_token_id,
+        "no_timestamps_token_id": tokenizer.convert_tokens_to_ids(NO_TIMESTAMPS), "is_multilingual": multilingual,
+        "max_length": cfg.max_target_positions, **(generation or {})})
+    return model
+
+
+def make_tiny_whisper(folder: Path, n_mels: int = 80, seed: int = 0, *, weights: bool = True,
+                      config: dict[str, Any] | None = None, generation: dict[str, Any] | None = None) -> Path:
+    """Save a tiny random Whisper with tiny.en's real tokenizer and suppress lists, plus its processor, to `folder`.
+
+    weights=False saves the config and processor only (enough for the features stage)."""
+    from transformers import WhisperFeatureExtractor, WhisperProcessor
+
+    tok = bundled_tokenizer()
+    suppress = bundled_suppress_ids()
+    config = {"suppress_tokens": [], "begin_suppress_tokens": suppress["begin_suppress_tokens"], **(config or {})}
+    model = tiny_whisper(tok, n_mels=n_mels, seed=seed, config=config, generation={**suppress, **(generation or {})})
+    folder.mkdir(parents=True, exist_ok=True)
+    if weights:
+        model.save_pretrained(folder)
+    else:
+        model.config.save_pretrained(folder)
+    processor = WhisperProcessor(feature_extractor=WhisperFeatureExtractor(feature_size=n_mels), tokenizer=tok)
+    processor.save_pretrained(folder)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------ import blocker
+
+AUDIO_PACKAGES = ("librosa", "audiomentations", "soundfile", "soxr")
+# The features stage's audio side; featurize.labels is not among them: train/ tokenizes with it, audio-free.
+AUDIO_MODULES = tuple(f"whisper_tune.pipeline.featurize.{m}" for m in ("audio", "augment", "logmel", "work", "stage"))
+
+_SITECUSTOMIZE = textwrap.dedent("""
+    import importlib.abc, importlib.util, os, sys
+
+    PACKAGES = {packages!r}
+    MODULES = {modules!r}
+
+    def _blocked(name):
+        return name.split(".")[0] in PACKAGES or any(name == m or name.startswith(m + ".") for m in MODULES)
+
+    _find_spec = importlib.util.find_spec
+
+    def find_spec(name, package=None):
+        full = importlib.util.resolve_name(name, package) if name.startswith(".") else name
+        return None if _blocked(full) else _find_spec(name, package)
+
+    importlib.util.find_spec = find_spec
+
+    class _Block(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if _blocked(name):
+                if os.environ.get("BLOCKED_IMPORT_LOG"):
+                    with open(os.environ["BLOCKED_IMPORT_LOG"], "a") as f:
+                        f.write(name + "\\n")
+                raise ModuleNotFoundError(f"No module named {{name!r}} (blocked: this stage must not need it)",
+                                          name=name)
+            return None
+
+    sys.meta_path.insert(0, _Block())
+""")
+
+
+def import_blocker(folder: Path, packages: Sequence[str] = AUDIO_PACKAGES,
+                   modules: Sequence[str] = AUDIO_MODULES) -> Path:
+    """A folder with a sitecustomize.py that makes `packages` look uninstalled (find_spec says None) and makes
+    importing them or `modules` raise ModuleNotFoundError, logging each attempt to $BLOCKED_IMPORT_LOG if set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_SITECUSTOMIZE.format(packages=tuple(packages), modules=tuple(modules)))
+    return folder
+
+
+def blocked_python(args: Sequence[str], blocker: Path, *, log: Path | None = None, cwd: Path | None = None,
+                   timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python *args` with `blocker` (from import_blocker) first on PYTHONPATH, then this checkout."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(blocker)}
+    if log is not None:
+        env["BLOCKED_IMPORT_LOG"] = str(log)
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
+
+
+# ------------------------------------------------------------------------------------------- feature caches
+
+TEXTS = [
+    "the cat sat on the mat", "a quick brown fox", "hello world how are you", "my name is john",
+    "the patient showed signs of fever", "one two three four", "good morning everyone", "please call me back",
+    "it is raining today", "open the window", "the meeting starts at noon", "thank you very much",
+]
+
+
+def synthetic_examples(tokenizer, *, n_train: int, n_test: int, variants: int, n_mels: int = 80,
+                       seed: int = 0, frames: tuple[int, int] = (150, 600), n_validation: int = 0) -> list:
+    """CachedExamples with synthetic log-mel-like features (a distinct pattern per clip, a little noise per
+    variant, a per-clip floor) and real labels, so a cache is what `whisper-tune features` hands to training
+    without decoding any audio."""
+    from whisper_tune.pipeline.cache import CachedExample
+    from whisper_tune.pipeline.featurize.labels import make_labels
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_train + n_validation + n_test):
+        clip_id = f"clip{i:04d}.wav"
+        split = "train" if i < n_train else "validation" if i < n_train + n_validation else "test"
+        text = TEXTS[i % len(TEXTS)]
+        labels = make_labels(text, tokenizer, "basic")
+        t = int(rng.integers(*frames))
+        base = (np.sin(np.arange(t)[None, :] * (0.01 + 0.003 * i) + np.arange(n_mels)[:, None] * 0.1) * 0.5
+                + 0.2 * rng.standard_normal((n_mels, t)))
+        floor = float(-0.6 - 0.01 * i)
+        for v in range(variants):
+            feats = base + (0.05 * v) * rng.standard_normal((n_mels, t))
+            out.append(CachedExample(clip_id=clip_id, variant=v, split=split,
+                                     features=np.maximum(feats, floor).astype(np.float16), floor=floor,
+                                     labels=labels.ids, text=labels.text))
+    return out
+
+
+def build_cache(work: Path, model_dir: Path, *, n_train: int = 8, n_test: int = 2, variants: int = 3,
+                n_mels: int = 80, seed: int = 0, **kwargs):
+    """WORK/cache for model_dir's tokenizer (fingerprint included, so training accepts it)."""
+    from whisper_tune.pipeline.cache import write_examples
+    from whisper_tune.pipeline.featurize.labels import tokenizer_fingerprint
+    from whisper_tune.pipeline.models import load_processor
+
+    tokenizer = load_processor(str(model_dir)).tokenizer
+    examples = synthetic_examples(tokenizer, n_train=n_train, n_test=n_test, variants=variants, n_mels=n_mels,
+                                  seed=seed, **kwargs)
+    return write_examples(Path(work) / "cache", examples, model=str(model_dir),
+                          tokenizer_fingerprint=tokenizer_fingerprint(tokenizer, "basic"))
+
+
+# ------------------------------------------------------------------ cache/features tests: a work folder, snapshots
+
+TEXTS = ["Hello, World!", "the cat sat on the mat", "Good morning, everyone.", "one two three four",
+         "It's raining today", "please call me back", "open the window", "thank you very much",
+         "the meeting starts at noon", "a quick brown fox", "seven patients wait", "see you tomorrow"]
+
+
+def manifest_row(cid: str, path: Path, text: str, split: str, i: int) -> dict:
+    return dict(id=cid, path=str(path), source=path.name, text=text, duration=1.0, sample_rate=16_000,
+                channels=1, split=split, status="ok", reason="", csv_row=i + 1)
+
+
+def make_work(root: Path, n: int = 5, seconds: float = 0.8) -> tuple[Path, list[dict]]:
+    """root/work with a manifest of n generated clips (clip00 in test, the rest in train)."""
+    rows = []
+    for i in range(n):
+        path = write_audio(root / "audio" / f"clip{i:02d}.wav",
+                           tone(seconds + 0.1 * i, freq=220 + 40 * i, pad_silence=0.2, seed=i))
+        rows.append(manifest_row(f"clip{i:02d}", path, TEXTS[i % len(TEXTS)], "test" if i == 0 else "train", i))
+    work = root / "work"
+    write_manifest(pl.DataFrame(rows), work)
+    return work, rows
+
+
+def features_config(model: Path, **over):
+    base = {"model.name": str(model), "features.jobs": 1, "features.batch_clips": 2, "augment.variants": 3,
+            "augment.transforms": [{"name": "AddGaussianNoise", "p": 0.5, "min_amplitude": 0.001,
+                                    "max_amplitude": 0.01}, {"name": "Gain", "p": 0.3}]}
+    base.update(over)
+    return load_config(None, base)
+
+
+def run(work: Path, cfg, part=None):
+    return run_features(work_dir=work, cfg=cfg, part=part, echo=False)
+
+
+def snapshot(work: Path) -> dict:
+    """Every (clip, variant) the cache returns, as bytes and values."""
+    cache = open_cache(work)
+    out = {}
+    for cid in cache.clip_ids():
+        for v in cache.variants(cid):
+            ex = cache.get(cid, v)
+            out[(cid, v)] = (ex.features.tobytes(), ex.features.shape, ex.floor, ex.labels.tobytes(), ex.text,
+                             ex.split)
+    return out
+
+
+def shard_bytes(work: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((work / "cache").glob("*.arrow"))}
+
+
+def synthetic(n_clips: int = 3, variants: int = 2, n_mels: int = 80, seed: int = 0) -> list[CachedExample]:
+    """In-memory examples for write_examples (clip0 in test, the rest in train)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_clips):
+        t = int(rng.integers(50, 400))
+        labels = np.array([50257, 50362, 100 + i, 200 + i, 50256], np.int32)
+        for v in range(variants):
+            feats = rng.uniform(-1, 1, (n_mels, t)).astype(np.float16)
+            out.append(CachedExample(f"clip{i}", v, "test" if i == 0 else "train", feats, -0.5 - i / 10,
+                                     labels, f"text {i}"))
+    return out
+
+
+def flip_bytes(path: Path, n: int = 16, where: float = 0.5, keep_mtime: bool = True) -> None:
+    """Bit rot: invert n bytes in the middle of a file, and (like `touch -r`) restore its mtime."""
+    import os
+
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * where)
+    for i in range(start, start + n):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+    if keep_mtime:
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# --------------------------------------------------------------------------------------------------- settings
+
+
+def train_config(model, **training):
+    """A quick training Config for tiny models; `training` overrides any field of [training]."""
+    base = {"batch_size": 2, "eval_batch_size": 2, "grad_accum": 1, "learning_rate": 5e-3, "warmup": 0.0,
+            "lr_scheduler": "constant", "epochs": 3, "logging_steps": 1, "generation_max_length": 8,
+            "early_stopping_patience": 0, "dataloader_workers": 0, "gradient_checkpointing": False,
+            "save_total_limit": 2}
+    base.update(training)
+    return load_config(None, {"model.name": str(model), **{f"training.{k}": v for k, v in base.items()}})
+
+
+def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels: int = 80) -> Path:
+    """A work folder with a manifest and a cache holding the clean variant of each (id, audio, text, split)."""
+    from transformers import WhisperFeatureExtractor
+
+    fe = WhisperFeatureExtractor(feature_size=n_mels)
+    examples = []
+    for cid, audio, text, split in clips:
+        feats = fe(audio, sampling_rate=16_000, return_tensors="np").input_features[0]
+        examples.append(CachedExample(clip_id=cid, variant=0, split=split, features=feats.astype(np.float16),
+                                      floor=float(feats.min()), labels=np.array([50257], np.int32),
+                                      text=normalize_text(text)))
+    write_examples(work / "cache", examples)
+    n = len(clips)
+    write_manifest(pl.DataFrame({
+        "id": [c[0] for c in clips], "path": [f"/data/{c[0]}.wav" for c in clips],
+        "source": [f"{c[0]}.wav" for c in clips], "text": [c[2] for c in clips],
+        "duration": [len(c[1]) / 16_000 for c in clips], "sample_rate": [16_000] * n, "channels": [1] * n,
+        "split": [c[3] for c in clips], "status": ["ok"] * n, "reason": [""] * n, "csv_row": list(range(1, n + 1)),
+    }), work)
+    return work
