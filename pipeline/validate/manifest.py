@@ -33,6 +33,7 @@ import polars as pl
 from whisper_tune.pipeline.core.errors import ManifestError
 from whisper_tune.pipeline.core.fileio import atomic_path
 from whisper_tune.pipeline.core.hashing import stable_hex, stable_unit
+from whisper_tune.pipeline.core.constants import SPLITS
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -55,7 +56,6 @@ OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
-SPLITS = ("train", "validation", "test")
 
 
 def manifest_path(work_dir: Path | str) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 from whisper_tune.pipeline.core.config import Config
 from whisper_tune.pipeline.core.errors import CacheError, ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_json, atomic_write_text
-from whisper_tune.pipeline.validate.manifest import SPLITS
+from whisper_tune.pipeline.core.constants import SPLITS
 from whisper_tune.pipeline.core.text import normalize_text
 from whisper_tune.pipeline.core.tokens import is_english
 from whisper_tune.train.metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
