@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from whisper_tune.pipeline.core.errors import ConfigError, ModelError
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.models import is_multilingual
 from whisper_tune.pipeline.core.tokens import DEFAULT_LANGUAGE, is_english
 
@@ -95,7 +95,7 @@ def load_model(model: str, *, language: str = "", task: str = "transcribe", toke
     try:
         net = WhisperForConditionalGeneration.from_pretrained(model, attn_implementation="sdpa")
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a Whisper model from {model}: {str(err).splitlines()[0]}") from None
+        raise ModelError(f"cannot load a Whisper model from {model}: {first_line(err)}") from None
     return prepare_model(net, model, language=language, task=task, tokenizer=tokenizer,
                          gradient_checkpointing=gradient_checkpointing, freeze_encoder=freeze_encoder)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from whisper_tune.pipeline.core.errors import CacheError
+from whisper_tune.pipeline.core.errors import CacheError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_write_json
 from whisper_tune.pipeline.cache.shard import ShardInfo, is_shard_name, rebuild_hint, shard_kind
 
@@ -283,7 +283,7 @@ def load_index(path: Path) -> CacheIndex:
         data = json.loads(path.read_text(encoding="utf-8"))
         return _parse(data)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, _Bad) as err:
-        what = str(err).splitlines()[0] if str(err) else type(err).__name__
+        what = first_line(err)
         raise CacheError(f"{path} is not a usable feature cache index ({what}); {rebuild_hint(path.parent)}") from None
 
 
