@@ -27,7 +27,7 @@ from whisper_tune.pipeline.core.constants import SPLITS
 from whisper_tune.pipeline.core.text import normalize_text
 from whisper_tune.pipeline.core.tokens import is_english
 from whisper_tune.train.metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
-                           word_errors)
+                           error_counts)
 
 from whisper_tune.train.inference.decode import Decoder, DecodeOptions, open_decoder
 from whisper_tune.train.inference.unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
@@ -116,7 +116,7 @@ def clip_results(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str],
     """Per-clip normalized WER and word error count."""
     out = []
     for i, (cid, ref, hyp) in enumerate(zip(ids, refs, hyps)):
-        count = word_errors([ref], [hyp])
+        count = error_counts([ref], [hyp], "word")
         out.append(ClipResult(cid, ref, hyp, count.percent, count.errors,
                               None if baseline_hyps is None else baseline_hyps[i]))
     return out
