@@ -176,7 +176,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     start = plan_start(output_dir, resume=resume)      # the newest complete checkpoint; partial ones set aside
     resume_from = str(start) if start is not None else None
     if resume_from is not None:
-        lora.check_checkpoint(resume_from, lora.lora_settings(t))
+        lora.check_checkpoint(resume_from, lora.lora_settings(t), t.freeze_encoder)
 
     resolved = resolve_model(cfg.model.name)
     processor = load_processor(resolved, cfg.model.language, cfg.model.task)
@@ -256,7 +256,8 @@ def _build_trainer(cfg: Config, model, args, processor, train_set, eval_set):
 
     CacheTrainer, EpochCallback = training_classes()
     epoch_callback = EpochCallback()
-    callbacks: list[Any] = [epoch_callback, complete_marker_callback()]
+    trains = lora.trains_record(lora.lora_settings(cfg.training), cfg.training.freeze_encoder)
+    callbacks: list[Any] = [epoch_callback, complete_marker_callback(trains)]
     if cfg.training.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     tokenizer = processor.tokenizer
