@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -118,6 +119,44 @@ def replace_folder(tmp: Path | str, dest: Path | str) -> None:
     os.replace(tmp, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def folder_tmp_name(dest: Path | str) -> Path:
+    """The hidden sibling a whole folder is built in before replace_folder moves it to `dest` (per process)."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def sweep_stale_folders(dest: Path | str) -> list[Path]:
+    """Delete the `.NAME.tmp-<pid>` and `.NAME.old-<pid>` siblings of `dest` (folder_tmp_name, replace_folder)
+    that a killed run left behind: only those whose process is gone; a running one's are left alone. Returns
+    what was removed."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(?:tmp|old)-(\d+)$")
+    removed = []
+    for entry in sorted(dest.parent.iterdir()):
+        match = pattern.match(entry.name)
+        if not match or int(match.group(1)) == os.getpid() or pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def _fsync_file(path: Path) -> None:
