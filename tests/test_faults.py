@@ -120,13 +120,35 @@ def test_disk_full_during_a_checkpoint_save_is_one_line_and_keeps_the_previous_c
     with pytest.raises(DiskFullError) as caught:
         run_train(work_dir=work, output_dir=out, cfg=train_cfg(tiny_model))
     assert str(caught.value).startswith(f"no space left on the disk of {out}, ")
-    assert str(caught.value).endswith("bytes free; free some space (or point the folder elsewhere) and re-run: "
-                                      "work already written is kept")
+    assert str(caught.value).endswith("bytes free; free some space and re-run the same command with --resume: "
+                                      "the complete checkpoint-* folders are kept")
     assert checkpoint_problem(out / "checkpoint-2") is None
     assert checkpoint_problem(out / "checkpoint-4") == "no trainer_state.json"     # written last
     monkeypatch.setattr(torch, "save", real_save)
     resumed = run_train(work_dir=work, output_dir=out, cfg=train_cfg(tiny_model), resume=True)
     assert resumed.global_step == 4
+
+
+def test_disk_full_at_the_final_lora_save_says_resume_saves_it_again(work, tiny_model, tmp_path, monkeypatch):
+    from whisper_tune.train import lora
+
+    out = tmp_path / "out"
+    real_save = lora.save_model
+
+    def full(trainer, output_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(output_dir / "model.safetensors"))
+
+    monkeypatch.setattr(lora, "save_model", full)
+    cfg = train_cfg(tiny_model, lora_rank=4, lora_dropout=0.0)
+    with pytest.raises(DiskFullError) as caught:
+        run_train(work_dir=work, output_dir=out, cfg=cfg)
+    assert "work already written is kept" not in str(caught.value)
+    assert str(caught.value).endswith("bytes free; training finished and its checkpoints are kept, but the model in "
+                                      "the output folder is incomplete; free some space and re-run the same command "
+                                      "with --resume: it saves the model again without training further")
+    monkeypatch.setattr(lora, "save_model", real_save)
+    again = run_train(work_dir=work, output_dir=out, cfg=cfg, resume=True)         # what the message says works
+    assert again.global_step == 4 and (out / "model.safetensors").is_file() and (out / "adapter").is_dir()
 
 
 def test_disk_full_in_validate_and_features_names_the_folder(tmp_path, tiny_model, monkeypatch):

@@ -28,6 +28,7 @@ from whisper_tune.pipeline.cache import CACHE_DIRNAME
 from whisper_tune.pipeline.core.config import Config, check_output_folder, save_config
 from whisper_tune.pipeline.cache.coverage import uncached_note
 from whisper_tune.pipeline.core.errors import CacheError, ConfigError
+from whisper_tune.pipeline.core.fileio import disk_full_as_error
 from whisper_tune.pipeline.models import load_processor, resolve_model, token_id
 from whisper_tune.pipeline.core.tokens import SOT
 
@@ -38,7 +39,7 @@ from whisper_tune.train.data import Collator, EvalDataset
 from whisper_tune.train.loop import compute_metrics_fn, training_classes
 from whisper_tune.train.model import Precision, choose_precision, load_model
 from whisper_tune.train.packing import describe_windows, planned_epochs, training_dataset
-from whisper_tune.train.release import training_session
+from whisper_tune.train.release import FINAL_SAVE_ADVICE, training_session
 from whisper_tune.train.report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
@@ -200,7 +201,8 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     with training_session(trainer, output_dir):    # one-line errors; workers and GPU memory released on exit
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.model.config.use_cache = True      # the saved model is for inference
-        lora.save_model(trainer, output_dir)       # after LoRA: merged model + OUTPUT_DIR/adapter
+        with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
+            lora.save_model(trainer, output_dir)   # after LoRA: merged model + OUTPUT_DIR/adapter
     records = epoch_records(trainer.state.log_history)
     best = min(records, key=lambda r: r.wer) if records else None
     result = TrainResult(
@@ -210,7 +212,8 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         eval_clips=len(eval_set), eval_split=eval_split,
     )
     if trainer.is_world_process_zero():
-        _write_outputs(cfg, processor, result, trainer.state.log_history, plan)
+        with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
+            _write_outputs(cfg, processor, result, trainer.state.log_history, plan)
     return result
 
 

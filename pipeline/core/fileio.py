@@ -26,16 +26,19 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def disk_full(err: OSError, folder: Path, needed_bytes: int | None = None) -> DiskFullError:
-    """A one-line DiskFullError for an ENOSPC/EDQUOT error in `folder`."""
+RERUN_ADVICE = "free some space (or point the folder elsewhere) and re-run: work already written is kept"
+
+
+def disk_full(err: OSError, folder: Path, needed_bytes: int | None = None, advice: str = RERUN_ADVICE) -> DiskFullError:
+    """A one-line DiskFullError for an ENOSPC/EDQUOT error in `folder`; `advice` says what is kept and how to go
+    on where a plain re-run is not the way (e.g. train: --resume)."""
     free = ""
     try:
         free = f", {shutil.disk_usage(folder).free:,} bytes free"
     except OSError:
         pass
     need = f"; about {needed_bytes:,} bytes are needed" if needed_bytes else ""
-    return DiskFullError(f"no space left on the disk of {folder}{free}{need}; free some space (or point the "
-                         f"folder elsewhere) and re-run: work already written is kept")
+    return DiskFullError(f"no space left on the disk of {folder}{free}{need}; {advice}")
 
 
 # How libraries that do not raise OSError report a full disk: polars (ComputeError), safetensors (SafetensorError),
@@ -60,7 +63,8 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 @contextmanager
-def disk_full_as_error(folder: Path | str, needed_bytes: int | None = None) -> Iterator[None]:
+def disk_full_as_error(folder: Path | str, needed_bytes: int | None = None,
+                       advice: str = RERUN_ADVICE) -> Iterator[None]:
     """Turn a full disk inside the block (from any library) into one DiskFullError naming `folder`."""
     try:
         yield
@@ -68,7 +72,7 @@ def disk_full_as_error(folder: Path | str, needed_bytes: int | None = None) -> I
         raise
     except Exception as err:
         if is_disk_full(err):
-            raise disk_full(err, Path(folder), needed_bytes) from None
+            raise disk_full(err, Path(folder), needed_bytes, advice) from None
         raise
 
 
