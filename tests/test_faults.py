@@ -317,7 +317,7 @@ def test_nonsense_values_are_refused_in_the_config_layer(tmp_path, key, value, e
 def test_flags_get_the_same_one_line_check():
     result = cli("train", "--warmup", "-1")
     assert result.exit_code == 1
-    assert result.output == ("error: defaults: training.warmup = -1.0 is not allowed; expected 0 or more: a share "
+    assert result.output == ("error: --warmup: training.warmup = -1.0 is not allowed; expected 0 or more: a share "
                              "of the steps below 1, else a step count (--warmup)\n")
 
 
