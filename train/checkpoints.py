@@ -141,10 +141,16 @@ def recorded_trains(folder: Path) -> dict[str, Any] | None:
 
 
 def set_aside(folder: Path) -> Path:
-    """Rename an incomplete checkpoint-N to partial-checkpoint-N (replacing an older partial of that name)."""
+    """Rename an incomplete checkpoint-N to partial-checkpoint-N, replacing an older partial folder of that name.
+    A file or a link of that name (never written by a run) is left alone: the next free partial-checkpoint-N.K
+    is used instead, so nothing but an earlier partial checkpoint is ever deleted."""
     target = folder.with_name(PARTIAL_PREFIX + folder.name)
-    if target.exists():
+    if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
+    n = 1
+    while target.exists() or target.is_symlink():
+        target = folder.with_name(f"{PARTIAL_PREFIX}{folder.name}.{n}")
+        n += 1
     folder.rename(target)
     return target
 
@@ -183,7 +189,7 @@ def plan_start(output_dir: Path, *, resume: bool, say: Callable[[str], None] | N
 
 
 def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"      # torchrun / accelerate set RANK; a plain run is rank 0
+    return (os.environ.get("RANK") or "0").strip() == "0"   # torchrun / accelerate set RANK; unset or empty: rank 0
 
 
 def complete_marker_callback(trains: dict[str, Any] | None = None):
