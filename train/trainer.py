@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -213,8 +213,16 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     )
     if trainer.is_world_process_zero():
         with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
-            _write_outputs(cfg, processor, result, trainer.state.log_history, plan)
+            _write_outputs(as_built(cfg, cache.meta), processor, result, trainer.state.log_history, plan)
     return result
+
+
+def as_built(cfg: Config, meta) -> Config:
+    """cfg with the feature settings the cache was built with (its index's variants and text normalization), so
+    OUTPUT_DIR/whisper-tune.toml records what the model was trained on, not this run's unused [augment] values."""
+    augment = replace(cfg.augment, variants=int(meta.variants)) if int(meta.variants or 0) > 0 else cfg.augment
+    normalization = getattr(meta, "text_normalization", "") or cfg.features.text_normalization
+    return replace(cfg, augment=augment, features=replace(cfg.features, text_normalization=normalization))
 
 
 def _eval_data(cache, work_dir: Path, eval_max_clips: int):
