@@ -334,6 +334,21 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, work, tiny_model)
                                  "existing one): choose another --output-dir")
 
 
+def test_train_refuses_to_write_over_its_base_model(tmp_path, work, tiny_model):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    before = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+    result = cli("train", "--work", str(work), "--model", str(base), "--output-dir", str(base))
+    assert result.exit_code == 1
+    assert result.output == (f"error: --output-dir {base} is the folder of --model {base}: training would overwrite "
+                             "the base model; choose another --output-dir\n")
+    assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == before
+    inside = tmp_path / "out" / "checkpoint-2"
+    shutil.copytree(tiny_model, inside)
+    with pytest.raises(ConfigError, match="is a checkpoint inside --output-dir"):
+        run_train(work_dir=work, output_dir=tmp_path / "out", cfg=train_cfg(inside))
+
+
 def test_a_ct2_tokenizer_json_of_braces_is_a_model_error(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{}")
     with pytest.raises(ModelError) as caught:

@@ -172,6 +172,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
 
     t = cfg.training
     work_dir, output_dir = Path(work_dir), check_output_folder(output_dir, "--output-dir")
+    _check_not_the_base(cfg.model.name, output_dir)
     cache = open_cache(work_dir)
     eval_split, eval_set = _eval_data(cache, work_dir, t.eval_max_clips)
     start = plan_start(output_dir, resume=resume)      # the newest complete checkpoint; partial ones set aside
@@ -215,6 +216,21 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
             _write_outputs(as_built(cfg, cache.meta), processor, result, trainer.state.log_history, plan)
     return result
+
+
+def _check_not_the_base(model: str, output_dir: Path) -> None:
+    """--output-dir must not be the --model folder (the saved model would overwrite the base), nor hold it as a
+    checkpoint-N folder (the Trainer deletes old checkpoints)."""
+    base = Path(model).expanduser()
+    if not base.is_dir() or not output_dir.exists():
+        return
+    base, out = base.resolve(), output_dir.resolve()
+    if base == out:
+        raise ConfigError(f"--output-dir {output_dir} is the folder of --model {model}: training would overwrite "
+                          "the base model; choose another --output-dir")
+    if base.parent == out and base.name.startswith("checkpoint-"):
+        raise ConfigError(f"--model {model} is a checkpoint inside --output-dir {output_dir}, which training "
+                          "rotates away; copy it elsewhere first, or choose another --output-dir")
 
 
 def as_built(cfg: Config, meta) -> Config:
