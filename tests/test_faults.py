@@ -405,3 +405,27 @@ def test_no_dataloader_worker_outlives_run_train(work, tiny_model, tmp_path):
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running()
             and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
+
+
+def test_evaluate_split_dev_means_validation_as_in_the_csv(tmp_path, monkeypatch):
+    from whisper_tune.testing import write_work
+    from whisper_tune.train.inference import evaluate as ev
+
+    class Echo:
+        backend, n_mels, label = "fake", 80, "m"
+
+        def decode(self, features):
+            return ["held out words"] * len(features)
+
+    clips = [("v1", tone(1.0), "held out words", "validation"), ("t1", tone(1.2), "test words", "test"),
+             ("tr", tone(1.0, freq=300.0), "train words", "train")]
+    work = write_work(tmp_path / "work", clips)
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: Echo())
+    result = cli("evaluate", "--model", "m", "--work", str(work), "--split", "dev", "--json", str(tmp_path / "e.json"))
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["split"] == "validation" and data["clips"] == 1 and data["wer"] == 0.0
+    bad = cli("evaluate", "--model", "m", "--work", str(work), "--split", "holdout")
+    assert bad.exit_code == 1
+    assert bad.output == ("error: --split holdout: expected train, validation, test (dev, val or valid mean "
+                          "validation)\n")
