@@ -50,6 +50,8 @@ def test_every_artefact_is_written(trained):
     assert doc["steps"] and doc["precision"] == result.precision
     assert doc["eval_split"] == "test" and doc["eval_clips"] == 2       # no validation split: the guide's way
     assert load_config(out / "whisper-tune.toml").training.learning_rate == 5e-3
+    assert load_config(None).augment.variants == 4
+    assert load_config(out / "whisper-tune.toml").augment.variants == 2           # what the cache was built with
 
 
 def test_a_validation_split_is_evaluated_instead_of_test(tiny_model, tmp_path, monkeypatch):
