@@ -162,3 +162,24 @@ def test_unpacked_clips_keep_their_features_and_order(cache, tokenizer):
     with pytest.raises(ConfigError, match="timestamp-prob 0"):
         training_dataset(cache, tokenizer, seed=5, pack=True, timestamp_prob=0.2, planned_epochs=1,
                          vocab_size=50363)
+
+
+# Recorded from the window dataset before it became a mode of the one training dataset (same seeds, same built
+# cache): packed windows and timestamped single clips must keep these items. Re-record only when
+# whisper_tune.testing.synthetic_examples itself changes.
+WINDOW_DIGESTS = {True: "a684f2df42efa642d798998f2e6ddc6a4ca373e213288ab3c10726e55f1d5126",
+                  False: "098fc3f1b492b3bacfb6a403027b40893cd78b477ecf01ccce804debbc519b84"}
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_windows_and_their_labels_are_unchanged(cache, tokenizer, pack):
+    import hashlib
+
+    ds = training_dataset(cache, tokenizer, seed=9, pack=pack, timestamp_prob=0.4, planned_epochs=2,
+                          vocab_size=len(tokenizer))
+    h = hashlib.sha256()
+    for index in range(2 * len(ds)):
+        item = ds[index]
+        h.update(f"{item.clip_id}/{item.variant}/{item.floor!r}/{item.features.shape}".encode())
+        h.update(np.ascontiguousarray(item.features).tobytes() + item.labels.astype(np.int32).tobytes())
+    assert h.hexdigest() == WINDOW_DIGESTS[pack]
