@@ -34,10 +34,10 @@ from whisper_tune.pipeline.core.tokens import SOT
 from whisper_tune.train import lora
 from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
 from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
-from whisper_tune.train.data import Collator, EvalDataset
+from whisper_tune.train.data import Collator, EvalDataset, training_dataset
 from whisper_tune.train.loop import compute_metrics_fn, training_classes
 from whisper_tune.train.model import Precision, choose_precision, load_model
-from whisper_tune.train.packing import describe_windows, planned_epochs, training_dataset
+from whisper_tune.train.packing import planned_epochs
 from whisper_tune.train.release import training_session
 from whisper_tune.train.report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
 
@@ -244,7 +244,7 @@ def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch:
           f"precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
           f"{plan.effective_batch})", flush=True)
     print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
-    print(describe_windows(train_set), flush=True)
+    print(train_set.describe(), flush=True)
     message = plan.warning()
     if message:
         _warn(message)

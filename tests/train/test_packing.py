@@ -11,9 +11,9 @@ from whisper_tune.pipeline.core.constants import HOP_LENGTH, N_FRAMES, SAMPLE_RA
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.models import load_processor
 from whisper_tune.pipeline.core.tokens import timestamp_token
-from whisper_tune.train.data import TrainDataset
-from whisper_tune.train.packing import (EDGE_FRAMES, GAP_FRAMES, LabelTokens, Piece, WindowDataset, padding_share, plan_windows,
-                           split_to, training_dataset, window_features, window_labels)
+from whisper_tune.train.data import TrainDataset, training_dataset
+from whisper_tune.train.packing import (EDGE_FRAMES, GAP_FRAMES, LabelTokens, Piece, padding_share, plan_windows,
+                                        split_to, window_features, window_labels)
 from whisper_tune.testing import build_cache
 
 
@@ -127,8 +127,8 @@ def test_window_labels_follow_whispers_format(tokenizer):
 
 
 def test_window_dataset_covers_each_clip_once_per_epoch(cache, tokenizer):
-    ds = WindowDataset(cache, LabelTokens.from_tokenizer(tokenizer), seed=5, pack=True, timestamp_prob=0.5,
-                       planned_epochs=3)
+    ds = TrainDataset(cache, seed=5, pack=True, timestamp_prob=0.5, tokens=LabelTokens.from_tokenizer(tokenizer),
+                      planned_epochs=3)
     n = len(ds)
     assert n < len(ds.clip_ids) / 2
     for epoch in range(3):
@@ -138,8 +138,8 @@ def test_window_dataset_covers_each_clip_once_per_epoch(cache, tokenizer):
         assert all(it.features.shape[1] <= N_FRAMES and it.labels[-1] == tokens_eot(tokenizer) for it in items)
     stamped = [tokenizer.convert_ids_to_tokens(int(ds[i].labels[1])) for i in range(3 * n)]
     assert 0 < sum(s == "<|0.00|>" for s in stamped) < 3 * n      # both label forms occur
-    again = WindowDataset(cache, LabelTokens.from_tokenizer(tokenizer), seed=5, pack=True, timestamp_prob=0.5,
-                          planned_epochs=3)
+    again = TrainDataset(cache, seed=5, pack=True, timestamp_prob=0.5, tokens=LabelTokens.from_tokenizer(tokenizer),
+                         planned_epochs=3)
     np.testing.assert_array_equal(again[n + 1].labels, ds[n + 1].labels)
 
 
@@ -157,8 +157,8 @@ def test_unpacked_clips_keep_their_features_and_order(cache, tokenizer):
         assert (a.clip_id, a.variant) == (b.clip_id, b.variant)
         np.testing.assert_array_equal(a.features, b.features)
         assert tokenizer.convert_ids_to_tokens(int(b.labels[1])) == "<|0.00|>"
-    assert isinstance(training_dataset(cache, tokenizer, seed=5, pack=False, timestamp_prob=0.0, planned_epochs=1,
-                                       vocab_size=len(tokenizer)), TrainDataset)
+    assert not training_dataset(cache, tokenizer, seed=5, pack=False, timestamp_prob=0.0, planned_epochs=1,
+                                vocab_size=len(tokenizer)).pack
     with pytest.raises(ConfigError, match="timestamp-prob 0"):
         training_dataset(cache, tokenizer, seed=5, pack=True, timestamp_prob=0.2, planned_epochs=1,
                          vocab_size=50363)
