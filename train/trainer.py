@@ -188,6 +188,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
                                  vocab_size=model.config.vocab_size)
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
+    trainable_params, total_params = lora.count_parameters(model)
     precision = choose_precision(t.precision)
     batch = plan_batch(t, model, cache, train_set.clip_ids, precision)   # probes the GPU; sets checkpointing
     args = training_arguments(cfg, output_dir, precision, batch)
@@ -208,6 +209,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         best_wer=best.wer if best else None, best_cer=best.cer if best else None, epochs=tuple(records),
         global_step=trainer.state.global_step, precision=precision.name, train_clips=len(train_set),
         eval_clips=len(eval_set), eval_split=eval_split,
+        trainable_params=trainable_params, total_params=total_params,
     )
     if trainer.is_world_process_zero():
         _write_outputs(cfg, processor, result, trainer.state.log_history, plan)
