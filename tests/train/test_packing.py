@@ -183,3 +183,14 @@ def test_windows_and_their_labels_are_unchanged(cache, tokenizer, pack):
         h.update(f"{item.clip_id}/{item.variant}/{item.floor!r}/{item.features.shape}".encode())
         h.update(np.ascontiguousarray(item.features).tobytes() + item.labels.astype(np.int32).tobytes())
     assert h.hexdigest() == WINDOW_DIGESTS[pack]
+
+
+def test_the_dataset_says_what_an_epoch_feeds_the_encoder(cache, tokenizer):
+    plain = training_dataset(cache, tokenizer, seed=5, pack=False, timestamp_prob=0.0, planned_epochs=1)
+    assert plain.describe() == "training examples: one clip per 30 s window (24 per epoch), no timestamps"
+    packed = training_dataset(cache, tokenizer, seed=5, pack=True, timestamp_prob=0.2, planned_epochs=1)
+    share = padding_share(packed.windows(0))
+    assert packed.describe() == (f"training examples: {len(packed)} windows per epoch of 24 clips (packed), "
+                                 f"{share:.0%} of encoder frames padding, timestamps in 20% of labels")
+    with pytest.raises(ValueError, match="LabelTokens: pass tokens="):
+        TrainDataset(cache, seed=5, pack=True)
