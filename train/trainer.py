@@ -35,10 +35,10 @@ from whisper_tune.pipeline.core.tokens import SOT
 from whisper_tune.train import lora
 from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
 from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
-from whisper_tune.train.data import Collator, EvalDataset
+from whisper_tune.train.data import Collator, EvalDataset, training_dataset
 from whisper_tune.train.loop import compute_metrics_fn, training_classes
 from whisper_tune.train.model import Precision, choose_precision, load_model
-from whisper_tune.train.packing import describe_windows, planned_epochs, training_dataset
+from whisper_tune.train.packing import planned_epochs
 from whisper_tune.train.release import FINAL_SAVE_ADVICE, training_session
 from whisper_tune.train.report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
 
@@ -184,6 +184,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
                                  vocab_size=model.config.vocab_size)
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
+    trainable_params, total_params = lora.count_parameters(model)
     precision = choose_precision(t.precision)
     batch = plan_batch(t, model, cache, train_set.clip_ids, precision)   # probes the GPU; sets checkpointing
     args = training_arguments(cfg, output_dir, precision, batch)
@@ -205,6 +206,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         best_wer=best.wer if best else None, best_cer=best.cer if best else None, epochs=tuple(records),
         global_step=trainer.state.global_step, precision=precision.name, train_clips=len(train_set),
         eval_clips=len(eval_set), eval_split=eval_split,
+        trainable_params=trainable_params, total_params=total_params,
     )
     if trainer.is_world_process_zero():
         with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
@@ -265,7 +267,7 @@ def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch:
           f"precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
           f"{plan.effective_batch})", flush=True)
     print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
-    print(describe_windows(train_set), flush=True)
+    print(train_set.describe(), flush=True)
     message = plan.warning()
     if message:
         _warn(message)

@@ -218,5 +218,5 @@ def test_bench_rows_full_against_lora(monkeypatch):
 
 def test_demo_passes_its_lora_rank_on(tmp_path):
     demo = load_script("data/demo/run_demo.py")
-    _, _, settings = demo.parse_args(["--work", str(tmp_path), "--lora-rank", "8"])
-    assert settings.lora_rank == 8 and demo.demo_config(settings).training.lora_rank == 8
+    args = demo.parse_args(["--work", str(tmp_path), "--lora-rank", "8"])
+    assert args.overrides == {"training.lora_rank": 8} and demo.demo_config(args.overrides).training.lora_rank == 8
