@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from whisper_tune.pipeline.core.errors import WhisperTuneError, one_line
+from whisper_tune.pipeline.core.errors import WhisperTuneError, without_worker_traceback
 from whisper_tune.pipeline.core.fileio import disk_full_as_error
 
 RESUME_ADVICE = ("free some space and re-run the same command with --resume: the complete checkpoint-* folders "
@@ -37,7 +37,7 @@ def training_session(trainer: Any, output_dir: Path) -> Iterator[None]:
         with disk_full_as_error(output_dir, advice=RESUME_ADVICE):
             yield
     except WhisperTuneError as err:
-        cleaned = one_line(err)
+        cleaned = without_worker_traceback(err)
         if cleaned is err:
             raise
         raise cleaned from None

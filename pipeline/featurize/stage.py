@@ -22,10 +22,10 @@ import numpy as np
 
 from whisper_tune.pipeline.cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow
 from whisper_tune.pipeline.core.config import Config
-from whisper_tune.pipeline.core.errors import ConfigError, ModelError
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
-                   part_of, read_usable_manifest)
+                   part_of, read_usable_manifest, usable_counts)
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
 
 
@@ -71,7 +71,7 @@ class Tools:
                 fe = WhisperFeatureExtractor.from_pretrained(self.model_path)
             except (OSError, ValueError) as err:
                 raise ModelError(f"cannot load the feature extractor of --model {self.cfg.model.name}: "
-                                 f"{str(err).splitlines()[0]}") from None
+                                 f"{first_line(err)}") from None
             try:
                 self._logmel = LogMel.from_feature_extractor(fe)
             except ValueError as err:
@@ -232,6 +232,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         if note and echo:
             print(f"features: {note}")
         meta, fps = fingerprints(cfg, part, previous.meta, tools)
+        meta = replace(meta, usable=usable_counts(work_dir))
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
