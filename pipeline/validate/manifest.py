@@ -33,7 +33,7 @@ import polars as pl
 from whisper_tune.pipeline.core.errors import ManifestError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_path
 from whisper_tune.pipeline.core.hashing import stable_hex, stable_unit
-from whisper_tune.pipeline.core.constants import SPLITS
+from whisper_tune.pipeline.core.constants import SPLIT_ALIASES, SPLITS
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -56,7 +56,6 @@ OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
-SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}
 
 
 def split_name(value: str) -> str:
