@@ -31,6 +31,7 @@ FEATURE_KIND = "feat"
 LABEL_KIND = "lab"
 SHARD_NAME_RE = re.compile(r"^(?P<prefix>[a-z0-9]{1,24})-(?P<kind>feat|lab)-[0-9a-f]{20}\.arrow$")
 KILL_HOOK_ENV = "WHISPER_TUNE_TEST_KILL_AFTER_SHARDS"   # tests: SIGKILL this process after N shards are renamed
+KILL_ONCE_ENV = "WHISPER_TUNE_TEST_KILL_ONCE"           # tests: ... only in the one process that creates this file
 
 FEATURE_SCHEMA = pa.schema(
     [
@@ -192,14 +193,22 @@ _shards_renamed = 0
 
 def _kill_hook() -> None:
     """Tests only: with WHISPER_TUNE_TEST_KILL_AFTER_SHARDS=N, die by SIGKILL right after the N-th shard is in place
-    (a deterministic "killed in the middle of writing")."""
+    (a deterministic "killed in the middle of writing"); with WHISPER_TUNE_TEST_KILL_ONCE=FILE as well, only the
+    first process to get there dies (one worker of a cluster)."""
     global _shards_renamed
     limit = os.environ.get(KILL_HOOK_ENV)
     if not limit:
         return
     _shards_renamed += 1
-    if _shards_renamed >= int(limit):
-        os.kill(os.getpid(), signal.SIGKILL)
+    if _shards_renamed < int(limit):
+        return
+    once = os.environ.get(KILL_ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return                          # another process was killed already
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def write_shard(cache_dir: Path, prefix: str, kind: str, rows: Sequence[FeatureRow | LabelRow]) -> ShardInfo:

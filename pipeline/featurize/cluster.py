@@ -85,10 +85,11 @@ class DaskPool:
         def submit(task: Any) -> Any:
             return self.client.submit(fn, task, settings, pure=False)
 
-        for future in stream(submit, tasks, in_flight, wait):
-            result = self._result(future)
-            future.release()
-            yield result
+        with self.client.as_current():          # distributed.wait finds its client so
+            for future in stream(submit, tasks, in_flight, wait):
+                result = self._result(future)
+                future.release()
+                yield result
 
     def _result(self, future: Any) -> Any:
         try:
