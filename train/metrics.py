@@ -54,54 +54,40 @@ def _pairs(refs: Sequence[str], hyps: Sequence[str], mode: str) -> tuple[list[st
     return [normalize_text(r, mode) for r in refs], [normalize_text(h, mode) for h in hyps]
 
 
-def word_errors(refs: Sequence[str], hyps: Sequence[str], mode: str = "basic") -> ErrorCount:
-    """Summed word edit counts over all pairs, after normalize_text(mode)."""
+def error_counts(refs: Sequence[str], hyps: Sequence[str], unit: str = "word", mode: str = "basic") -> ErrorCount:
+    """Summed edit counts over all pairs, after normalize_text(mode); unit "word", or "char" (spaces between words
+    count as characters)."""
+    if unit not in UNITS:
+        raise ValueError(f"unit {unit!r}: expected one of {', '.join(UNITS)}")
+    split, process = UNITS[unit]
     refs_n, hyps_n = _pairs(refs, hyps, mode)
     total = ZERO
-    keep = [i for i, r in enumerate(refs_n) if r.split()]
+    keep = [i for i, r in enumerate(refs_n) if split(r)]
     for i, r in enumerate(refs_n):
-        if not r.split():
-            total += ErrorCount(0, 0, len(hyps_n[i].split()), 0)
+        if not split(r):
+            total += ErrorCount(0, 0, len(split(hyps_n[i])), 0)
     if keep:
-        out = jiwer.process_words([refs_n[i] for i in keep], [hyps_n[i] for i in keep])
-        ref_words = sum(len(refs_n[i].split()) for i in keep)
-        total += ErrorCount(out.substitutions, out.deletions, out.insertions, ref_words)
+        out = process([refs_n[i] for i in keep], [hyps_n[i] for i in keep])
+        total += ErrorCount(out.substitutions, out.deletions, out.insertions, sum(len(split(refs_n[i])) for i in keep))
     return total
 
 
-def char_errors(refs: Sequence[str], hyps: Sequence[str], mode: str = "basic") -> ErrorCount:
-    """Summed character edit counts (spaces between words count as characters), after normalize_text(mode)."""
-    refs_n, hyps_n = _pairs(refs, hyps, mode)
-    total = ZERO
-    keep = [i for i, r in enumerate(refs_n) if r]
-    for i, r in enumerate(refs_n):
-        if not r:
-            total += ErrorCount(0, 0, len(hyps_n[i]), 0)
-    if keep:
-        out = jiwer.process_characters([refs_n[i] for i in keep], [hyps_n[i] for i in keep])
-        ref_chars = sum(len(refs_n[i]) for i in keep)
-        total += ErrorCount(out.substitutions, out.deletions, out.insertions, ref_chars)
-    return total
+UNITS = {"word": (str.split, jiwer.process_words), "char": (lambda text: text, jiwer.process_characters)}
 
 
 def word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """WER in percent on normalized text."""
-    return word_errors(refs, hyps, "basic").percent
+    return error_counts(refs, hyps, "word").percent
 
 
 def char_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """CER in percent on normalized text."""
-    return char_errors(refs, hyps, "basic").percent
+    return error_counts(refs, hyps, "char").percent
 
 
 def orthographic_word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
     """WER in percent on the text as written (case and punctuation count)."""
-    return word_errors(refs, hyps, "none").percent
-
-
-def orthographic_char_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
-    """CER in percent on the text as written."""
-    return char_errors(refs, hyps, "none").percent
+    return error_counts(refs, hyps, "word", "none").percent
 
 
 def english_word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
@@ -110,4 +96,4 @@ def english_word_error_rate(refs: Sequence[str], hyps: Sequence[str]) -> float:
     from whisper_tune.pipeline.core.english_normalizer import english_normalizer
 
     normalize = english_normalizer()
-    return word_errors([normalize(r) for r in refs], [normalize(h) for h in hyps], "none").percent
+    return error_counts([normalize(r) for r in refs], [normalize(h) for h in hyps], "word", "none").percent

@@ -21,7 +21,7 @@ from typing import Any, Iterator
 
 import torch
 
-from whisper_tune.pipeline.core.errors import WhisperTuneError, one_line
+from whisper_tune.pipeline.core.errors import WhisperTuneError, without_worker_traceback
 from whisper_tune.pipeline.core.fileio import disk_full_as_error
 
 
@@ -31,7 +31,7 @@ def training_session(trainer: Any, output_dir: Path) -> Iterator[None]:
         with disk_full_as_error(output_dir):
             yield
     except WhisperTuneError as err:
-        cleaned = one_line(err)
+        cleaned = without_worker_traceback(err)
         if cleaned is err:
             raise
         raise cleaned from None

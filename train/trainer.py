@@ -123,13 +123,7 @@ def training_arguments(cfg: Config, output_dir: Path, precision: Precision, batc
     (default: the choice without a device probe)."""
     from transformers import Seq2SeqTrainingArguments
 
-    from transformers.trainer_utils import SchedulerType
-
-    t = cfg.training
-    known = [s.value for s in SchedulerType]
-    if t.lr_scheduler not in known:
-        raise ConfigError(f"training.lr_scheduler = {t.lr_scheduler!r} is not a schedule transformers knows; "
-                          f"use one of {', '.join(known)} (--lr-scheduler)")
+    t = cfg.training             # every value was checked by load_config
     warmup: float | int = t.warmup if t.warmup < 1 else int(t.warmup)
     batch = batch or choose_batch(BatchRequest.of(t, 1))
     return Seq2SeqTrainingArguments(

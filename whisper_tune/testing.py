@@ -201,6 +201,56 @@ def import_blocker(folder: Path, packages: Sequence[str] = AUDIO_PACKAGES,
     return folder
 
 
+_SHARD_KILLER = textwrap.dedent("""
+    import os, signal, sys
+    from whisper_tune.pipeline.cache import shard
+
+    _write, _done = shard.write_shard, [0]
+
+    def write_shard(*args, **kwargs):
+        info = _write(*args, **kwargs)
+        _done[0] += 1
+        if _done[0] >= {after}:            # the shard is in place (renamed): die before the index records it
+            os.kill(os.getpid(), signal.SIGKILL)
+        return info
+
+    for _module in list(sys.modules.values()):     # the cache package has bound it already (cache/__init__ ...)
+        if getattr(_module, "write_shard", None) is _write:
+            _module.write_shard = write_shard
+""")
+
+
+def shard_killer(folder: Path, after: int = 1) -> Path:
+    """A folder with a sitecustomize.py that SIGKILLs a process right after its `after`-th shard is renamed into
+    place: put it first on a child's PYTHONPATH for a deterministic "killed in the middle of writing"."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(_SHARD_KILLER.format(after=int(after)))
+    return folder
+
+
+def kill_once_after_a_shard(marker: str) -> None:
+    """Make THIS process die by SIGKILL right after its next shard is renamed into place, unless another process
+    did first: the first one to create `marker` dies (one worker of a cluster, its result never sent). Run it in
+    workers with `client.run(kill_once_after_a_shard, path)`; a worker started afterwards is not armed."""
+    import signal
+
+    from whisper_tune.pipeline.cache import shard
+
+    write = shard.write_shard
+
+    def write_then_die(*args, **kwargs):
+        info = write(*args, **kwargs)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return info
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    for module in list(sys.modules.values()):      # every module that bound write_shard at import
+        if getattr(module, "write_shard", None) is write:
+            module.write_shard = write_then_die
+
+
 def blocked_python(args: Sequence[str], blocker: Path, *, log: Path | None = None, cwd: Path | None = None,
                    timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python *args` with `blocker` (from import_blocker) first on PYTHONPATH, then this checkout."""
@@ -365,7 +415,11 @@ def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels
         examples.append(CachedExample(clip_id=cid, variant=0, split=split, features=feats.astype(np.float16),
                                       floor=float(feats.min()), labels=np.array([50257], np.int32),
                                       text=normalize_text(text)))
-    write_examples(work / "cache", examples)
+    from whisper_tune.pipeline.validate.leakage import text_in_train
+
+    leaks = text_in_train([c[2] for c in clips], [c[3] for c in clips], [True] * len(clips))   # as validate finds
+    write_examples(work / "cache", examples, transcripts={c[0]: c[2] for c in clips},
+                   text_in_train={c[0] for c, leak in zip(clips, leaks) if leak})
     n = len(clips)
     write_manifest(pl.DataFrame({
         "id": [c[0] for c in clips], "path": [f"/data/{c[0]}.wav" for c in clips],

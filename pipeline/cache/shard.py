@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -30,8 +29,6 @@ FORMAT_VERSION = 1
 FEATURE_KIND = "feat"
 LABEL_KIND = "lab"
 SHARD_NAME_RE = re.compile(r"^(?P<prefix>[a-z0-9]{1,24})-(?P<kind>feat|lab)-[0-9a-f]{20}\.arrow$")
-KILL_HOOK_ENV = "WHISPER_TUNE_TEST_KILL_AFTER_SHARDS"   # tests: SIGKILL this process after N shards are renamed
-KILL_ONCE_ENV = "WHISPER_TUNE_TEST_KILL_ONCE"           # tests: ... only in the one process that creates this file
 
 FEATURE_SCHEMA = pa.schema(
     [
@@ -188,29 +185,6 @@ def shard_name(prefix: str, kind: str, rows: Sequence[FeatureRow | LabelRow]) ->
     return name
 
 
-_shards_renamed = 0
-
-
-def _kill_hook() -> None:
-    """Tests only: with WHISPER_TUNE_TEST_KILL_AFTER_SHARDS=N, die by SIGKILL right after the N-th shard is in place
-    (a deterministic "killed in the middle of writing"); with WHISPER_TUNE_TEST_KILL_ONCE=FILE as well, only the
-    first process to get there dies (one worker of a cluster)."""
-    global _shards_renamed
-    limit = os.environ.get(KILL_HOOK_ENV)
-    if not limit:
-        return
-    _shards_renamed += 1
-    if _shards_renamed < int(limit):
-        return
-    once = os.environ.get(KILL_ONCE_ENV)
-    if once:
-        try:
-            os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            return                          # another process was killed already
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 def write_shard(cache_dir: Path, prefix: str, kind: str, rows: Sequence[FeatureRow | LabelRow]) -> ShardInfo:
     """Write rows as one Arrow IPC file, atomically (tmp name, fsync, os.replace). Returns its index entry."""
     if not rows:
@@ -223,7 +197,6 @@ def write_shard(cache_dir: Path, prefix: str, kind: str, rows: Sequence[FeatureR
             with ipc.new_file(f, batch.schema) as writer:
                 writer.write_batch(batch)
         checksum = file_checksum(tmp)
-    _kill_hook()
     info = ShardInfo(final.name, kind, checksum, 0, 0, len(rows))
     return info.with_stat(final.stat())
 

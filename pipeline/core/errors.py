@@ -60,7 +60,18 @@ def worker_message(text: str) -> str:
     return message if sep and "." in name and " " not in name else last
 
 
-def one_line(err: WhisperTuneError) -> WhisperTuneError:
+def without_worker_traceback(err: WhisperTuneError) -> WhisperTuneError:
     """The same error with a worker's traceback stripped from its message (the same object when there is none)."""
     text = worker_message(str(err))
     return err if text == str(err) else type(err)(text)
+
+
+def first_line(err: BaseException, limit: int = 160) -> str:
+    """An exception's first non-empty line, at most `limit` characters; its type name when the message is empty.
+    Never raises (any exception, any message), so error paths can always use it."""
+    try:
+        text = str(err)
+    except Exception:                      # a broken __str__ must not hide the original error
+        text = ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]

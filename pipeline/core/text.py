@@ -35,7 +35,7 @@ def normalize_text(text: str, mode: str = "basic") -> str:
     return " ".join("".join(out).split())
 
 
-def one_line(text: str, limit: int) -> str:
+def flatten_and_cut(text: str, limit: int) -> str:
     """`text` on one line (whitespace runs become one space), cut to `limit` characters with "..."."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."

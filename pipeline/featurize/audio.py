@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
-from whisper_tune.pipeline.core.errors import AudioError
+from whisper_tune.pipeline.core.errors import AudioError, first_line
 
 
 @dataclass(frozen=True)
@@ -254,7 +254,7 @@ def prepare(samples: np.ndarray, *, top_db: float, normalize: bool) -> np.ndarra
 
 
 def _short(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err, limit=10_000)
     text = re.sub(r"^Error opening '.*?': ", "", text)   # libsndfile repeats the path; callers name the file
     if text.startswith("File does not exist or is not a regular file"):   # what libsndfile says for garbage data
         text = "format not recognised or data corrupt"

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -25,11 +25,13 @@ import numpy as np
 
 from whisper_tune.pipeline.cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow, index_metas
 from whisper_tune.pipeline.core.config import Config
-from whisper_tune.pipeline.core.errors import ConfigError, ModelError
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
-                   part_of, read_usable_manifest)
+                   part_of, read_usable_manifest, usable_counts)
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Tools:
                 fe = WhisperFeatureExtractor.from_pretrained(self.model_path)
             except (OSError, ValueError) as err:
                 raise ModelError(f"cannot load the feature extractor of --model {self.cfg.model.name}: "
-                                 f"{str(err).splitlines()[0]}") from None
+                                 f"{first_line(err)}") from None
             try:
                 self._logmel = LogMel.from_feature_extractor(fe)
             except ValueError as err:
@@ -248,6 +250,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         if note and echo:
             print(f"features: {note}")
         meta, fps = fingerprints(cfg, part, previous.meta, tools)
+        meta = replace(meta, usable=usable_counts(work_dir))
         if part is not None:
             check_parts_agree(meta, index_metas(writer.cache_dir), writer.index_path.name)
         shards, dropped = writer.trusted_shards(previous)
@@ -255,8 +258,8 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
         labels = LabelWork(tools, plan.labels_todo, fps, meta.tokenizer_fingerprint)
         settings = worker_settings(cfg, tools, fps, writer) if plan.jobs else None
-        if scheduler and plan.jobs and echo:
-            print(f"features: audio work on the Dask cluster at {scheduler}", file=sys.stderr)
+        if scheduler and plan.jobs:
+            log.info(f"features: audio work on the Dask cluster at {scheduler}")
         counts = compute(writer, plan, labels, settings, cfg, scheduler)
         final = writer.finish()
     own_before = {c for c in previous.clips if part is None or part_of(c, part[1]) == part[0]}

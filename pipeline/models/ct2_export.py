@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.errors import ModelError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_write_json
 from whisper_tune.pipeline.core.tokens import EOT, language_tokens
 from whisper_tune.pipeline.models.folder import is_multilingual, read_json
@@ -35,7 +35,7 @@ def convert(source: str, folder: Path, quantization: str) -> None:
     try:
         TransformersConverter(source).convert(str(folder), quantization=quantization, force=True)
     except (OSError, ValueError, RuntimeError, NotImplementedError, KeyError) as err:
-        raise ModelError(f"cannot convert {source} to CTranslate2: {str(err).splitlines()[0] if str(err) else err!r}") from None
+        raise ModelError(f"cannot convert {source} to CTranslate2: {first_line(err)}") from None
 
 
 def write_support_files(source: str, folder: Path, processor) -> None:

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.errors import ModelError, first_line
 from whisper_tune.pipeline.core.tokens import EOT, SOT
 
 CT2_FILES = ("model.bin", "config.json", "tokenizer.json")
@@ -44,7 +44,7 @@ def tokenizer_from_file(tokenizer_json: Path):
             model_max_length=1024,
         )
     except Exception as err:  # the tokenizers library raises a bare Exception for a file it cannot parse
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+        first = first_line(err)
         raise ModelError(f"{tokenizer_json} is not a usable Whisper tokenizer ({first}); copy the tokenizer.json "
                          "that came with the model next to model.bin") from None
 

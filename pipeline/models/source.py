@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from whisper_tune.pipeline.core.constants import BUNDLED_MODEL
-from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.errors import ModelError, first_line
 from whisper_tune.pipeline.core.tokens import DEFAULT_LANGUAGE
 from whisper_tune.pipeline.models.ct2_import import import_ct2
 from whisper_tune.pipeline.models.folder import is_ct2_folder, is_multilingual, is_transformers_folder
@@ -67,7 +67,7 @@ def load_processor(model: str, language: str = "", task: str = "transcribe"):
     try:
         processor = WhisperProcessor.from_pretrained(model)
     except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load a Whisper processor from {model}: {str(err).splitlines()[0]}") from None
+        raise ModelError(f"cannot load a Whisper processor from {model}: {first_line(err)}") from None
     tok = processor.tokenizer
     if is_multilingual(tok):
         tok.set_prefix_tokens(language=language or DEFAULT_LANGUAGE, task=task, predict_timestamps=False)

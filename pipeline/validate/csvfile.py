@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from whisper_tune.pipeline.core.errors import CsvError
+from whisper_tune.pipeline.core.errors import CsvError, first_line
 
 AUDIO_COLUMNS = ("audios", "audio", "path", "file")
 TEXT_COLUMNS = ("transcription", "text", "sentence")
@@ -51,7 +51,7 @@ def read_table(path: Path | str, *, audio_column: str = "", text_column: str = "
         raise CsvError(f"CSV {p} is empty; expected a header line like 'audios,transcription' "
                        "and one row per clip") from None
     except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as err:
-        raise CsvError(f"cannot parse CSV {p}: {_diagnose(text, separator) or _first_line(err)}") from None
+        raise CsvError(f"cannot parse CSV {p}: {_diagnose(text, separator) or first_line(err)}") from None
 
     columns = _clean_names(frame.columns)
     frame.columns = columns
@@ -173,8 +173,3 @@ def _diagnose(text: str, separator: str) -> str:
     except csv.Error as err:
         return f"line {reader.line_num}: {err} (an unclosed quote?)"
     return ""
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:160]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from whisper_tune.pipeline.core.hashing import file_digest
-from whisper_tune.pipeline.core.text import normalize_text, one_line
+from whisper_tune.pipeline.core.text import normalize_text, flatten_and_cut
 
 HELD_OUT = ("test", "validation")
 EXAMPLES = 3
@@ -130,7 +130,7 @@ def format_leakage(report: LeakageReport) -> list[str]:
                      f"(normalized text); {r.same_audio[s]} have the same audio bytes as a train clip")
         for kind, shown in (("same text", r.text_examples.get(s, ())), ("same audio", r.audio_examples.get(s, ()))):
             for ex in shown:
-                lines.append(f"      {kind}: row {ex.csv_row} (train row {ex.train_row}): {one_line(ex.text, 70)}")
+                lines.append(f"      {kind}: row {ex.csv_row} (train row {ex.train_row}): {flatten_and_cut(ex.text, 70)}")
     lines.append("    the model trains on these sentences, so its WER on them measures memory and makes the test "
                  "number look better than on new speech; `evaluate` also reports the WER on the clips whose text "
                  "is not in train (manifest columns text_in_train, audio_in_train)")

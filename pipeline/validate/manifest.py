@@ -30,9 +30,10 @@ from pathlib import Path
 
 import polars as pl
 
-from whisper_tune.pipeline.core.errors import ManifestError
+from whisper_tune.pipeline.core.errors import ManifestError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_path
 from whisper_tune.pipeline.core.hashing import stable_hex, stable_unit
+from whisper_tune.pipeline.core.constants import SPLITS
 
 MANIFEST_NAME = "manifest.parquet"
 
@@ -55,7 +56,6 @@ OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
-SPLITS = ("train", "validation", "test")
 
 
 def manifest_path(work_dir: Path | str) -> Path:
@@ -107,7 +107,7 @@ def read_manifest(work_dir: Path | str) -> pl.DataFrame:
     try:
         frame = pl.read_parquet(path)
     except (OSError, pl.exceptions.PolarsError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = first_line(err)
         raise ManifestError(f"{path} is not a readable manifest ({reason[:160]}); {rerun}") from None
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:

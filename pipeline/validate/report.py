@@ -14,7 +14,7 @@ from whisper_tune.pipeline.core.fileio import atomic_path
 from whisper_tune.pipeline.validate.grouping import GroupHint, GroupReport, format_groups, format_hint
 from whisper_tune.pipeline.validate.leakage import LeakageReport, format_leakage
 from whisper_tune.pipeline.validate.manifest import SPLITS, STATUS_OK
-from whisper_tune.pipeline.core.text import one_line
+from whisper_tune.pipeline.core.text import flatten_and_cut
 
 EXAMPLES_PER_PROBLEM = 3
 
@@ -93,7 +93,7 @@ def format_summary(result: ValidateResult) -> str:
         for kind, count in r.reasons.items():
             lines.append(f"    {kind}: {count}")
             for ex in r.examples.get(kind, ()):
-                lines.append(f"      row {ex.csv_row}: {one_line(ex.source, 60) or '(empty)'} - {one_line(ex.detail, 160)}")
+                lines.append(f"      row {ex.csv_row}: {flatten_and_cut(ex.source, 60) or '(empty)'} - {flatten_and_cut(ex.detail, 160)}")
             if count > len(r.examples.get(kind, ())):
                 lines.append(f"      ... and {count - len(r.examples.get(kind, ()))} more (see the reason column)")
     if r.groups is not None:

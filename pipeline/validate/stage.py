@@ -32,7 +32,7 @@ from whisper_tune.pipeline.featurize.audio import AudioInfo, verify
 from whisper_tune.pipeline.core.config import Config, check_output_folder
 from whisper_tune.pipeline.core.constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
 from whisper_tune.pipeline.validate.csvfile import CsvTable, read_table
-from whisper_tune.pipeline.core.errors import AudioError, ModelError, WhisperTuneError
+from whisper_tune.pipeline.core.errors import AudioError, ModelError, WhisperTuneError, first_line
 from whisper_tune.pipeline.core.fileio import disk_full_as_error
 from whisper_tune.pipeline.validate.grouping import group_values, plan_splits
 from whisper_tune.pipeline.validate.leakage import find_leaks
@@ -177,7 +177,7 @@ def _load_tokenizer(cfg: Config):
     except WhisperTuneError:
         raise
     except (OSError, ValueError, TypeError, KeyError, AttributeError, ImportError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise ModelError(f"cannot load the tokenizer of --model {spec} to check label lengths: {first[:200]}; "
                          "validate without --model to skip that check") from None
 

@@ -83,7 +83,7 @@ def test_a_bad_flag_value_is_one_error_line_and_nothing_runs(tmp_path: Path):
     result = CliRunner().invoke(app, ["train", "--work", str(tmp_path), "--precision", "fp8"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: defaults: training.precision = 'fp8' is not allowed; expected auto, bf16, fp16 or fp32"]
+        "error: defaults: training.precision = 'fp8' is not allowed; expected auto, bf16, fp16, fp32 (--precision)"]
     assert "Traceback" not in result.output
 
 

@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from whisper_tune.pipeline.core.constants import MAX_LABEL_TOKENS, N_FRAMES
-from whisper_tune.pipeline.core.errors import ModelError
+from whisper_tune.pipeline.core.errors import ModelError, first_line
 from whisper_tune.pipeline.models import is_ct2_folder, is_multilingual, load_processor, resolve_model, tokenizer_from_file
 from whisper_tune.pipeline.core.system import usable_cores
 from whisper_tune.pipeline.core.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_token, language_tokens
@@ -78,7 +78,7 @@ class TransformersDecoder:
         try:
             model = WhisperForConditionalGeneration.from_pretrained(self.source, dtype=self.dtype)
         except (OSError, ValueError) as err:
-            raise ModelError(f"cannot load a Whisper model from {spec}: {str(err).splitlines()[0]}") from None
+            raise ModelError(f"cannot load a Whisper model from {spec}: {first_line(err)}") from None
         self.model = model.to(self.device).eval()
         self.n_mels = int(model.config.num_mel_bins)
         self.generate_kwargs = generation_kwargs(self.model, self.processor.tokenizer, options)

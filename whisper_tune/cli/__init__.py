@@ -19,13 +19,20 @@ for booleans and the default shown in --help come from the dataclass field (see 
 from __future__ import annotations
 
 import functools
+import logging
+import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import typer
+from typer import rich_utils
 
 from whisper_tune.pipeline.core.errors import WhisperTuneError, worker_message
 from whisper_tune.cli import evaluate, export, features, import_model, train, transcribe, validate
+
+HELP_WIDTH = 120                       # --help when not on a terminal (a pipe, a log): no cut option names
+if rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
+    rich_utils.MAX_WIDTH = HELP_WIDTH
 
 app = typer.Typer(
     name="whisper-tune",
@@ -34,6 +41,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """The one logging setup: messages and progress of every stage (logger "whisper_tune") go to stderr as plain
+    lines; results (tables, paths) are printed to stdout by the stages. Safe to call again (replaces its handler)."""
+    logger = logging.getLogger("whisper_tune")
+    for handler in [h for h in logger.handlers if getattr(h, "_whisper_tune", False)]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler._whisper_tune = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+@app.callback()
+def options(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors on stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug messages too.")] = False,
+) -> None:
+    """Fine-tune Whisper on your own recordings: validate -> features -> train -> evaluate / transcribe / export."""
+    if quiet and verbose:
+        fail("--quiet and --verbose contradict each other; pass one of them", 2)
+    setup_logging(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
 
 
 def fail(message: str, code: int = 1) -> None:

@@ -27,8 +27,8 @@ def features(
     cfg: Config,
 ) -> None:
     """Decode, trim, normalize, augment and log-mel every usable clip into WORK/cache/ (incremental, resumable)."""
+    import logging
     import os
-    import sys
 
     from whisper_tune.pipeline.featurize.plan import run_part
     from whisper_tune.pipeline.featurize.stage import run_features
@@ -36,6 +36,6 @@ def features(
 
     chosen, note = run_part(part, os.environ)
     if note:
-        print(note, file=sys.stderr)
+        logging.getLogger(__name__).info(note)
     with disk_full_as_error(work / "cache"):
         run_features(work_dir=work, cfg=cfg, part=chosen)

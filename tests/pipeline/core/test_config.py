@@ -64,3 +64,39 @@ def test_example_file_loads_and_save_round_trips(tmp_path: Path):
     out = tmp_path / "resolved.toml"
     save_config(cfg, out)
     assert load_config(out) == cfg
+
+
+def test_every_later_check_happens_at_load_naming_the_key_and_the_choices():
+    with pytest.raises(ConfigError, match=r"training.lr_scheduler = 'cosin' is not allowed; expected one of "
+                                          r"linear, cosine, .*\(--lr-scheduler\)"):
+        load_config(None, {"training.lr_scheduler": "cosin"})
+    with pytest.raises(ConfigError, match=r"training.precision = 'fp8'.*auto, bf16, fp16, fp32"):
+        load_config(None, {"training.precision": "fp8"})
+    with pytest.raises(ConfigError, match=r"training.lora_targets = 'q_proj,w_proj'"):
+        load_config(None, {"training.lora_targets": "q_proj,w_proj"})
+    with pytest.raises(ConfigError, match=r"model.language = 'klingon'.*Whisper language"):
+        load_config(None, {"model.language": "klingon"})
+    assert load_config(None, {"model.language": "french"}).model.language == "french"
+
+
+def test_the_scheduler_names_are_transformers_own():
+    from transformers.trainer_utils import SchedulerType
+
+    from whisper_tune.pipeline.core.constants import LR_SCHEDULERS
+
+    assert set(LR_SCHEDULERS) == {s.value for s in SchedulerType}
+
+
+def test_a_bad_setting_fails_before_torch_or_a_model_is_loaded(tmp_path):
+    """`whisper-tune train --lr-scheduler cosin` is refused by load_config, which imports neither torch nor
+    transformers (so it answers in well under a second, before any model or GPU probe)."""
+    import subprocess
+    import sys
+
+    toml = tmp_path / "c.toml"
+    toml.write_text('[training]\nlr_scheduler = "cosin"\n')
+    code = ("import sys; from whisper_tune.pipeline.core.config import load_config\n"
+            "try:\n    load_config(sys.argv[1])\nexcept Exception as err:\n    print(type(err).__name__, err)\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(toml)], capture_output=True, text=True, timeout=60).stdout
+    assert out.startswith(f"ConfigError {toml}: training.lr_scheduler = 'cosin' is not allowed") and "[]" in out

@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from whisper_tune.testing import features_config as config
-from whisper_tune.testing import make_work, run, snapshot
-from whisper_tune.pipeline.cache.shard import KILL_HOOK_ENV, KILL_ONCE_ENV
+from whisper_tune.testing import kill_once_after_a_shard, make_work, run, snapshot
 from whisper_tune.pipeline.core.errors import ConfigError, WorkerError
 from whisper_tune.pipeline.featurize import cluster
 
@@ -19,15 +18,9 @@ distributed = pytest.importorskip("distributed")   # the cluster extra (in dev: 
 
 
 @pytest.fixture(scope="module")
-def local_cluster(tmp_path_factory):
-    """2 single-threaded worker processes; each would SIGKILL itself after writing a shard if it got to create
-    the kill marker first, which exists (disarmed) until a test removes it."""
-    marker = tmp_path_factory.mktemp("kill") / "killed-once"
-    marker.touch()
+def local_cluster():
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                  dashboard_address="127.0.0.1:0", silence_logs=50,
-                                  env={KILL_HOOK_ENV: "1", KILL_ONCE_ENV: str(marker)}) as lc:
-        lc.kill_marker = marker
+                                  dashboard_address="127.0.0.1:0", silence_logs=50) as lc:
         yield lc
 
 
@@ -57,16 +50,13 @@ def test_cluster_cache_equals_local_cache(tmp_path, tiny_model, local_cluster, r
 def test_killed_worker_tasks_run_elsewhere(tmp_path, tiny_model, local_cluster, reference):
     """One worker process dies by SIGKILL right after writing its first shard, before its result is back; the
     scheduler runs its tasks on the other worker (or the restarted one) and the cache equals the local one."""
-    marker = local_cluster.kill_marker
+    marker = tmp_path / "killed-once"                      # made by the worker that then dies
     work, _ = make_work(tmp_path, n=8)
     cfg = config(tiny_model, **{"features.batch_clips": 1, "features.scheduler": local_cluster.scheduler_address})
-    marker.unlink()                                         # armed: the first worker to write a shard dies
-    try:
-        res = run(work, cfg)
-        killed = marker.exists()                            # made by the worker that then died
-    finally:
-        marker.touch()
-    assert killed
+    with distributed.Client(local_cluster, set_as_default=False) as client:
+        client.run(kill_once_after_a_shard, str(marker))
+    res = run(work, cfg)
+    assert marker.exists()
     assert res.clips_decoded == 8 and res.skipped == () and snapshot(work) == reference
 
 

@@ -16,11 +16,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from whisper_tune.testing import REPO_ROOT, features_config as config
+from whisper_tune.testing import REPO_ROOT, features_config as config, shard_killer
 from whisper_tune.testing import flip_bytes, make_work, manifest_row as _row, run, shard_bytes, snapshot
 from whisper_tune.testing import tone, write_audio
 from whisper_tune.pipeline.cache import CacheError, CacheLock, open_cache
-from whisper_tune.pipeline.cache.shard import KILL_HOOK_ENV
 from whisper_tune.pipeline.core.config import load_config
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.featurize.plan import part_of
@@ -176,14 +175,14 @@ def test_orphan_shards_are_adopted_and_tmp_files_ignored(tmp_path, tiny_model):
 
 
 def test_kill_and_resume(tmp_path, tiny_model):
-    """The run is killed (SIGKILL, by the writer's test hook) right after its first shard is in place; the next
+    """The run is killed (SIGKILL, by a test hook injected with sitecustomize) right after its first shard is in place; the next
     run adopts what was finished and the result equals an uninterrupted run's."""
     work, rows = make_work(tmp_path / "killed", n=6, seconds=1.0)
     cfg_file = tmp_path / "cfg.toml"
     cfg_file.write_text('[features]\nbatch_clips = 1\njobs = 1\n[augment]\nvariants = 3\n')
     cmd = [sys.executable, "-m", "whisper_tune.cli", "features", "--work", str(work), "--model", str(tiny_model),
            "--config", str(cfg_file)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", **{KILL_HOOK_ENV: "1"})
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(shard_killer(tmp_path / "killer", after=1)))
     proc = subprocess.run(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
     assert len(list((work / "cache").glob("*-feat-*.arrow"))) == 1
