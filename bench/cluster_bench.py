@@ -8,7 +8,8 @@ index); the arms alternate --repeat times and the best time of each counts (othe
 of them). The cluster is started once, before the first arm, and its start-up is reported apart; its workers
 import torch and the audio libraries on their first task, as a real cluster's do. Prints per clip-variant wall
 time of each arm, the ratios against --jobs 1, the client's own CPU time per clip (what stays on the machine that
-runs `features` when the work goes to a cluster), and whether the three caches are equal. Needs `dask[distributed]`
+runs `features` when the work goes to a cluster: all of it, and the part spent while the tasks ran, which grows
+with the clips) and whether the three caches are equal. Needs `dask[distributed]`
 (the cluster extra) and no network.
 """
 
@@ -79,8 +80,8 @@ def main() -> None:
               f"LocalCluster start-up {startup:.1f} s (not counted)")
         for name, (wall, client_cpu, result) in best.items():
             print(f"{name:17s}: {1000 * wall / items:7.1f} ms per clip-variant ({wall:.2f} s wall, "
-                  f"{base / wall:.2f}x of --jobs 1); client CPU {1000 * client_cpu / args.clips:.1f} ms per clip "
-                  f"({result.shards_written} shards)")
+                  f"{base / wall:.2f}x of --jobs 1); client CPU per clip {1000 * client_cpu / args.clips:.1f} ms, "
+                  f"{1000 * result.work_cpu_s / args.clips:.1f} ms of it while the tasks ran")
         print(f"same cache (every clip, variant, feature byte and label): {all(c == caches[0] for c in caches)}")
 
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,7 @@ class FeaturesResult:
     cache_dir: Path
     message: str = ""
     client_cpu_s: float = 0.0        # CPU time of this process (planning, labels, recording; local work with --jobs 1)
+    work_cpu_s: float = 0.0          # ... of it while the tasks ran (labels, recording results, the Dask client)
     scheduler: str = ""              # the Dask scheduler the audio work ran on; "" = this machine
     skipped_where: tuple[str, ...] = ()   # per skipped clip: its file and CSV row, as the CSV has them
 
@@ -201,7 +203,7 @@ def worker_settings(cfg: Config, tools: Tools, fps: Fingerprints, writer: CacheW
                           transforms=tuple(cfg.augment.transforms), augment_seed=int(cfg.augment.seed),
                           trim_top_db=float(cfg.audio.trim_top_db), peak_normalize=bool(cfg.audio.peak_normalize),
                           key=stable_hex(fps.features, fps.augment, fps.audio),
-                          cache_dir=str(writer.cache_dir.resolve()), prefix=writer.prefix,
+                          cache_dir=os.path.abspath(writer.cache_dir), prefix=writer.prefix,
                           max_bytes=shard_bytes_limit(cfg))
 
 
@@ -260,7 +262,9 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         settings = worker_settings(cfg, tools, fps, writer) if plan.jobs else None
         if scheduler and plan.jobs:
             log.info(f"features: audio work on the Dask cluster at {scheduler}")
+        work_cpu = time.process_time()
         counts = compute(writer, plan, labels, settings, cfg, scheduler)
+        work_cpu = time.process_time() - work_cpu
         final = writer.finish()
     own_before = {c for c in previous.clips if part is None or part_of(c, part[1]) == part[0]}
     result = FeaturesResult(
@@ -270,7 +274,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         shards_adopted=len(plan.adopted), shards_dropped=dropped,
         clips_removed=len(own_before - set(rows["id"].to_list())), skipped=tuple(plan.skipped + counts.skipped),
         seconds=time.perf_counter() - started, cache_dir=writer.cache_dir,
-        client_cpu_s=time.process_time() - cpu_started, scheduler=scheduler if plan.jobs else "")
+        client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "")
     result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
     result = replace(result, message=summary(result, final))
     if echo:
