@@ -80,7 +80,7 @@ class DaskPool:
         """fn(task, settings) for every task on the cluster; yields results as they finish."""
         from distributed import wait
 
-        from whisper_tune.pipeline.featurize.work import stream
+        from whisper_tune.pipeline.featurize.pool import stream
 
         def submit(task: Any) -> Any:
             return self.client.submit(fn, task, settings, pure=False)

@@ -5,7 +5,7 @@ A task writes its clips' feature shards itself, straight into WORK/cache (atomic
 run again after a worker died writes the same file again), and returns only what the index needs: the run's one
 CacheWriter records it. Results are taken as they finish, never in waves: locally from a pool of forked
 worker processes (they inherit the libraries and the warmed-up log-mel/augmentation objects of this
-process instead of importing torch and audiomentations again), on a cluster from Dask's futures (`stream`). At most
+process instead of importing torch and audiomentations again), on a cluster from Dask's futures (pool.stream). At most
 a few tasks per worker are in flight, so a kill loses at most those; tasks shrink for small runs so that there
 are several per worker (progress updates) and no worker idles for long.
 """
@@ -19,8 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from itertools import islice
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from whisper_tune.pipeline.cache.writer import WrittenShard, write_feature_shard
 from whisper_tune.pipeline.core.errors import AudioError, WorkerError
 from whisper_tune.pipeline.core.system import usable_cores
 from whisper_tune.pipeline.featurize.plan import ClipJob
+from whisper_tune.pipeline.featurize.pool import stream
 
 READ_TRIES = 3                   # a transient OSError (NFS hiccup, EIO) is retried this often, then the clip skipped
 READ_RETRY_PAUSE_S = 0.2         # doubled after each try
@@ -220,26 +220,6 @@ def run_tasks(jobs: list[ClipJob], settings: WorkerSettings | None, jobs_setting
                                   "is kept: re-run the same command to do the rest") from None
     finally:
         gc.unfreeze()
-
-
-def stream(submit: Callable[[Any], Any], tasks: Iterable[Any], in_flight: int, wait: Callable[..., Any],
-           on_start: Callable[[], None] = lambda: None) -> Iterator[Any]:
-    """Futures of submit(task) for every task, as they finish, with at most in_flight submitted and unfinished;
-    the ones still pending when the caller stops (an error, Ctrl-C) are cancelled. wait is
-    concurrent.futures.wait or distributed.wait; on_start runs after the first tasks went out."""
-    todo = iter(tasks)
-    live = {submit(task) for task in islice(todo, max(1, in_flight))}
-    on_start()
-    try:
-        while live:
-            done, pending = wait(live, return_when="FIRST_COMPLETED")
-            live = set(pending)
-            for future in done:
-                live.update(submit(task) for task in islice(todo, 1))   # keep the workers busy meanwhile
-                yield future
-    finally:
-        for future in live:
-            future.cancel()
 
 
 class Progress:

@@ -16,6 +16,7 @@ from whisper_tune.pipeline.cache import FEATURE_KIND, shard_path
 from whisper_tune.pipeline.core.errors import WorkerError
 from whisper_tune.pipeline.featurize import audio, work
 from whisper_tune.pipeline.featurize.plan import ClipJob
+from whisper_tune.pipeline.featurize.pool import stream
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_stream_yields_as_tasks_finish_with_a_bounded_number_in_flight():
         return i
 
     with ThreadPoolExecutor(8) as pool:
-        futures = work.stream(lambda i: pool.submit(task, i), range(6), 2, wait)
+        futures = stream(lambda i: pool.submit(task, i), range(6), 2, wait)
         gates[1].set()
         assert next(futures).result() == 1               # the second task first: no waves, no order
         gates[0].set()
@@ -73,7 +74,7 @@ def test_stream_cancels_what_is_pending_when_stopped():
             f = pool.submit(task, i)
             seen.append(f)
             return f
-        futures = work.stream(submit, range(10), 3, wait)
+        futures = stream(submit, range(10), 3, wait)
         started.wait(10)
         release.set()
         next(futures)
