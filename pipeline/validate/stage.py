@@ -37,7 +37,7 @@ from whisper_tune.pipeline.core.fileio import disk_full_as_error
 from whisper_tune.pipeline.validate.grouping import group_values, plan_splits
 from whisper_tune.pipeline.validate.leakage import find_leaks
 from whisper_tune.pipeline.validate.manifest import (COLUMNS, OPTIONAL_SCHEMA, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, clip_id,
-                       write_manifest)
+                       split_name, write_manifest)
 from whisper_tune.pipeline.core.text import normalize_text
 from whisper_tune.pipeline.validate.report import ValidateResult, format_summary, summarize, write_duration_plot
 
@@ -296,9 +296,6 @@ def _quiet_native_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}
-
-
 def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
     """An optional `split` column (train, validation or test, any case; dev, val and valid mean validation) fixes a
     row's split; a blank cell means the hash decides.
@@ -311,8 +308,7 @@ def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
     given: list[str] = []
     problems: list[Problem | None] = []
     for value in table.extras[column]:
-        v = (value or "").strip().lower()
-        v = SPLIT_ALIASES.get(v, v)
+        v = split_name(value or "")
         ok = v in SPLITS or v == ""
         given.append(v if ok else "")
         problems.append(None if ok else Problem(
