@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/features_bench.py
 	$(BIN)/python bench/train_bench.py
 	$(BIN)/python bench/packing_bench.py
+	$(BIN)/python bench/cluster_bench.py
 
 bench-gpu: install
 	$(BIN)/python bench/gpu_bench.py

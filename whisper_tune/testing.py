@@ -228,6 +228,29 @@ def shard_killer(folder: Path, after: int = 1) -> Path:
     return folder
 
 
+def kill_once_after_a_shard(marker: str) -> None:
+    """Make THIS process die by SIGKILL right after its next shard is renamed into place, unless another process
+    did first: the first one to create `marker` dies (one worker of a cluster, its result never sent). Run it in
+    workers with `client.run(kill_once_after_a_shard, path)`; a worker started afterwards is not armed."""
+    import signal
+
+    from whisper_tune.pipeline.cache import shard
+
+    write = shard.write_shard
+
+    def write_then_die(*args, **kwargs):
+        info = write(*args, **kwargs)
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return info
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    for module in list(sys.modules.values()):      # every module that bound write_shard at import
+        if getattr(module, "write_shard", None) is write:
+            module.write_shard = write_then_die
+
+
 def blocked_python(args: Sequence[str], blocker: Path, *, log: Path | None = None, cwd: Path | None = None,
                    timeout: float = 300) -> subprocess.CompletedProcess:
     """Run `python *args` with `blocker` (from import_blocker) first on PYTHONPATH, then this checkout."""

@@ -13,7 +13,7 @@ This package needs no audio libraries: the training machine uses it.
 """
 
 from whisper_tune.pipeline.cache.index import (INDEX_NAME, INDEX_VERSION, PART_INDEX_GLOB, CacheIndex, ClipEntry, IndexMeta, RowRef,
-                    SkipEntry, SourceRecord, load_index, load_merged_index, part_index_name, save_index)
+                    SkipEntry, SourceRecord, index_metas, load_index, load_merged_index, part_index_name, save_index)
 from whisper_tune.pipeline.cache.lock import LOCK_NAME, CacheLock
 from whisper_tune.pipeline.cache.reader import CACHE_DIRNAME, VERIFY_MARKER, CachedExample, FeatureCache, ShardRows, open_cache
 from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, SHARD_SUFFIX, FeatureRow, LabelRow, ShardInfo, file_checksum,
@@ -25,7 +25,7 @@ __all__ = [
     "CACHE_DIRNAME", "INDEX_NAME", "INDEX_VERSION", "PART_INDEX_GLOB", "LOCK_NAME", "SHARD_SUFFIX", "VERIFY_MARKER",
     "FEATURE_KIND", "LABEL_KIND", "CacheError", "CacheIndex", "CacheLock", "CacheWriter",
     "CachedExample", "ClipEntry", "FeatureCache", "FeatureRow", "IndexMeta", "LabelRow", "RowRef", "ShardInfo",
-    "ShardRows", "SkipEntry", "SourceRecord", "file_checksum", "is_shard_name", "load_index", "load_merged_index",
+    "ShardRows", "SkipEntry", "SourceRecord", "file_checksum", "index_metas", "is_shard_name", "load_index", "load_merged_index",
     "open_cache", "part_index_name", "rebuild_hint", "save_index", "shard_path", "shard_prefix", "split_rows",
     "write_examples", "write_shard",
 ]

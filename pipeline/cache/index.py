@@ -295,6 +295,17 @@ def index_files(cache_dir: Path) -> list[Path]:
     return ([whole] if whole.is_file() else []) + parts
 
 
+def index_metas(cache_dir: Path) -> dict[str, IndexMeta]:
+    """The settings each usable index file of the cache was built with, by file name (unusable ones left out)."""
+    out = {}
+    for path in index_files(Path(cache_dir)):
+        try:
+            out[path.name] = load_index(path).meta
+        except CacheError:
+            continue
+    return out
+
+
 def load_merged_index(cache_dir: Path) -> CacheIndex | None:
     """All index files merged (None when there is none). Refuses parts built with different settings."""
     files = index_files(cache_dir)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from collections import Counter
 from typing import Collection, Iterable, Iterator, Mapping, Sequence
@@ -39,6 +39,26 @@ from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, SHARD_N
 INDEX_SAVE_INTERVAL_S = 1.0
 TMP_RE = re.compile(r"^\.?(?P<name>.+)\.[0-9]+\.tmp$")
 Orphans = dict[tuple[str, int | None], tuple[RowRef, ShardInfo]]
+
+
+@dataclass(frozen=True)
+class WrittenShard:
+    """A feature shard some process wrote into the cache folder, and what the index needs of its rows (no
+    feature bytes): per row (clip id, variant, fingerprint, alias_of)."""
+
+    info: ShardInfo
+    rows: tuple[tuple[str, int, str, int], ...]
+
+
+def write_feature_shards(cache_dir: Path, prefix: str, rows: Sequence[FeatureRow],
+                         max_bytes: int) -> list[WrittenShard]:
+    """Feature rows as shards of at most max_bytes in cache_dir (each atomic, named by its rows): what a worker
+    does with its task's rows before it hands the records to the run's one CacheWriter."""
+    out = []
+    for group in split_rows(rows, max_bytes):
+        info = write_shard(cache_dir, prefix, FEATURE_KIND, group)
+        out.append(WrittenShard(info, tuple((r.clip_id, r.variant, r.fingerprint, r.alias_of) for r in group)))
+    return out
 
 
 def shard_prefix(part: tuple[int, int] | None) -> str:
@@ -141,12 +161,28 @@ class CacheWriter:
         self.save(force=True)
 
     def add_feature_rows(self, rows: Sequence[FeatureRow], max_bytes: int) -> None:
-        for info, group in self._write(FEATURE_KIND, rows, max_bytes):
-            for row, r in enumerate(group):
-                entry = self.clips.get(r.clip_id)
-                if entry is not None:
-                    ref = RowRef(info.name, row, r.fingerprint, r.alias_of if r.alias_of >= 0 else None)
-                    self.clips[r.clip_id] = replace(entry, variants={**entry.variants, r.variant: ref})
+        for shard in write_feature_shards(self.cache_dir, self.prefix, rows, max_bytes):
+            self.record_features(shard)
+
+    def record_features(self, shard: WrittenShard) -> None:
+        """List a feature shard that this process or a worker wrote. The file is looked at (one stat), never
+        read: a worker that wrote it somewhere this machine cannot see is refused here."""
+        name = shard.info.name
+        try:
+            st = shard_path(self.cache_dir, name).stat()
+        except FileNotFoundError:
+            st = None
+        if st is None or st.st_size != shard.info.size:
+            raise CacheError(f"a worker wrote shard {name}, but {self.cache_dir} on this machine "
+                             f"{'lacks it' if st is None else 'holds another file of that name'}: every worker "
+                             f"must write into the same shared WORK folder as this machine sees it")
+        self.shards[name] = shard.info.with_stat(st)
+        self.shards_written += 1
+        for row, (cid, variant, fp, alias) in enumerate(shard.rows):
+            entry = self.clips.get(cid)
+            if entry is not None:
+                ref = RowRef(name, row, fp, alias if alias >= 0 else None)
+                self.clips[cid] = replace(entry, variants={**entry.variants, variant: ref})
 
     def add_label_rows(self, rows: Sequence[LabelRow], max_bytes: int) -> None:
         for info, group in self._write(LABEL_KIND, rows, max_bytes):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import tomllib
 import types
 import typing
@@ -73,6 +74,7 @@ class FeaturesConfig:
     shard_max_mb: float = 64.0         # a shard is closed once it reaches this size
     jobs: int = 0                      # worker processes; 0 = all cores
     batch_clips: int = 32              # clips per worker task
+    scheduler: str = ""                # a Dask scheduler's address (tcp://host:8786); "" = $DASK_SCHEDULER_ADDRESS or local
 
 
 # Whisper's linear projections a LoRA adapter may wrap: attention (self and cross) and the feed-forward block.
@@ -221,6 +223,9 @@ def _validate(cfg: Config, source: str, origin: Mapping[str, str] | None = None)
         raise bad("augment.variants", a.variants, "1 or more (variant 0 is the clean clip)")
     if f.text_normalization not in ("basic", "none"):
         raise bad("features.text_normalization", f.text_normalization, '"basic" or "none"')
+    if f.scheduler and not re.fullmatch(r"([a-z0-9+]+://)?[^\s/:]+(:[0-9]+)?", f.scheduler):
+        raise bad("features.scheduler", f.scheduler, 'a Dask scheduler address such as "tcp://10.0.0.5:8786" '
+                  '(--scheduler), or "" to run on this machine')
     if t.precision not in PRECISIONS:
         raise bad("training.precision", t.precision, f"{', '.join(PRECISIONS)} (--precision)")
     if t.lr_scheduler not in LR_SCHEDULERS:

@@ -39,6 +39,11 @@ class ModelError(WhisperTuneError):
     """A --model value cannot be resolved or imported."""
 
 
+class WorkerError(WhisperTuneError):
+    """A worker cannot do the features stage's work (it cannot see WORK or an audio file, the Dask scheduler
+    cannot be reached, a task failed on the cluster); the message names the worker or the address."""
+
+
 class DiskFullError(WhisperTuneError):
     """The disk filled up during a write; the message names the folder. Work already written is kept."""
 

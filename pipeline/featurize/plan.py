@@ -41,6 +41,37 @@ def parse_part(text: str | None) -> tuple[int, int] | None:
     return (i, n)
 
 
+SLURM_ARRAY_VARS = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN")
+
+
+def slurm_part(environ: Mapping[str, str]) -> tuple[tuple[int, int], str] | None:
+    """The part of a Slurm array task (`sbatch --array=0-7`): (TASK_ID - TASK_MIN + 1, TASK_COUNT) and a line
+    saying so; None outside an array job. An array with steps or holes (`--array=0-15:2`) is refused."""
+    task_id, count, low = (environ.get(k, "").strip() for k in SLURM_ARRAY_VARS)
+    if not task_id or not count:
+        return None
+    try:
+        i, n, m = int(task_id), int(count), int(low or 0)
+    except ValueError:
+        raise ConfigError(f"SLURM_ARRAY_TASK_ID={task_id!r}, SLURM_ARRAY_TASK_COUNT={count!r}, "
+                          f"SLURM_ARRAY_TASK_MIN={low!r}: expected whole numbers; or give --part i/N") from None
+    if n < 1 or not 1 <= i - m + 1 <= n:
+        raise ConfigError(f"Slurm array task {i} (SLURM_ARRAY_TASK_MIN {m}, SLURM_ARRAY_TASK_COUNT {n}) is not "
+                          f"one of {n} consecutive tasks: submit with `sbatch --array={m}-{m + n - 1}` (no steps), "
+                          "or give --part i/N")
+    part = (i - m + 1, n)
+    return part, (f"features: Slurm array task {i} of {n} (SLURM_ARRAY_TASK_MIN {m}): running part "
+                  f"{part[0]}/{part[1]}")
+
+
+def run_part(text: str | None, environ: Mapping[str, str]) -> tuple[tuple[int, int] | None, str]:
+    """--part i/N when given, else the Slurm array task's part; -> (part or None, a line to show or "")."""
+    part = parse_part(text)
+    if part is not None:
+        return part, ""
+    return slurm_part(environ) or (None, "")
+
+
 def part_of(clip_id: str, n_parts: int) -> int:
     """The 1-based part a clip belongs to; stable across machines (and across versions)."""
     return stable_int(clip_id, size=8) % n_parts + 1

@@ -6,13 +6,17 @@
 2. Work out every item's fingerprint and what is already stored (plan.make_plan); the cache writer checks the
    stored shards first (a damaged one is deleted and its clips planned again) and offers orphan shards of a
    killed run for adoption.
-3. Labels (cheap) are computed in a thread of this process; audio work runs in worker processes (work.run_tasks).
-   Each finished task becomes shards and an index update, so a kill loses at most the tasks in flight.
+   A `--part` run first checks that the other parts were built with the same settings.
+3. Labels (cheap) are computed in a thread of this process; audio work runs in worker processes or on a Dask
+   cluster (work.run_tasks, featurize/cluster.py). Each task writes its own shards and returns their index
+   records, which the writer lists as they come, so a kill loses at most the tasks in flight.
 4. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -20,13 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_tune.pipeline.cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow
+from whisper_tune.pipeline.cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow, index_metas
 from whisper_tune.pipeline.core.config import Config
 from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
                    part_of, read_usable_manifest, usable_counts)
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,10 @@ class FeaturesResult:
     seconds: float
     cache_dir: Path
     message: str = ""
+    client_cpu_s: float = 0.0        # CPU time of this process (planning, labels, recording; local work with --jobs 1)
+    work_cpu_s: float = 0.0          # ... of it while the tasks ran (labels, recording results, the Dask client)
+    scheduler: str = ""              # the Dask scheduler the audio work ran on; "" = this machine
+    skipped_where: tuple[str, ...] = ()   # per skipped clip: its file and CSV row, as the CSV has them
 
     @property
     def no_audio_work(self) -> bool:
@@ -182,27 +192,35 @@ class Counts:
         self.skipped += result.skipped
 
 
-def worker_settings(cfg: Config, tools: Tools, fps: Fingerprints) -> WorkerSettings:
+def shard_bytes_limit(cfg: Config) -> int:
+    return max(1, int(cfg.features.shard_max_mb * 1024 * 1024))
+
+
+def worker_settings(cfg: Config, tools: Tools, fps: Fingerprints, writer: CacheWriter) -> WorkerSettings:
     tools.logmel()
     tools.augmenter()
     return WorkerSettings(mel_filters=tools.mel_filters,  # type: ignore[arg-type]
                           transforms=tuple(cfg.augment.transforms), augment_seed=int(cfg.augment.seed),
                           trim_top_db=float(cfg.audio.trim_top_db), peak_normalize=bool(cfg.audio.peak_normalize),
-                          key=stable_hex(fps.features, fps.augment, fps.audio))
+                          key=stable_hex(fps.features, fps.augment, fps.audio),
+                          cache_dir=os.path.abspath(writer.cache_dir), prefix=writer.prefix,
+                          max_bytes=shard_bytes_limit(cfg))
 
 
 def compute(writer: CacheWriter, plan: Plan, labels: LabelWork, settings: WorkerSettings | None,
-            cfg: Config) -> Counts:
+            cfg: Config, scheduler: str = "") -> Counts:
     """Run the audio tasks and the labels; every result goes to the writer as it comes."""
-    max_bytes = max(1, int(cfg.features.shard_max_mb * 1024 * 1024))
+    max_bytes = shard_bytes_limit(cfg)
     counts = Counts()
     bar = Progress(len(plan.jobs))
     try:
-        for result in run_tasks(plan.jobs, settings, cfg.features.jobs, cfg.features.batch_clips, labels.start):
+        for result in run_tasks(plan.jobs, settings, cfg.features.jobs, cfg.features.batch_clips, labels.start,
+                                scheduler):
             counts.add(result)
             for cid, reason in result.skipped:
                 writer.skip(cid, reason, plan.audio_skip_fps[cid])
-            writer.add_feature_rows(result.rows, max_bytes)
+            for shard in result.shards:
+                writer.record_features(shard)
             writer.save()
             bar.update(result.decoded)
         writer.meta = replace(writer.meta, tokenizer_fingerprint=labels.tokenizer_fingerprint())
@@ -220,10 +238,12 @@ def compute(writer: CacheWriter, plan: Plan, labels: LabelWork, settings: Worker
 def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = None,
                  echo: bool = True) -> FeaturesResult:
     """Bring WORK/cache up to date with the manifest and config (see the module doc)."""
+    from whisper_tune.pipeline.featurize.cluster import scheduler_address
     from whisper_tune.pipeline.models import resolve_model
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     work_dir = Path(work_dir)
+    scheduler = scheduler_address(cfg)
     rows = read_usable_manifest(work_dir, part)
     tools = Tools(cfg, resolve_model(cfg.model.name))
     writer = CacheWriter(work_dir / CACHE_DIRNAME, part)
@@ -233,12 +253,18 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             print(f"features: {note}")
         meta, fps = fingerprints(cfg, part, previous.meta, tools)
         meta = replace(meta, usable=usable_counts(work_dir))
+        if part is not None:
+            check_parts_agree(meta, index_metas(writer.cache_dir), writer.index_path.name)
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
         labels = LabelWork(tools, plan.labels_todo, fps, meta.tokenizer_fingerprint)
-        settings = worker_settings(cfg, tools, fps) if plan.jobs else None
-        counts = compute(writer, plan, labels, settings, cfg)
+        settings = worker_settings(cfg, tools, fps, writer) if plan.jobs else None
+        if scheduler and plan.jobs:
+            log.info(f"features: audio work on the Dask cluster at {scheduler}")
+        work_cpu = time.process_time()
+        counts = compute(writer, plan, labels, settings, cfg, scheduler)
+        work_cpu = time.process_time() - work_cpu
         final = writer.finish()
     own_before = {c for c in previous.clips if part is None or part_of(c, part[1]) == part[0]}
     result = FeaturesResult(
@@ -247,7 +273,9 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         variants_reused=plan.reused, labels_computed=len(labels.rows), shards_written=writer.shards_written,
         shards_adopted=len(plan.adopted), shards_dropped=dropped,
         clips_removed=len(own_before - set(rows["id"].to_list())), skipped=tuple(plan.skipped + counts.skipped),
-        seconds=time.perf_counter() - started, cache_dir=writer.cache_dir)
+        seconds=time.perf_counter() - started, cache_dir=writer.cache_dir,
+        client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "")
+    result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
     result = replace(result, message=summary(result, final))
     if echo:
         report(result)
@@ -271,5 +299,50 @@ def report(res: FeaturesResult) -> None:
     print(res.message)
     if res.skipped:
         print(f"features: skipped {len(res.skipped)} clips:")
-        for cid, reason in res.skipped:
-            print(f"  {cid}: {reason}")
+        names = res.skipped_where or tuple(cid for cid, _ in res.skipped)
+        for name, (_, reason) in zip(names, res.skipped):
+            print(f"  {name}: {reason}")
+
+
+def skipped_names(rows, clip_ids: list[str]) -> tuple[str, ...]:
+    """Each clip as a user finds it: the file as the CSV writes it, and its CSV row."""
+    if not clip_ids:
+        return ()
+    cols = [c for c in ("id", "source", "path", "csv_row") if c in rows.columns]
+    found = {r["id"]: r for r in rows.select(cols).filter(rows["id"].is_in(clip_ids)).iter_rows(named=True)}
+    out = []
+    for cid in clip_ids:
+        r = found.get(cid, {})
+        name = r.get("source") or r.get("path") or f"clip {cid}"
+        out.append(f"{name} (CSV row {r['csv_row']})" if r.get("csv_row") is not None else name)
+    return tuple(out)
+
+
+AGREEING_SETTINGS = (   # (meta field, the setting a user changes to make it agree)
+    ("variants", "augment.variants (--variants)"),
+    ("augment_fingerprint", "the augmentation chain ([augment] transforms, seed)"),
+    ("audio_fingerprint", "the audio settings ([audio] trim_top_db, peak_normalize)"),
+    ("n_mels", "the feature settings (the model's mel bins)"),
+    ("feature_fingerprint", "the feature settings (the model's feature extractor)"),
+    ("text_normalization", "features.text_normalization"),
+    ("tokenizer_key", "the labels' tokenizer (--model)"),
+    ("tokenizer_fingerprint", "the labels' tokenizer (--model)"),
+)
+
+
+def check_parts_agree(meta: IndexMeta, others: dict[str, IndexMeta], own_index: str) -> None:
+    """A part run whose settings differ from another part's (or a whole run's) index: refused in one line, as
+    the parts would no longer equal one run."""
+    for name, other in sorted(others.items()):
+        if name == own_index:
+            continue
+        for key, setting in AGREEING_SETTINGS:
+            ours, theirs = getattr(meta, key), getattr(other, key)
+            if ours and theirs and ours != theirs:
+                what = f"{ours} here, {theirs} there" if key in ("variants", "n_mels", "text_normalization") \
+                    else "it differs"
+                built = f"part {other.part}" if other.part else "a whole run"
+                raise ConfigError(
+                    f"features --part {meta.part}: {setting} must agree across parts, but {built} in "
+                    f"{name} was built with another value ({what}); run every part with the same settings, or "
+                    f"run `whisper-tune features` without --part once to rebuild the cache with these")

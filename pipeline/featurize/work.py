@@ -1,24 +1,38 @@
-"""Per-clip audio work (decode, trim, normalize, augment, log-mel) and the worker pool that runs it.
+"""Per-clip audio work (decode, trim, normalize, augment, log-mel), the task that writes its own shards, and the
+pools that run tasks: local worker processes or a Dask cluster (featurize/cluster.py).
 
-Workers come from joblib's multiprocessing backend, which forks them: they inherit the libraries and the
-warmed-up log-mel/augmentation objects of this process instead of importing torch and audiomentations again
-(seconds per worker, more than a small run's whole work). Tasks go out in waves of one per worker, so a kill
-loses at most the tasks in flight; tasks shrink for small runs so that there are several waves (progress
-updates) and no worker idles for long.
+A task writes its clips' feature shards itself, straight into WORK/cache (atomic, named by their rows, so a task
+run again after a worker died writes the same file again), and returns only what the index needs: the run's one
+CacheWriter records it. Results are taken as they finish, never in waves: locally from a pool of forked
+worker processes (they inherit the libraries and the warmed-up log-mel/augmentation objects of this
+process instead of importing torch and audiomentations again), on a cluster from Dask's futures (pool.stream). At most
+a few tasks per worker are in flight, so a kill loses at most those; tasks shrink for small runs so that there
+are several per worker (progress updates) and no worker idles for long.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import socket
 import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from whisper_tune.pipeline.cache import FeatureRow
-from whisper_tune.pipeline.core.errors import AudioError
+from whisper_tune.pipeline.cache.writer import WrittenShard, write_feature_shards
+from whisper_tune.pipeline.core.errors import AudioError, WorkerError
 from whisper_tune.pipeline.core.system import usable_cores
 from whisper_tune.pipeline.featurize.plan import ClipJob
+from whisper_tune.pipeline.featurize.pool import stream
+
+READ_TRIES = 3                   # a transient OSError (NFS hiccup, EIO) is retried this often, then the clip skipped
+READ_RETRY_PAUSE_S = 0.2         # doubled after each try
+TASKS_IN_FLIGHT_PER_WORKER = 2   # bounded: a kill loses at most these; enough that no worker waits for the next
 
 
 @dataclass(frozen=True)
@@ -29,11 +43,14 @@ class WorkerSettings:
     trim_top_db: float
     peak_normalize: bool
     key: str                         # fingerprint of all of the above (per-process cache key)
+    cache_dir: str = ""              # WORK/cache, as every worker sees it (a shared folder on a cluster)
+    prefix: str = "all"              # the run's shard name prefix
+    max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
 class TaskResult:
-    rows: list[FeatureRow]
+    shards: list[WrittenShard]              # written by the task; only their index records travel
     skipped: list[tuple[str, str]]          # (clip id, reason)
     decoded: int
     computed: int
@@ -56,13 +73,37 @@ def worker_tools(settings: WorkerSettings):
     return tools
 
 
+def where() -> str:
+    """This process, as a message names it (a worker's host and pid)."""
+    return f"the worker on {socket.gethostname()} (pid {os.getpid()})"
+
+
+def load_audio(path: str) -> np.ndarray:
+    """audio.load with transient OSErrors retried (READ_TRIES); a file this process cannot see at all is not
+    a bad clip but a worker that lacks the shared folder: WorkerError."""
+    from whisper_tune.pipeline.featurize import audio
+
+    failure = ""
+    for attempt in range(READ_TRIES):
+        if attempt:
+            time.sleep(READ_RETRY_PAUSE_S * 2 ** (attempt - 1))
+        if not os.path.exists(path):
+            raise WorkerError(f"{where()} cannot see the audio file {path}, which the run was started with: "
+                              "every worker must see the audio at the same paths (a shared file system)")
+        try:
+            return audio.load(path)
+        except OSError as err:
+            failure = err.strerror or str(err)
+    raise AudioError(f"cannot read audio file ({failure}; tried {READ_TRIES} times)")
+
+
 def featurize_clip(job: ClipJob, settings: WorkerSettings) -> tuple[list[FeatureRow], str | None, int, int]:
     """Pure per-clip work: -> (rows, skip reason or None, variants computed, variants aliased)."""
     from whisper_tune.pipeline.featurize import audio
 
     logmel, augmenter = worker_tools(settings)
     try:
-        clean = audio.prepare(audio.load(job.path), top_db=settings.trim_top_db, normalize=settings.peak_normalize)
+        clean = audio.prepare(load_audio(job.path), top_db=settings.trim_top_db, normalize=settings.peak_normalize)
     except AudioError as err:
         return [], str(err), 0, 0
     rows: list[FeatureRow] = []
@@ -85,6 +126,19 @@ def featurize_clip(job: ClipJob, settings: WorkerSettings) -> tuple[list[Feature
     return rows, None, computed, aliased
 
 
+def write_rows(rows: list[FeatureRow], settings: WorkerSettings) -> list[WrittenShard]:
+    """The task's rows as shards in the shared cache folder; a worker that cannot see or write it is refused."""
+    cache_dir = Path(settings.cache_dir)
+    if not cache_dir.is_dir():
+        raise WorkerError(f"{where()} cannot see the cache folder {cache_dir}: every worker must see WORK at the "
+                          "same path as the machine that runs `features` (a shared file system)")
+    try:
+        return write_feature_shards(cache_dir, settings.prefix, rows, settings.max_bytes)
+    except PermissionError as err:
+        raise WorkerError(f"{where()} cannot write into the cache folder {cache_dir} ({err.strerror}): give "
+                          "the workers write access to WORK") from None
+
+
 def featurize_task(jobs: Sequence[ClipJob], settings: WorkerSettings) -> TaskResult:
     import torch
 
@@ -102,7 +156,8 @@ def featurize_task(jobs: Sequence[ClipJob], settings: WorkerSettings) -> TaskRes
             rows.extend(clip_rows)
             computed += c
             aliased += a
-        return TaskResult(rows=rows, skipped=skipped, decoded=len(jobs), computed=computed, aliased=aliased)
+        shards = write_rows(rows, settings) if rows else []
+        return TaskResult(shards=shards, skipped=skipped, decoded=len(jobs), computed=computed, aliased=aliased)
     finally:
         torch.set_num_threads(threads)
 
@@ -117,16 +172,29 @@ def _warm_up(settings: WorkerSettings) -> None:
     logmel(warm)
 
 
+def split_tasks(jobs: list[ClipJob], batch_clips: int, n_workers: int) -> list[list[ClipJob]]:
+    """Consecutive tasks of at most batch_clips clips, several per worker."""
+    size = max(1, min(int(batch_clips), -(-len(jobs) // (4 * max(1, n_workers)))))
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
 def run_tasks(jobs: list[ClipJob], settings: WorkerSettings | None, jobs_setting: int, batch_clips: int,
-              on_start: Callable[[], None]) -> Iterator[TaskResult]:
+              on_start: Callable[[], None], scheduler: str = "") -> Iterator[TaskResult]:
     """Yield task results as they finish; on_start runs once the workers exist (threads started then are not
-    copied into them)."""
+    copied into them). scheduler: a Dask scheduler's address, "" for local processes."""
     if not jobs or settings is None:
         on_start()
         return
+    if scheduler:
+        from whisper_tune.pipeline.featurize.cluster import DaskPool
+
+        with DaskPool(scheduler) as pool:
+            on_start()
+            yield from pool.run(featurize_task, split_tasks(jobs, batch_clips, pool.n_workers), settings,
+                                TASKS_IN_FLIGHT_PER_WORKER * pool.n_workers)
+        return
     n_jobs = max(1, int(jobs_setting) or usable_cores())
-    size = max(1, min(int(batch_clips), -(-len(jobs) // (4 * n_jobs))))   # several tasks per worker
-    tasks = [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    tasks = split_tasks(jobs, batch_clips, n_jobs)
     n_jobs = min(n_jobs, len(tasks))
     _warm_up(settings)
     if n_jobs == 1:
@@ -135,15 +203,21 @@ def run_tasks(jobs: list[ClipJob], settings: WorkerSettings | None, jobs_setting
             yield featurize_task(task, settings)
         return
     import gc
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
-    from joblib import Parallel, delayed
-
-    gc.freeze()   # fork-friendly (copy-on-write) and keeps joblib's gc.collect() at pool start cheap
+    gc.freeze()   # fork-friendly: the workers share this process's objects copy-on-write
     try:
-        with Parallel(n_jobs=n_jobs, backend="multiprocessing", batch_size=1) as parallel:
-            on_start()
-            for start in range(0, len(tasks), n_jobs):
-                yield from parallel(delayed(featurize_task)(task, settings) for task in tasks[start:start + n_jobs])
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("fork")) as pool:
+            submit = functools.partial(pool.submit, featurize_task, settings=settings)
+            futures = stream(submit, tasks, TASKS_IN_FLIGHT_PER_WORKER * n_jobs, wait, on_start)
+            try:
+                for future in futures:
+                    yield future.result()
+            except BrokenProcessPool:
+                raise WorkerError("a features worker process died (killed, or out of memory); finished work "
+                                  "is kept: re-run the same command to do the rest") from None
     finally:
         gc.unfreeze()
 

@@ -68,3 +68,25 @@ def test_write_examples_replaces_what_was_there(tmp_path):
     write_examples(cache, synthetic(seed=2))
     listed = load_index(cache / "index.json").referenced_shards()
     assert {p.name for p in cache.glob("*.arrow")} == listed and not list(cache.glob("index.part-*"))
+
+
+def test_a_shard_a_worker_wrote_out_of_sight_is_refused(tmp_path):
+    """Workers write their shards themselves; one the writer's machine cannot see (WORK not shared) is refused."""
+    import pytest
+
+    from whisper_tune.pipeline.cache import CacheError, FeatureRow
+    from whisper_tune.pipeline.cache.writer import write_feature_shards
+
+    rows = [FeatureRow("c", 0, "fp", np.zeros((80, 5), np.float16), -0.5)]
+    elsewhere = tmp_path / "worker" / "cache"
+    elsewhere.mkdir(parents=True)
+    [shard] = write_feature_shards(elsewhere, "all", rows, 1 << 20)
+    writer = CacheWriter(tmp_path / "cache")
+    with writer.locked():
+        writer.start(IndexMeta(), {}, {"c": ClipEntry(split="train")}, {})
+        with pytest.raises(CacheError, match=rf"^a worker wrote shard {shard.info.name}, but .*cache on this "
+                                             r"machine lacks it: every worker must write into the same shared WORK"):
+            writer.record_features(shard)
+        write_feature_shards(tmp_path / "cache", "all", rows, 1 << 20)     # the same task, where it belongs
+        writer.record_features(shard)
+    assert writer.clips["c"].variants[0].shard == shard.info.name

@@ -64,3 +64,24 @@ def test_variant_seed_is_stable():
     assert variant_seed(42, "abc", 1) == variant_seed(42, "abc", 1)
     assert len({variant_seed(42, "abc", v) for v in range(10)}) == 10
     assert 0 <= variant_seed(42, "abc", 1) < 2**32
+
+
+def test_other_threads_drawing_from_random_do_not_change_the_variants():
+    """A Dask worker's event loop draws from `random` while a task augments: the variants must not change."""
+    import threading
+
+    chain = ({"name": "AddGaussianNoise", "p": 0.5, "min_amplitude": 0.001, "max_amplitude": 0.01},
+             {"name": "Gain", "p": 0.5})
+    augment = Augmenter(chain, 0)
+    x = np.sin(np.arange(16_000) / 10).astype(np.float32)
+    alone = [augment(x, f"c{i}", 1) for i in range(40)]
+    stop = threading.Event()
+    busy = threading.Thread(target=lambda: [random.random() for _ in iter(stop.is_set, True)])
+    busy.start()
+    try:
+        crowded = [augment(x, f"c{i}", 1) for i in range(40)]
+    finally:
+        stop.set()
+        busy.join()
+    assert [a.fired for a in alone] == [c.fired for c in crowded]
+    assert all(np.array_equal(a.samples, c.samples) for a, c in zip(alone, crowded))

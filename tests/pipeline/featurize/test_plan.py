@@ -78,3 +78,21 @@ def test_orphan_rows_with_the_wanted_fingerprint_are_adopted(tmp_path):
     plan = make_plan(_rows(tmp_path), CacheIndex(), FPS, {}, orphans)
     assert plan.adopted == {FEAT: SHARDS[FEAT]} and plan.clips["c1"].variants == {0: RowRef(FEAT, 4, job.variants[0][1])}
     assert [(j.clip_id, [v for v, _ in j.variants]) for j in plan.jobs] == [("c0", [0, 1, 2])]
+
+
+def test_slurm_array_variables_choose_the_part():
+    from whisper_tune.pipeline.featurize.plan import run_part
+
+    env = {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "0"}
+    assert run_part(None, env) == ((4, 8), "features: Slurm array task 3 of 8 (SLURM_ARRAY_TASK_MIN 0): "
+                                           "running part 4/8")
+    assert run_part(None, {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "4"})[0] == (2, 4)   # MIN 0
+    assert run_part(None, {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_COUNT": "4",
+                           "SLURM_ARRAY_TASK_MIN": "1"})[0] == (4, 4)
+    assert run_part("1/2", env) == ((1, 2), "")               # --part wins, silently
+    assert run_part(None, {}) == (None, "") and run_part(None, {"SLURM_ARRAY_TASK_ID": "3"}) == (None, "")
+    with pytest.raises(ConfigError, match=r"^Slurm array task 14 \(SLURM_ARRAY_TASK_MIN 0, SLURM_ARRAY_TASK_COUNT "
+                                          r"8\) is not one of 8 consecutive tasks: submit with `sbatch --array=0-7`"):
+        run_part(None, {"SLURM_ARRAY_TASK_ID": "14", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "0"})
+    with pytest.raises(ConfigError, match="expected whole numbers; or give --part i/N"):
+        run_part(None, {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "8"})

@@ -226,3 +226,52 @@ def test_lock_held_and_bad_config_give_clear_errors(tmp_path, tiny_model):
     assert result.exit_code == 1 and f"pid {os.getpid()}" in result.output and "Traceback" not in result.output
     with pytest.raises(ConfigError, match=r"augment\.transforms\[0\]\.name = 'Nope'"):
         run(work, config(tiny_model, **{"augment.transforms": [{"name": "Nope"}]}))
+
+
+def test_parts_built_with_different_settings_are_refused(tmp_path, tiny_model):
+    work, _ = make_work(tmp_path, n=6)
+    run(work, config(tiny_model, **{"augment.variants": 2}), part=(1, 2))
+    with pytest.raises(ConfigError) as err:
+        run(work, config(tiny_model, **{"augment.variants": 4}), part=(2, 2))
+    assert str(err.value) == (
+        "features --part 2/2: augment.variants (--variants) must agree across parts, but part 1/2 in "
+        "index.part-1-of-2.json was built with another value (4 here, 2 there); run every part with the same "
+        "settings, or run `whisper-tune features` without --part once to rebuild the cache with these")
+    other_chain = config(tiny_model, **{"augment.variants": 2, "augment.transforms": [{"name": "Gain", "p": 0.9}]})
+    with pytest.raises(ConfigError, match=r"the augmentation chain \(\[augment\] transforms, seed\) must agree"):
+        run(work, other_chain, part=(2, 2))
+    with pytest.raises(ConfigError, match=r"the audio settings \(\[audio\] trim_top_db, peak_normalize\) must agree"):
+        run(work, config(tiny_model, **{"augment.variants": 2, "audio.trim_top_db": 20.0}), part=(2, 2))
+    assert not (work / "cache" / "index.part-2-of-2.json").exists()
+    run(work, config(tiny_model, **{"augment.variants": 2}), part=(2, 2))     # the same settings: fine
+    whole = run(work, config(tiny_model, **{"augment.variants": 4}))        # a whole run may change them
+    assert whole.clips_total == 6 and open_cache(work).meta.variants == 4
+
+
+def test_skipped_clips_are_named_by_file_and_csv_row(tmp_path, tiny_model, capsys):
+    from whisper_tune.pipeline.featurize.stage import report
+
+    work, rows = make_work(tmp_path, n=2)
+    silent = write_audio(tmp_path / "audio" / "silent.wav", np.zeros(16_000, np.float32))
+    rows.append(_row("46774ad9d265ea49", silent, "some words", "train", 6))
+    rows[-1]["source"] = "audio/silent.wav"
+    write_manifest(pl.DataFrame(rows), work)
+    res = run(work, config(tiny_model))
+    assert res.skipped_where == ("audio/silent.wav (CSV row 7)",)
+    report(res)
+    out = capsys.readouterr().out
+    assert "  audio/silent.wav (CSV row 7): silent" in out and "46774ad9d265ea49" not in out
+
+
+def test_a_slurm_array_task_runs_its_part_and_says_so(tmp_path, tiny_model):
+    from typer.testing import CliRunner
+
+    from whisper_tune.cli import app
+
+    work, _ = make_work(tmp_path, n=3)
+    env = {"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_MIN": "0"}
+    result = CliRunner().invoke(app, ["features", "--work", str(work), "--model", str(tiny_model), "--jobs", "1"],
+                                env=env)
+    assert result.exit_code == 0, result.output
+    assert "features: Slurm array task 1 of 2 (SLURM_ARRAY_TASK_MIN 0): running part 2/2" in result.output
+    assert (work / "cache" / "index.part-2-of-2.json").is_file() and not (work / "cache" / "index.json").exists()
