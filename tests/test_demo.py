@@ -90,6 +90,7 @@ def test_committed_demo_data_is_complete_and_split_by_voice_and_template():
                     assert drug in train_text
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_on_a_few_clips(tiny_model, tmp_path, capsys):
     data = small_copy(tmp_path / "data")
     cfg = demo.demo_config({"model.name": str(tiny_model), "training.max_steps": 1, "augment.variants": 1,

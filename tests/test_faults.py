@@ -49,6 +49,7 @@ def work(tiny_model, tmp_path_factory):
 
 # ------------------------------------------------------------------ 1, 4: checkpoints, interrupted and disk-full saves
 
+@pytest.mark.slow
 def test_resume_skips_a_partial_checkpoint_and_continues_from_the_complete_one(work, tiny_model, tmp_path, capsys):
     out = tmp_path / "out"
     first = run_train(work_dir=work, output_dir=out, cfg=train_cfg(tiny_model))      # 2 steps per epoch
@@ -104,6 +105,7 @@ def test_a_partial_checkpoint_does_not_block_a_plain_rerun(work, tiny_model, tmp
                                  "(or delete its checkpoint-* folders) to start over")
 
 
+@pytest.mark.slow
 def test_disk_full_during_a_checkpoint_save_is_one_line_and_keeps_the_previous_checkpoint(
         work, tiny_model, tmp_path, monkeypatch):
     import torch

@@ -5,6 +5,8 @@ audiomentations, soundfile and soxr look uninstalled (importlib.util.find_spec s
 importing them, or the audio modules of pipeline/, raise ModuleNotFoundError and log the attempt. A train run
 that needed any of them fails or leaves a log line."""
 
+import pytest
+
 from whisper_tune.testing import blocked_python, build_cache, import_blocker
 
 
@@ -25,6 +27,7 @@ def test_blockers_work(tmp_path):
     assert log.read_text().split() == ["librosa", "whisper_tune.pipeline.featurize.audio"]
 
 
+@pytest.mark.slow
 def test_train_runs_without_audio_libraries(tiny_model, tmp_path):
     work = tmp_path / "work"
     build_cache(work, tiny_model, n_train=4, n_test=1, variants=2)

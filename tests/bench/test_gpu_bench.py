@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import re
 import subprocess
 import sys
@@ -29,6 +31,7 @@ def test_flops_grow_with_the_model_and_the_labels():
     assert 0.7e12 < small < 2.0e12
 
 
+@pytest.mark.slow
 def test_the_bench_runs_on_the_cpu_at_a_tiny_size():
     proc = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "gpu_bench.py"), "--tiny", "--shapes", "micro",
                            "--clips", "6", "--seconds", "1", "3", "--guide", "1", "2", "--effective-batch", "2",

@@ -23,6 +23,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--lora-rank", "4"]], ids=["full", "lora"])
 def test_two_process_ddp_reads_distinct_clips(tiny_model, tmp_path, extra):
     work = tmp_path / "work"

@@ -124,6 +124,7 @@ def test_merged_model_evaluates_and_exports(trained, work, tmp_path):
     assert exported.verification is not None and (tmp_path / "ct2" / "model.bin").is_file()
 
 
+@pytest.mark.slow
 def test_adapter_checkpoints_resume(work, tiny_model, tmp_path):
     out = tmp_path / "out"
     first = run_train(work_dir=work, output_dir=out, cfg=_cfg(tiny_model, max_steps=2, batch_size=4, epochs=3))

@@ -94,6 +94,7 @@ def test_saved_model_is_set_up_for_inference(trained):
     assert WhisperConfig.from_pretrained(out).use_cache is True
 
 
+@pytest.mark.slow
 def test_early_stopping_then_resume(work, tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "out"
     # a learning rate this small cannot change the greedy transcripts: WER never improves after epoch 1,
