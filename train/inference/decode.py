@@ -214,6 +214,9 @@ class TransformersDecoder:
         """Clips up to 30 s as one window each, longer ones through long-form decoding (sequential windows
         driven by timestamp tokens, batched with an attention mask); silent (empty) clips give no text."""
         out = [Decoded("")] * len(clips)
+        maps = [None] * len(clips)
+        if self.options.vad:
+            clips, maps = zip(*(speech_only(c) for c in clips))
         todo = [i for i, c in enumerate(clips) if c.size]
         if not todo:
             return out
@@ -226,8 +229,8 @@ class TransformersDecoder:
             enc = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np", truncation=False,
                      padding="longest", return_attention_mask=True)
             feats, mask = enc.input_features, enc.attention_mask
-        for i, result in zip(todo, self.generate(feats, mask, timed=timed)):
-            out[i] = result
+        for i, result in zip(todo, self.generate(feats, mask, timed=timed or maps[i] is not None)):
+            out[i] = result if maps[i] is None else _remapped(result, maps[i])
         return out
 
     def generate(self, features: np.ndarray, attention_mask: np.ndarray | None = None,
@@ -263,6 +266,30 @@ class TransformersDecoder:
             segments.append(Segment(float(s["start"]), float(s["end"]), decode(s["tokens"], skip_special_tokens=True),
                                     words))
         return Decoded("".join(s.text for s in segments).strip(), tuple(segments))
+
+
+def speech_only(clip: np.ndarray):
+    """(the speech of `clip` joined, a map from its times back to the clip's) by faster-whisper's Silero VAD."""
+    try:
+        from faster_whisper.vad import SpeechTimestampsMap, VadOptions, get_speech_timestamps
+    except ImportError:
+        raise ModelError("--vad needs faster-whisper: pip install 'whisper-tune[models]'") from None
+    chunks = get_speech_timestamps(np.ascontiguousarray(clip, dtype=np.float32), VadOptions()) if clip.size else []
+    if not chunks:
+        return np.zeros(0, dtype=np.float32), None
+    speech = np.concatenate([clip[c["start"]:c["end"]] for c in chunks])
+    return speech, SpeechTimestampsMap(chunks, SAMPLE_RATE_HZ)
+
+
+def _remapped(result: Decoded, times) -> Decoded:
+    """Segments (and words) decoded from speech_only()'s audio, timed on the original clip."""
+    def t(x: float, end: bool = False) -> float:
+        return float(times.get_original_time(x, is_end=end))
+
+    return Decoded(result.text, tuple(
+        Segment(t(s.start), t(s.end, True), s.text, tuple(Word(t(w.start), t(w.end, True), w.word, w.probability)
+                                                         for w in s.words))
+        for s in result.segments))
 
 
 def _words(tokenizer, segment: dict) -> tuple[Word, ...]:
