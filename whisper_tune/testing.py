@@ -365,7 +365,11 @@ def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels
         examples.append(CachedExample(clip_id=cid, variant=0, split=split, features=feats.astype(np.float16),
                                       floor=float(feats.min()), labels=np.array([50257], np.int32),
                                       text=normalize_text(text)))
-    write_examples(work / "cache", examples)
+    from whisper_tune.pipeline.validate.leakage import text_in_train
+
+    leaks = text_in_train([c[2] for c in clips], [c[3] for c in clips], [True] * len(clips))   # as validate finds
+    write_examples(work / "cache", examples, transcripts={c[0]: c[2] for c in clips},
+                   text_in_train={c[0] for c, leak in zip(clips, leaks) if leak})
     n = len(clips)
     write_manifest(pl.DataFrame({
         "id": [c[0] for c in clips], "path": [f"/data/{c[0]}.wav" for c in clips],

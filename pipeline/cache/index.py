@@ -28,6 +28,7 @@ PART_INDEX_RE = re.compile(r"^index\.part-[0-9]+-of-[0-9]+\.json$")
 INDEX_FORMAT = "whisper-tune-cache"
 INDEX_VERSION = 2
 META_MUST_AGREE = ("n_mels", "feature_fingerprint", "tokenizer_fingerprint")
+LEAK_FLAGS = ("text_in_train", "audio_in_train")   # optional in a clip record (absent = False)
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class ClipEntry:
     source: SourceRecord | None = None
     labels: RowRef | None = None
     variants: Mapping[int, RowRef] = field(default_factory=dict)
+    text_in_train: bool = False             # held-out clip whose normalized transcript a train clip says (validate)
+    audio_in_train: bool = False            # held-out clip whose audio a train clip has (validate)
 
     @property
     def complete(self) -> bool:
@@ -72,6 +75,7 @@ class SkipEntry:
     reason: str
     fp: str                                 # what made it bad; unchanged -> still skipped without decoding
     source: SourceRecord | None = None
+    split: str = ""                         # the clip's split ("" in records written before it was kept)
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ class IndexMeta:
     audio_fingerprint: str = ""
     text_normalization: str = ""
     part: str = ""                          # "i/N" for a part index, "" for a whole one
+    # usable clips per split of the WHOLE manifest (every part records the same): what a complete cache holds,
+    # so train and evaluate can tell an interrupted `features` run without the manifest. Empty = not recorded.
+    usable: Mapping[str, int] = field(default_factory=dict)
 
     def merged(self, later: "IndexMeta") -> "IndexMeta":
         """This meta with every non-empty value of `later` over it."""
@@ -117,6 +124,8 @@ class CacheIndex:
 def _plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float)):
         return obj
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in sorted(obj.items())}
     return {f.name: _plain(getattr(obj, f.name)) for f in fields(obj)}
 
 
@@ -125,9 +134,13 @@ def _clip_json(entry: ClipEntry) -> dict[str, Any]:
         out = {"shard": r.shard, "row": r.row, "fp": r.fp}
         return out if r.alias is None else {**out, "alias": r.alias}
 
-    return {"split": entry.split, "text": entry.text, "source": _plain(entry.source),
-            "labels": ref(entry.labels) if entry.labels else None,
-            "variants": {str(v): ref(r) for v, r in sorted(entry.variants.items())}}
+    out = {"split": entry.split, "text": entry.text, "source": _plain(entry.source),
+           "labels": ref(entry.labels) if entry.labels else None,
+           "variants": {str(v): ref(r) for v, r in sorted(entry.variants.items())}}
+    for flag in LEAK_FLAGS:
+        if getattr(entry, flag):
+            out[flag] = True
+    return out
 
 
 def part_index_name(part: tuple[int, int] | None) -> str:
@@ -218,15 +231,36 @@ def _clip(cid: str, d: Any, shards: Mapping[str, ShardInfo]) -> ClipEntry:
         if not key.isdigit():
             raise _Bad(f"{where}.variants has key {quote(key)}, expected a variant number")
         variants[int(key)] = _row_ref(ref, f"{where}.variants[{key}]", shards)
+    flags = {}
+    for flag in LEAK_FLAGS:
+        if flag in d:
+            if not isinstance(d[flag], bool):
+                raise _Bad(f"{where}.{flag} must be true or false, got {quote(d[flag])}")
+            flags[flag] = d[flag]
     return ClipEntry(split=_get(d, "split", str, where), text=_get(d, "text", str, where), source=_source(d, where),
                      labels=None if labels is None else _row_ref(labels, f"{where}.labels", shards),
-                     variants=variants)
+                     variants=variants, **flags)
+
+
+def _skip(cid: str, d: Any) -> SkipEntry:
+    where = f"skipped[{quote(cid)}]"
+    split = d.get("split", "") if isinstance(d, dict) else ""
+    if not isinstance(split, str):
+        raise _Bad(f"{where}.split must be a string, got {quote(split)}")
+    return SkipEntry(reason=_get(d, "reason", str, where), fp=_get(d, "fp", str, where), source=_source(d, where),
+                     split=split)
 
 
 def _meta(d: Any) -> IndexMeta:
-    values = {}
+    values: dict[str, Any] = {}
     for f in fields(IndexMeta):
-        values[f.name] = _count(d, f.name, "meta") if f.type == "int" else _get(d, f.name, str, "meta")
+        if f.name == "usable":                # added later: optional, {split: count}
+            usable = d.get("usable", {}) if isinstance(d, dict) else {}
+            if not isinstance(usable, dict):
+                raise _Bad(f"meta.usable must be an object, got {quote(usable)}")
+            values["usable"] = {split: _count(usable, split, "meta.usable") for split in usable}
+        else:
+            values[f.name] = _count(d, f.name, "meta") if f.type == "int" else _get(d, f.name, str, "meta")
     return IndexMeta(**values)
 
 
@@ -238,9 +272,7 @@ def _parse(data: Any) -> CacheIndex:
         raise _Bad(f"index version {quote(version)}, this whisper-tune reads version {INDEX_VERSION}")
     shards = {name: _shard_info(name, d) for name, d in _mapping(data, "shards", "index").items()}
     clips = {cid: _clip(cid, d, shards) for cid, d in _mapping(data, "clips", "index").items()}
-    skipped = {cid: SkipEntry(reason=_get(d, "reason", str, f"skipped[{quote(cid)}]"),
-                              fp=_get(d, "fp", str, f"skipped[{quote(cid)}]"), source=_source(d, "skipped"))
-               for cid, d in _mapping(data, "skipped", "index").items()}
+    skipped = {cid: _skip(cid, d) for cid, d in _mapping(data, "skipped", "index").items()}
     return CacheIndex(meta=_meta(_mapping(data, "meta", "index")), shards=shards, clips=clips, skipped=skipped)
 
 

@@ -175,6 +175,15 @@ class FeatureCache:
             return list(self._clips)
         return [c for c, e in self._clips.items() if e.split == split]
 
+    def skipped_count(self, split: str) -> int:
+        """Clips of `split` that `features` refused (their reason is in the index); older skip records lack the
+        split and count for every split."""
+        return sum(1 for e in self.skipped.values() if e.split in (split, ""))
+
+    def text_in_train(self, clip_id: str) -> bool:
+        """Whether a train clip says this held-out clip's sentence (validate's leakage flag, recorded here)."""
+        return self._entry(clip_id).text_in_train
+
     def split_of(self, clip_id: str) -> str:
         return self._entry(clip_id).split
 

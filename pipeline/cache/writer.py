@@ -22,7 +22,8 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from collections import Counter
+from typing import Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -165,7 +166,8 @@ class CacheWriter:
     def skip(self, clip_id: str, reason: str, fp: str) -> None:
         """A clip found unusable during the run: out of the index, into `skipped` (not retried while fp holds)."""
         entry = self.clips.pop(clip_id, None)
-        self.skipped[clip_id] = SkipEntry(reason=reason, fp=fp, source=entry.source if entry else None)
+        self.skipped[clip_id] = SkipEntry(reason=reason, fp=fp, source=entry.source if entry else None,
+                                          split=entry.split if entry else "")
 
     def snapshot(self) -> CacheIndex:
         return CacheIndex(meta=self.meta, shards=dict(self.shards), clips=dict(self.clips), skipped=dict(self.skipped))
@@ -211,10 +213,12 @@ class CacheWriter:
 
 def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model: str = "in-memory",
                    tokenizer_fingerprint: str = "in-memory", text_normalization: str = "basic",
-                   shard_max_mb: float = 64.0) -> FeatureCache:
+                   shard_max_mb: float = 64.0, transcripts: Mapping[str, str] | None = None,
+                   text_in_train: Collection[str] = ()) -> FeatureCache:
     """Write CachedExample objects (any number of variants per clip; variant 0 required) as a complete cache in
     cache_dir (replacing what is there), and return a reader on it. The labels and text of a clip are taken
-    from its variant-0 example; features may be float16 or float32 (stored as float16)."""
+    from its variant-0 example; features may be float16 or float32 (stored as float16). `transcripts`: clip id ->
+    the transcript as a CSV has it; `text_in_train`: held-out clip ids whose sentence a train clip says."""
     by_clip: dict[str, dict[int, CachedExample]] = {}
     for ex in examples:
         by_clip.setdefault(ex.clip_id, {})[int(ex.variant)] = ex
@@ -226,7 +230,8 @@ def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model:
     n_mels = n_mels_set.pop()
     meta = IndexMeta(n_mels=n_mels, variants=max(v for vs in by_clip.values() for v in vs) + 1, model=model,
                      tokenizer_fingerprint=tokenizer_fingerprint, feature_fingerprint=f"in-memory-{n_mels}",
-                     text_normalization=text_normalization)
+                     text_normalization=text_normalization,
+                     usable=dict(Counter(vs[0].split for vs in by_clip.values() if 0 in vs)))
     lab_rows, feat_rows, clips = [], [], {}
     for cid in sorted(by_clip):
         vs = by_clip[cid]
@@ -234,7 +239,8 @@ def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model:
             raise ValueError(f"clip {cid!r} has no variant 0 (the clean clip)")
         labels = np.asarray(vs[0].labels, np.int32)
         lab_rows.append(LabelRow(cid, labels, vs[0].text, stable_hex("labels", cid, vs[0].text, labels.tobytes())))
-        clips[cid] = ClipEntry(split=vs[0].split)
+        clips[cid] = ClipEntry(split=vs[0].split, text=(transcripts or {}).get(cid, ""),
+                               text_in_train=cid in text_in_train)
         for v in sorted(vs):
             f16 = np.ascontiguousarray(vs[v].features, dtype=np.float16)
             fp = stable_hex("features", cid, v, f16.tobytes(), repr(float(vs[v].floor)))

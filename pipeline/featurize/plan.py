@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from whisper_tune.pipeline.cache.index import LEAK_FLAGS
 from whisper_tune.pipeline.cache import CacheIndex, ClipEntry, RowRef, ShardInfo, SkipEntry, SourceRecord, file_checksum
 from whisper_tune.pipeline.cache.writer import Orphans
 from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
@@ -46,9 +47,26 @@ def part_of(clip_id: str, n_parts: int) -> int:
 
 
 def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
-    """The manifest's status == "ok" rows of this part's share (polars DataFrame, sorted by id)."""
+    """The manifest's status == "ok" rows of this part's share (polars DataFrame, sorted by id), with the
+    leakage flags (text_in_train, audio_in_train) that the cache records per clip."""
     import polars as pl
 
+    df = _usable_rows(work_dir)
+    if part is not None:
+        df = df.filter([part_of(c, part[1]) == part[0] for c in df["id"].to_list()])
+    return df
+
+
+def usable_counts(work_dir: Path) -> dict[str, int]:
+    """Usable clips per split of the whole manifest (what a complete cache holds; the index records it)."""
+    counts = _usable_rows(work_dir)["split"].value_counts()
+    return {str(s): int(n) for s, n in zip(counts["split"].to_list(), counts["count"].to_list())}
+
+
+def _usable_rows(work_dir: Path):
+    import polars as pl
+
+    from whisper_tune.pipeline.validate.leakage import COLUMNS, text_in_train
     from whisper_tune.pipeline.validate.manifest import read_manifest
 
     df = read_manifest(work_dir)
@@ -56,10 +74,14 @@ def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
         if col not in df.columns:
             raise ManifestError(f"{work_dir / 'manifest.parquet'} has no {col!r} column; "
                                 "re-run `whisper-tune validate`")
-    df = df.filter(pl.col("status") == "ok").sort("id")
-    if part is not None:
-        df = df.filter([part_of(c, part[1]) == part[0] for c in df["id"].to_list()])
-    return df
+    if "text_in_train" not in df.columns:    # a manifest older than the leakage report
+        kept = [s == "ok" for s in df["status"].to_list()]
+        flags = text_in_train(df["text"].cast(str).to_list(), df["split"].cast(str).to_list(), kept)
+        df = df.with_columns(pl.Series("text_in_train", flags, pl.Boolean))
+    for col in COLUMNS:
+        df = df.with_columns(pl.col(col).fill_null(False)) if col in df.columns else \
+            df.with_columns(pl.lit(False).alias(col))
+    return df.filter(pl.col("status") == "ok").sort("id")
 
 
 def files_key(model_path: str, names: Sequence[str], *extra: str) -> str:
@@ -150,7 +172,7 @@ class _Planner:
         self.plan.adopted[hit[1].name] = hit[1]
         return hit[0]
 
-    def add(self, cid: str, path: str, text: str, split: str) -> None:
+    def add(self, cid: str, path: str, text: str, split: str, leaks: Mapping[str, bool]) -> None:
         old = self.previous.clips.get(cid)
         old_skip = self.previous.skipped.get(cid)
         try:
@@ -160,7 +182,7 @@ class _Planner:
             return
         clip_fp, lab_fp = self.fps.clip(source.hash), self.fps.label(text)
         if old_skip and old_skip.fp in (self.fps.audio_skip(clip_fp), lab_fp):   # known bad, unchanged
-            self.plan.skip_entries[cid] = replace(old_skip, source=source)
+            self.plan.skip_entries[cid] = replace(old_skip, source=source, split=split)
             self.plan.skipped.append((cid, old_skip.reason))
             return
         labels = self.existing(old.labels if old else None, lab_fp, (cid, None))
@@ -176,7 +198,8 @@ class _Planner:
             else:
                 variants[v] = ref
                 self.plan.reused += 1
-        self.plan.clips[cid] = ClipEntry(split=split, text=text, source=source, labels=labels, variants=variants)
+        self.plan.clips[cid] = ClipEntry(split=split, text=text, source=source, labels=labels, variants=variants,
+                                         **leaks)
         if need:
             self.plan.jobs.append(ClipJob(cid, path, tuple(need)))
             self.plan.audio_skip_fps[cid] = self.fps.audio_skip(clip_fp)
@@ -186,7 +209,8 @@ def make_plan(rows: Any, previous: CacheIndex, fps: Fingerprints, shards: Mappin
               orphans: Orphans) -> Plan:
     """rows: the usable manifest (id, path, text, split) -> what to keep, adopt and compute."""
     planner = _Planner(previous, fps, shards, orphans)
-    for cid, path, text, split in zip(rows["id"].to_list(), rows["path"].to_list(), rows["text"].to_list(),
-                                      rows["split"].to_list()):
-        planner.add(cid, path, text, split)
+    flags = {c: rows[c].to_list() if c in rows.columns else [False] * rows.height for c in LEAK_FLAGS}
+    for i, (cid, path, text, split) in enumerate(zip(rows["id"].to_list(), rows["path"].to_list(),
+                                                     rows["text"].to_list(), rows["split"].to_list())):
+        planner.add(cid, path, text, split, {c: bool(flags[c][i]) for c in LEAK_FLAGS})
     return planner.plan

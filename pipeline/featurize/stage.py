@@ -25,7 +25,7 @@ from whisper_tune.pipeline.core.config import Config
 from whisper_tune.pipeline.core.errors import ConfigError, ModelError
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
-                   part_of, read_usable_manifest)
+                   part_of, read_usable_manifest, usable_counts)
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
 
 
@@ -232,6 +232,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         if note and echo:
             print(f"features: {note}")
         meta, fps = fingerprints(cfg, part, previous.meta, tools)
+        meta = replace(meta, usable=usable_counts(work_dir))
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)

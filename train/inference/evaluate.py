@@ -21,7 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from whisper_tune.pipeline.core.config import Config
-from whisper_tune.pipeline.core.errors import CacheError, ConfigError, ManifestError
+from whisper_tune.pipeline.core.errors import CacheError, ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_json, atomic_write_text
 from whisper_tune.pipeline.validate.manifest import SPLITS
 from whisper_tune.pipeline.core.text import normalize_text
@@ -97,9 +97,8 @@ class EvalResult:
                 "baseline_seconds": b.seconds, "baseline_clips_per_second": b.clips_per_second,
                 "wer_difference": s.wer - b.wer, "cer_difference": s.cer - b.cer,
             })
-        if self.unseen is not None:
-            out["unseen_text_wer"] = self.unseen.wer
-            out["unseen_text"] = asdict(self.unseen)
+        out["unseen_text_wer"] = self.unseen.wer if self.unseen is not None else None
+        out["unseen_text"] = asdict(self.unseen) if self.unseen is not None else None
         out["worst"] = [asdict(c) for c in self.worst]
         out["wrong_words"] = [{"word": w, "count": n} for w, n in self.wrong_words]
         out["per_clip"] = [asdict(c) for c in self.per_clip]
@@ -187,23 +186,10 @@ def decode_all(decoder: Decoder, batches: Iterable[np.ndarray], *, progress: boo
     return hyps, seconds
 
 
-def references(work_dir: Path, cache, clip_ids: Sequence[str]) -> list[str]:
-    """Raw transcripts, as the CSV has them (for orthographic WER): recorded in the cache index, else from the
-    manifest when WORK has one; the cached normalized text as a last resort."""
-    from_manifest: dict[str, str] = {}
-    try:
-        from whisper_tune.pipeline.validate.manifest import read_manifest
-
-        df = read_manifest(work_dir)
-        from_manifest = dict(zip(df["id"].cast(str).to_list(), df["text"].cast(str).to_list()))
-    except (ImportError, ManifestError):
-        pass   # only cache/ was copied to this machine
-
-    def one(cid: str) -> str:
-        raw_transcript = cache.transcript(cid) if hasattr(cache, "transcript") else ""   # before normalization
-        return raw_transcript or from_manifest.get(cid) or normalized_transcript(cache, cid)
-
-    return [one(cid) for cid in clip_ids]
+def references(cache, clip_ids: Sequence[str]) -> list[str]:
+    """Raw transcripts, as the CSV has them (for orthographic WER), recorded in the cache index; the cached
+    normalized text for clips of an index that predates it."""
+    return [cache.transcript(cid) or normalized_transcript(cache, cid) for cid in clip_ids]
 
 
 def normalized_transcript(cache, clip_id: str) -> str:
@@ -251,7 +237,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
             + (f"pass --split {others[0]}, or " if others else "")
             + f"change {share} (or the CSV's split column) and re-run validate and features"
         )
-    refs = references(Path(work_dir), cache, clip_ids)
+    refs = references(cache, clip_ids)
     options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)
     if max_new_tokens is not None:
         options = replace(options, max_new_tokens=max_new_tokens)
@@ -266,7 +252,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
     result = EvalResult(
         split=split, clip_ids=tuple(clip_ids), references=tuple(refs), scores=main, baseline=base,
         worst=worst_clips(per_clip, worst), wrong_words=wrong_words(refs, main.hypotheses), per_clip=tuple(per_clip),
-        unseen=unseen_scores(text_in_train_flags(Path(work_dir), clip_ids), clip_ids, refs, main.hypotheses,
+        unseen=unseen_scores(text_in_train_flags(cache, clip_ids), clip_ids, refs, main.hypotheses,
                              base.hypotheses if base else None),
     )
     print(format_table(result))

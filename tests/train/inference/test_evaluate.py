@@ -117,14 +117,62 @@ def test_cli_flags_reach_the_stage(noise_work, monkeypatch):
     assert (noise_work / "t.md").is_file()
 
 
-def test_orthographic_reference_comes_from_manifest(noise_work, monkeypatch):
+def test_orthographic_reference_comes_from_the_cache(noise_work, monkeypatch):
     monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, REFS))
+    (noise_work / "manifest.parquet").unlink()        # evaluate reads the cache alone
     result = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None)
     assert result.references == tuple(REFS)
     assert result.scores.wer == 0 and result.scores.orthographic_wer == 0 and result.worst == ()
-    (noise_work / "manifest.parquet").unlink()        # only cache/ copied: the cache's own text is used
-    result = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None)
-    assert result.references == tuple(normalize_text(r) for r in REFS) and result.scores.wer == 0
+
+
+def _leaky_work(root: Path, model: Path) -> Path:
+    """A real validate-like manifest (two test clips, one saying a train sentence) featurized into a cache."""
+    from whisper_tune.testing import make_work, run, features_config
+
+    work, rows = make_work(root, n=5)
+    frame = pl.DataFrame(rows).with_columns(
+        pl.Series("split", ["test", "test", "train", "train", "train"]),
+        pl.Series("text", ["the cat sat on the mat", "something new", "the cat sat on the mat", "b c", "d e"]),
+        pl.Series("text_in_train", [True, False, False, False, False]))
+    write_manifest(frame, work)
+    run(work, features_config(model, **{"augment.variants": 1}))
+    return work
+
+
+def test_copying_only_the_cache_gives_the_same_evaluate_json(tiny_model, tmp_path, monkeypatch):
+    import shutil
+
+    work = _leaky_work(tmp_path / "cpu", tiny_model)
+    gpu = tmp_path / "gpu-box" / "work"
+    shutil.copytree(work / "cache", gpu / "cache")      # README: copy cache/ alone to the GPU box
+    from whisper_tune.pipeline.cache import open_cache
+
+    assert open_cache(gpu).meta.usable == {"test": 2, "train": 3}   # the manifest's counts, for coverage advice
+    hyps = ["the cat sat on the mat", "something old"]
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, hyps))
+    outs = []
+    for where in (work, gpu):
+        ev.run_evaluate(model="m", work_dir=where, cfg=load_config(), json_path=where / "e.json")
+        data = json.loads((where / "e.json").read_text())
+        for key in ("seconds", "clips_per_second"):
+            data.pop(key)
+        outs.append(data)
+    assert outs[0] == outs[1]
+    assert outs[1]["unseen_text_wer"] == pytest.approx(50.0)            # "something old" for "something new"
+    assert outs[1]["unseen_text"]["clips"] == 1 and outs[1]["unseen_text"]["seen_clips"] == 1
+    assert outs[1]["unseen_text"]["seen_wer"] == 0.0
+
+
+def test_unseen_keys_are_always_written_and_the_empty_side_is_named(noise_work, monkeypatch, capsys):
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, REFS))
+    data = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config()).to_json()
+    assert data["unseen_text_wer"] == 0.0 and data["unseen_text"]["seen_wer"] is None
+    assert "no clip says a sentence that a train clip says" in capsys.readouterr().out
+    from whisper_tune.train.inference.unseen import unseen_scores
+
+    every = unseen_scores({"a": True, "b": True}, ["a", "b"], ["x", "y"], ["x", "y"])
+    assert every.wer is None and every.seen_wer == 0.0
+    assert every.note == "every one of the 2 clips says a sentence that a train clip says: no unseen-text WER"
 
 
 def test_empty_split_and_missing_cache_are_clear_errors(noise_work, tmp_path):
@@ -165,7 +213,7 @@ def test_unseen_text_wer_is_printed_and_recorded(tmp_path, monkeypatch, capsys):
     work = write_work(tmp_path / "work", clips)
     monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, HYPS))
     result = ev.run_evaluate(model="m", work_dir=work, cfg=load_config(), json_path=work / "e.json")
-    unseen = [0, 2]                                   # an old manifest: flags computed from text and split
+    unseen = [0, 2]                                   # clip1 says trainclip's sentence (flag recorded in the cache)
     expected = 100 * jiwer.wer([normalize_text(REFS[i]) for i in unseen], [normalize_text(HYPS[i]) for i in unseen])
     assert result.unseen.clips == 2 and result.unseen.seen_clips == 1
     assert result.unseen.wer == pytest.approx(expected) and result.unseen.seen_wer == pytest.approx(100 / 6)
@@ -173,10 +221,6 @@ def test_unseen_text_wer_is_printed_and_recorded(tmp_path, monkeypatch, capsys):
     assert data["unseen_text_wer"] == pytest.approx(expected) and data["unseen_text"]["seen_clips"] == 1
     printed = capsys.readouterr().out
     assert f"{expected:.2f} % on the 2 whose transcript does not occur in train" in printed
-    # the manifest's own column wins; all clips unseen: nothing extra to print
-    m = pl.read_parquet(work / "manifest.parquet").with_columns(text_in_train=pl.lit(False))
-    write_manifest(m, work)
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, HYPS))
-    again = ev.run_evaluate(model="m", work_dir=work, cfg=load_config(), json_path=work / "f.json")
-    assert again.unseen is None and "unseen_text_wer" not in json.loads((work / "f.json").read_text())
-    assert "does not occur in train" not in capsys.readouterr().out
+    (work / "manifest.parquet").unlink()              # the flags live in the cache, not the manifest
+    again = ev.run_evaluate(model="m", work_dir=work, cfg=load_config())
+    assert again.unseen == result.unseen
