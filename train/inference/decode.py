@@ -38,7 +38,6 @@ from whisper_tune.pipeline.core.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, l
 from whisper_tune.pipeline.models import (bundled_model_dir, is_ct2_folder, is_multilingual, load_processor, resolve_model,
                                           tokenizer_from_file)
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ def open_decoder(spec: str, options: DecodeOptions = DecodeOptions(), backend: s
             except ModelError as err:
                 if backend == "ctranslate2":
                     raise
-                log.warning("%s; decoding with transformers instead", err)
+                print(f"warning: {err}; decoding with transformers instead", file=sys.stderr, flush=True)
                 return _logged(TransformersDecoder(spec, options))
         decoder = CT2Decoder(spec, folder, options)
     else:

@@ -126,14 +126,14 @@ def quiet_cut(samples: np.ndarray, search: int, frame: int) -> int:
     return start + int(np.argmin(energy)) * frame + frame // 2
 
 
-def audio_pieces(path: Path, cfg: Config, piece_s: float = PIECE_S) -> Iterator[tuple[float, np.ndarray]]:
+def audio_pieces(path: Path, cfg: Config, piece_s: float | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """(offset in seconds, samples) pieces of a long file, read block by block, each about piece_s long and cut at
     a quiet moment; scaled by the file's peak (found in a first streamed pass) as peak normalization does."""
     scale = 1.0
     if cfg.audio.peak_normalize:
         peak = max((float(np.max(np.abs(b))) for b in stream(path)), default=0.0)
         scale = 1.0 / peak if peak > 0 else 1.0
-    piece = int(piece_s * SAMPLE_RATE_HZ)
+    piece = int((PIECE_S if piece_s is None else piece_s) * SAMPLE_RATE_HZ)
     buffer = np.zeros(0, dtype=np.float32)
     offset = 0
     for block in stream(path):
