@@ -190,7 +190,7 @@ def load(path: Path | str) -> np.ndarray:
     return to_mono_16k(data, sr)
 
 
-def stream(path: Path | str, block_seconds: float = 30.0) -> Iterator[np.ndarray]:
+def stream(path: Path | str, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
     """Mono float32 16 kHz blocks of about `block_seconds`, decoded and resampled block by block (soxr's
     streaming resampler), so memory is bounded by a block whatever the file's length. AudioError as load()."""
     import soundfile as sf
