@@ -127,3 +127,19 @@ def test_auto_falls_back_to_transformers_when_the_model_does_not_convert(tiny_mo
     assert "unsupported; decoding with transformers instead" in capsys.readouterr().err
     with pytest.raises(ModelError, match="unsupported"):
         open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=3), backend="ctranslate2")
+
+
+def test_vad_keeps_only_speech_and_times_stay_the_clips():
+    """--vad with the transformers back end: Silero (faster-whisper's bundled copy) finds no speech in silence,
+    and times decoded from the joined speech map back onto the original clip."""
+    from faster_whisper.vad import SpeechTimestampsMap
+
+    from whisper_tune.train.inference.decode import Decoded, Segment, Word, _remapped, speech_only
+
+    speech, times = speech_only(np.zeros(32_000, np.float32))
+    assert speech.size == 0 and times is None
+    chunks = [{"start": 16_000, "end": 32_000}, {"start": 64_000, "end": 80_000}]   # 1-2 s and 4-5 s
+    moved = _remapped(Decoded("a b", (Segment(0.5, 1.5, " a b", (Word(0.5, 0.9, " a"), Word(1.2, 1.5, " b"))),)),
+                      SpeechTimestampsMap(chunks, 16_000))
+    seg = moved.segments[0]
+    assert (seg.start, seg.end) == (1.5, 4.5) and [(w.start, w.end) for w in seg.words] == [(1.5, 1.9), (4.2, 4.5)]

@@ -1,0 +1,25 @@
+"""Both back ends on the real bundled tiny.en: the same WER on the demo's test split, and Whisper's guards
+silence non-speech. Slow (the demo's features are built, tiny.en decodes dozens of clips twice)."""
+
+from __future__ import annotations
+
+import pytest
+
+from whisper_tune.testing import load_script
+
+bench = load_script("bench/decode_bench.py")
+
+
+@pytest.mark.slow
+def test_both_back_ends_agree_on_the_demo_test_split(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo")
+    result = bench.both_backends(work, bench.demo_work(work))
+    assert result["transformers"]["clips"] == result["ctranslate2"]["clips"] == 30
+    assert result["wer_difference"] <= 0.5, result
+
+
+@pytest.mark.slow
+def test_guards_silence_non_speech_in_both_back_ends(tmp_path):
+    result = bench.non_speech_check(tmp_path)
+    for backend in ("transformers", "ctranslate2"):
+        assert result[f"{backend}, guards on"]["words"] == 0, result
