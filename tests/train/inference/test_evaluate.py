@@ -227,3 +227,19 @@ def test_unseen_text_wer_is_printed_and_recorded(tmp_path, monkeypatch, capsys):
     (work / "manifest.parquet").unlink()              # the flags live in the cache, not the manifest
     again = ev.run_evaluate(ev.EvalSettings(model="m", work_dir=work, cfg=load_config()))
     assert again.unseen == result.unseen
+
+
+@pytest.mark.parametrize("flag,make,target,message", [
+    ("--json", lambda t: (t / "taken").mkdir(), "taken", "--json {p} is a folder; give a file name"),
+    ("--report", lambda t: (t / "file").write_text("x"), "file/r.md", "file is a file, not a folder"),
+])
+def test_bad_json_or_report_path_is_one_line_before_any_decoding(noise_work, tmp_path, monkeypatch, flag, make,
+                                                                 target, message):
+    def never(*a, **k):
+        raise AssertionError("decoding started before the output paths were checked")
+
+    monkeypatch.setattr(ev, "open_decoder", never)
+    make(tmp_path)
+    path = tmp_path / target
+    res = CliRunner().invoke(app, ["evaluate", "--model", "m", "--work", str(noise_work), flag, str(path)])
+    assert res.exit_code == 1 and message.format(p=path) in res.output and "Traceback" not in res.output
