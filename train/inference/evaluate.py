@@ -286,12 +286,15 @@ def run_evaluate(settings: EvalSettings) -> EvalResult:
                              base.hypotheses if base else None),
     )
     print(format_table(result))
-    if json_path is not None:
-        atomic_write_json(Path(json_path), result.to_json())
-        print(f"wrote {json_path}")
-    if report_path is not None:
-        atomic_write_text(Path(report_path), markdown_report(result))
-        print(f"wrote {report_path}")
+    for flag, path, write in (("--json", json_path, lambda p: atomic_write_json(p, result.to_json())),
+                              ("--report", report_path, lambda p: atomic_write_text(p, markdown_report(result)))):
+        if path is None:
+            continue
+        try:
+            write(Path(path))
+        except OSError as err:       # a full disk is already a DiskFullError
+            raise ConfigError(f"{flag} {path}: cannot write it ({err.strerror or err}); choose another {flag}") from None
+        print(f"wrote {path}")
     return result
 
 

@@ -346,7 +346,10 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
         cfg = replace(cfg, audio=replace(cfg.audio, trim_top_db=0.0))
     files, failures = collect_inputs(inputs)
     attempted = len(files) + len(failures)
-    sink = _sink(output, fmt, files, options.word_timestamps)
+    try:
+        sink = _sink(output, fmt, files, options.word_timestamps)
+    except OSError as err:
+        raise ConfigError(f"--output {output}: cannot write there ({err.strerror or err}); choose another --output") from None
     todo = [f for f in files if not sink.done(f)]
     if len(todo) < len(files):
         print(f"skipping {len(files) - len(todo)} of {len(files)} inputs already transcribed in {output} "
@@ -363,6 +366,9 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
         sink.close()
         print(f"interrupted: {sink.kept()}; re-run the same command to transcribe the rest", file=sys.stderr)
         raise
+    except OSError as err:          # writing the results (a full disk is already a DiskFullError)
+        raise ConfigError(f"--output {output}: cannot write the results ({err.strerror or err}); "
+                          f"{sink.kept()}; free the path and re-run the same command") from None
     finally:
         sink.close()
     _raise_failures(failures, attempted)
@@ -401,6 +407,9 @@ def _decode_files(decoder, files: Sequence[Path], cfg: Config, batch_size: int, 
             batch.append((path, load_clip(path, cfg)))
         except AudioError as err:
             failures.append(Failure(str(path), str(err)))
+            continue
+        except OSError as err:
+            failures.append(Failure(str(path), f"cannot read file ({err.strerror or err})"))
             continue
         if len(batch) >= batch_size:
             yield from flush()
