@@ -400,10 +400,14 @@ class CT2Decoder:
         texts = [""] * feats.shape[0]
         tried: dict[int, list[tuple[bool, float, str]]] = {}
         pending = list(range(feats.shape[0]))
+        encoded = None
+        if len(o.temperatures) > 1 and self.device == "cpu":   # encode once; a fallback re-decodes from it
+            encoded = np.array(self.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True))
         for n, temperature in enumerate(o.temperatures):
             sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature > 0 \
                 else {"beam_size": o.beam_size}
-            results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(feats[pending])),
+            source = feats if encoded is None else encoded
+            results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(source[pending])),
                                           [prompt] * len(pending), max_length=max_length, suppress_blank=True,
                                           suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True,
                                           **sampling)
