@@ -228,7 +228,8 @@ class TransformersDecoder:
             enc = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np", truncation=False,
                      padding="longest", return_attention_mask=True)
             feats, mask = enc.input_features, enc.attention_mask
-        for i, result in zip(todo, self.generate(feats, mask, timed=timed or maps[i] is not None)):
+        vad_times = any(m is not None for m in maps)          # segments are needed to map the times back
+        for i, result in zip(todo, self.generate(feats, mask, timed=timed or vad_times)):
             out[i] = result if maps[i] is None else _remapped(result, maps[i])
         return out
 
