@@ -71,6 +71,8 @@ def test_transcribe_path_gives_timed_segments_in_both_back_ends(tiny_model):
         long, empty = decoder.transcribe([clip, np.zeros(0, np.float32)], timed=True)
         assert long.segments and long.text and empty.text == "" and not empty.segments
         assert long.text == "".join(s.text for s in long.segments).strip()
+        short, = decoder.transcribe([clip[:16_000]])                     # text only, no timestamps asked
+        assert short.text and not short.segments or backend == "ctranslate2"
 
 
 def test_decode_settings_from_config():
