@@ -256,6 +256,7 @@ class TransformersDecoder:
         if segmented and isinstance(out, dict) and "segments" in out:
             return [self._decoded(segs) for segs in out["segments"]]
         ids = out if isinstance(out, torch.Tensor) else out["sequences"]
+        ids = torch.as_tensor(ids).long()       # a batch with a skipped (no-speech) window comes back as floats
         return [Decoded(t.strip()) for t in tok.batch_decode(ids, skip_special_tokens=True)]
 
     def _decoded(self, segs: list[dict]) -> Decoded:
