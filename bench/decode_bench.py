@@ -35,13 +35,13 @@ def demo_work(work: Path):
     return cfg
 
 
-def both_backends(work: Path, cfg, backends=("transformers", "ctranslate2")) -> dict:
+def both_backends(work: Path, cfg, backends=("transformers", "ctranslate2"), guards: bool = True) -> dict:
     from whisper_tune.pipeline.core.config import load_config
     from whisper_tune.train.inference.evaluate import EvalSettings, run_evaluate
 
     out = {}
     for backend in backends:
-        c = load_config(None, {"decode.backend": backend, "model.name": cfg.model.name})
+        c = load_config(None, {"decode.backend": backend, "model.name": cfg.model.name, "decode.guards": guards})
         r = run_evaluate(EvalSettings(model="bundled:tiny.en", work_dir=work, cfg=c, worst=0, batch_size=8,
                                       max_new_tokens=64))   # as the demo scores
         s = r.scores
@@ -143,6 +143,7 @@ def main(argv=None) -> int:
     ap.add_argument("--memory", action="store_true", help="only the long-file memory measurement")
     ap.add_argument("--hours", type=float, default=2.0)
     ap.add_argument("--only", choices=("backends", "non-speech"), help="one part of 1 and 2")
+    ap.add_argument("--no-guards", action="store_true", help="back ends: plain greedy decoding")
     ap.add_argument("--backend", action="append", help="only this back end (repeatable)")
     args = ap.parse_args(argv)
     if args.memory:
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     result = {}
     if args.only in (None, "backends"):
         result["backends"] = both_backends(args.work / "demo", demo_work(args.work / "demo"),
-                                           tuple(args.backend or ("transformers", "ctranslate2")))
+                                           tuple(args.backend or ("transformers", "ctranslate2")), not args.no_guards)
         print(json.dumps(result["backends"], indent=2), flush=True)
     if args.only in (None, "non-speech"):
         result["non_speech"] = non_speech_check(args.work / "noise", tuple(args.backend or ("transformers", "ctranslate2")))
