@@ -370,7 +370,7 @@ def _manifest(work: Path, splits: dict[str, int]) -> None:
 
 
 def test_train_and_evaluate_count_the_uncached_clips_after_a_killed_features_run(tiny_model, tmp_path):
-    from whisper_tune.train.inference.evaluate import run_evaluate
+    from whisper_tune.train.inference.evaluate import EvalSettings, run_evaluate
 
     work = tmp_path / "work"
     build_cache(work, tiny_model, n_train=0, n_test=2, variants=1, frames=(50, 80))   # stopped before train
@@ -386,7 +386,7 @@ def test_train_and_evaluate_count_the_uncached_clips_after_a_killed_features_run
     build_cache(other, tiny_model, n_train=2, n_test=0, variants=1, frames=(50, 80))
     _manifest(other, {"train": 2, "test": 3})
     with pytest.raises(CacheError) as caught:
-        run_evaluate(model=str(tiny_model), work_dir=other, cfg=train_cfg(tiny_model))
+        run_evaluate(EvalSettings(model=str(tiny_model), work_dir=other, cfg=train_cfg(tiny_model)))
     assert str(caught.value) == (f"the cache in {other / 'cache'} holds 0 of the manifest's 3 usable test clips "
                                  f"(3 not featurized yet: a features run was interrupted?); re-run `whisper-tune "
                                  f"features --work {other}` to finish it (it resumes where it stopped)")

@@ -155,11 +155,12 @@ def _validate_and_featurize(csv_path: Path, work_dir: Path, cfg) -> None:
 
 def _score(model: str, work_dir: Path, cfg: Config):
     """Scores on the test split, with the training run's evaluation batch and generation length."""
-    from whisper_tune.train.inference.evaluate import run_evaluate
+    from whisper_tune.train.inference.evaluate import EvalSettings, run_evaluate
 
     t = cfg.training
-    return run_evaluate(model=model, work_dir=work_dir, cfg=cfg, split="test", batch_size=int(t.eval_batch_size),
-                        worst=0, max_new_tokens=t.generation_max_length)
+    return run_evaluate(EvalSettings(model=model, work_dir=work_dir, cfg=cfg, split="test",
+                                     batch_size=int(t.eval_batch_size), worst=0,
+                                     max_new_tokens=t.generation_max_length))
 
 
 def _longform(domain_dir: Path, work_dir: Path, cfg, base: str, tuned: Path) -> dict[str, Any]:

@@ -113,6 +113,34 @@ class TrainingConfig:
     timestamp_prob: float = 0.2        # share of training windows labelled with timestamps (distil-whisper's 0.2)
 
 
+BACKENDS = ("auto", "transformers", "ctranslate2")
+WHISPER_TEMPERATURES = "0.0,0.2,0.4,0.6,0.8,1.0"
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How `evaluate` and `transcribe` decode (training's own evaluation keeps the trainer's greedy generation)."""
+    backend: str = "auto"              # auto (CTranslate2 when installed and the model converts), transformers, ctranslate2
+    beam_size: int = 1                 # 1 = greedy
+    guards: bool = True                # Whisper's hallucination guards below; false = plain decoding
+    temperature: str = WHISPER_TEMPERATURES   # fallback temperatures, tried in order while a guard rejects the text
+    compression_ratio_threshold: float = 2.4  # text whose gzip compression ratio is above this is retried (0 = off)
+    logprob_threshold: float = -1.0    # text whose mean token log-probability is below this is retried
+    no_speech_threshold: float = 0.6   # no-speech probability above this (with a low log-probability) = no text; 1 = off
+    prompt: str = ""                   # initial prompt (vocabulary, spelling) before the first window
+    condition_on_previous_text: bool = False  # long-form: each window sees the text of the one before
+    word_timestamps: bool = False      # word-level times (JSONL "words"; word-level subtitles)
+    vad: bool = False                  # skip non-speech with faster-whisper's bundled Silero VAD (long recordings)
+
+
+def temperatures(text: str) -> tuple[float, ...]:
+    """decode.temperature ("0.0,0.2,...") as a tuple of floats; ValueError for anything else."""
+    values = tuple(float(part) for part in text.split(",") if part.strip())
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise ValueError(text)
+    return values
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -121,6 +149,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(dataclasses.asdict(self)))
@@ -133,6 +162,7 @@ _SECTION_TYPES = {
     "augment": AugmentConfig,
     "features": FeaturesConfig,
     "training": TrainingConfig,
+    "decode": DecodeConfig,
 }
 
 
@@ -241,6 +271,30 @@ def _validate(cfg: Config, source: str, origin: Mapping[str, str] | None = None)
     for key, value, expected in _range_problems(cfg):
         raise bad(key, value, expected)
     _validate_lora(t, bad)
+    _validate_decode(cfg.decode, bad)
+
+
+def _validate_decode(c: DecodeConfig, bad) -> None:
+    if c.backend not in BACKENDS:
+        raise bad("decode.backend", c.backend, "auto, transformers or ctranslate2 (--backend)")
+    if not 1 <= c.beam_size <= 32:
+        raise bad("decode.beam_size", c.beam_size, "1 (greedy) to 32 beams (--beam-size)")
+    try:
+        temperatures(c.temperature)
+    except ValueError:
+        raise bad("decode.temperature", c.temperature, 'comma-separated temperatures of 0 or more, e.g. '
+                  f'"{WHISPER_TEMPERATURES}" or "0" for no fallback (--temperature)') from None
+    checks = [
+        ("compression_ratio_threshold", c.compression_ratio_threshold >= 0,
+         "0 (off) or a ratio such as 2.4 (--compression-ratio-threshold)"),
+        ("logprob_threshold", c.logprob_threshold <= 0, "a log-probability of 0 or below, e.g. -1.0 (--logprob-threshold)"),
+        ("no_speech_threshold", 0 <= c.no_speech_threshold <= 1,
+         "a probability in [0, 1], e.g. 0.6; 1 = off (--no-speech-threshold)"),
+    ]
+    for key, ok, expected in checks:
+        value = getattr(c, key)
+        if not ok or not math.isfinite(value):
+            raise bad(f"decode.{key}", value, expected)
 
 
 MAX_SEED = 2**32 - 1              # numpy and torch seeds are 32-bit

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -187,6 +188,46 @@ def load(path: Path | str) -> np.ndarray:
     if not np.isfinite(data).all():
         raise AudioError("audio contains NaN or infinite samples")
     return to_mono_16k(data, sr)
+
+
+def stream(path: Path | str, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
+    """Mono float32 16 kHz blocks of about `block_seconds`, decoded and resampled block by block (soxr's
+    streaming resampler), so memory is bounded by a block whatever the file's length. AudioError as load()."""
+    import soundfile as sf
+
+    p = Path(path)
+    if not p.exists():
+        raise AudioError("file not found")
+    if p.is_file() and p.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)")
+    try:
+        f = sf.SoundFile(str(p))
+    except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as err:
+        raise AudioError(f"cannot decode audio ({_short(err)})") from None
+    with f:
+        sr = int(f.samplerate)
+        check_wav_length(p, sr)
+        frames = max(1, int(block_seconds * sr))
+        resampler = None
+        if sr != SAMPLE_RATE_HZ:
+            import soxr
+
+            resampler = soxr.ResampleStream(sr, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
+        while True:
+            try:
+                block = f.read(frames, dtype="float32", always_2d=True)
+            except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as err:
+                raise AudioError(f"cannot decode audio ({_short(err)})") from None
+            last = block.shape[0] < frames
+            if not np.isfinite(block).all():
+                raise AudioError("audio contains NaN or infinite samples")
+            mono = np.ascontiguousarray(block.mean(axis=1), dtype=np.float32)
+            if resampler is not None:
+                mono = resampler.resample_chunk(mono, last=last)
+            if mono.size:
+                yield mono
+            if last:
+                return
 
 
 TRIM_FRAME = 2048   # samples per loudness frame (librosa.effects.trim's default)

@@ -10,17 +10,24 @@ What the folder gets, and the conversion pitfalls each file avoids:
   128-mel model (large-v3) is fed 80-mel features. transformers 5 saves a processor's feature extractor inside
   processor_config.json, so this file is written from the feature extractor.
 
+converted_folder() keeps one conversion per model content under the user cache folder (beside the CTranslate2
+imports: `$WHISPER_TUNE_CACHE/converted/<hash>`), so `--backend auto` converts a model once per machine.
+
 The reverse direction is whisper_tune.pipeline.models.ct2_import; the `export` command (checks, verification with
 faster-whisper, replacing an earlier export) is whisper_tune.train.inference.export.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 from whisper_tune.pipeline.core.errors import ModelError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_write_json
+from whisper_tune.pipeline.core.hashing import file_digest, stable_hex
 from whisper_tune.pipeline.core.tokens import EOT, language_tokens
 from whisper_tune.pipeline.models.folder import is_multilingual, read_json
 
@@ -64,3 +71,61 @@ def write_support_files(source: str, folder: Path, processor) -> None:
     if is_multilingual(tok) and not config.get("lang_ids"):
         config["lang_ids"] = sorted(language_tokens(tok.get_vocab()).values())
     atomic_write_json(config_path, config)
+
+
+CONVERTER_VERSION = 1          # bump when what convert() + write_support_files() write changes (part of the key)
+CACHE_QUANTIZATION = "float16"  # what --backend auto keeps: CTranslate2 computes in float32 on a CPU, float16 on a GPU
+CONVERTED_MARKER = "whisper-tune-converted.json"
+
+
+def conversion_key(source: str, quantization: str = CACHE_QUANTIZATION) -> str:
+    """Hash of a model's files (names, sizes, bytes), the quantization and the converter version; a hub id that
+    is not on disk is keyed by its name."""
+    parts: list[str | int] = [f"whisper-tune-ct2-convert-{CONVERTER_VERSION}", quantization]
+    folder = Path(source)
+    if not folder.is_dir():
+        return stable_hex(*parts, "hub", source, size=16)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        try:
+            parts += [str(path.relative_to(folder)), path.stat().st_size, file_digest(path)]
+        except OSError as err:
+            raise ModelError(f"cannot read {path}: {err}") from None
+    return stable_hex(*parts, size=16)
+
+
+def converted_folder(source: str, processor: Callable[[], Any], cache_dir: Path | None = None) -> Path:
+    """A CTranslate2 folder for the resolved transformers model `source`, converted once (ModelError when the
+    model does not convert); written under a temporary name and renamed into place when complete.
+    `processor()` gives the model's WhisperProcessor (loaded only when a conversion is needed)."""
+    from whisper_tune.pipeline.models.ct2_import import CACHE_ENV, cache_root
+
+    root = Path(cache_dir) if cache_dir is not None else cache_root().parent / "converted"
+    out = root / conversion_key(source)
+    if (out / CONVERTED_MARKER).is_file():
+        return out
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=root))
+    except OSError as err:
+        raise ModelError(f"cannot write a CTranslate2 conversion under {root}: {err}; set {CACHE_ENV} to a "
+                         "writable folder") from None
+    try:
+        print(f"converting {source} to CTranslate2 once (cached in {out}) ...", flush=True)
+        convert(source, tmp, CACHE_QUANTIZATION)
+        write_support_files(source, tmp, processor())
+        atomic_write_json(tmp / CONVERTED_MARKER, {"source": source, "quantization": CACHE_QUANTIZATION,
+                                                   "converter_version": CONVERTER_VERSION})
+        if out.exists():
+            shutil.rmtree(out, ignore_errors=True)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            if not (out / CONVERTED_MARKER).is_file():   # not another process finishing first: a real failure
+                raise
+    except OSError as err:
+        raise ModelError(f"cannot write the CTranslate2 conversion to {out}: {err}; set {CACHE_ENV} to a "
+                         "writable folder") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

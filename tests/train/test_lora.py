@@ -113,12 +113,12 @@ def test_lora_run_trains_and_writes_merged_model_and_adapter(trained, tiny_model
 
 
 def test_merged_model_evaluates_and_exports(trained, work, tmp_path):
-    from whisper_tune.train.inference.evaluate import run_evaluate
+    from whisper_tune.train.inference.evaluate import EvalSettings, run_evaluate
     from whisper_tune.train.inference.export import run_export
 
     out, result = trained
-    scores = run_evaluate(model=str(out), work_dir=work, cfg=load_config(None), split="test", batch_size=2,
-                          worst=0, max_new_tokens=8).scores
+    scores = run_evaluate(EvalSettings(model=str(out), work_dir=work, cfg=load_config(None), split="test", batch_size=2,
+                          worst=0, max_new_tokens=8)).scores
     assert scores.clips == 2 and scores.wer >= 0
     exported = run_export(model=str(out), out_dir=tmp_path / "ct2", to="ct2", quantization="float32", verify=True)
     assert exported.verification is not None and (tmp_path / "ct2" / "model.bin").is_file()

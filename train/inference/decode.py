@@ -1,29 +1,104 @@
-"""Greedy decoding of log-mel features, batched, with either backend:
+"""Decoding, with either back end, for `evaluate` (cached log-mel features) and `transcribe` (audio):
 
-- a transformers Whisper (hub id, local folder, or bundled:tiny.en through whisper_tune.pipeline.models.resolve_model),,
-- a CTranslate2 / faster-whisper folder (model.bin + config.json + tokenizer.json), run by ctranslate2 directly,
+- transformers: a Whisper checkpoint (hub id, local folder, or an imported CTranslate2 folder, see
+  whisper_tune.pipeline.models.resolve_model), decoded with `generate`;
+- ctranslate2: a CTranslate2 / faster-whisper folder (model.bin + config.json + tokenizer.json). `--backend auto`
+  takes it when ctranslate2 is installed: a CTranslate2 folder as it is, a transformers model converted once into
+  a content-addressed cache (whisper_tune.pipeline.models.ct2_export.converted_folder).
 
-so that a fine-tuned model and its export can be scored on exactly the same (cached) features.
+    decoder = open_decoder("work/model", DecodeOptions.from_config(cfg), backend="auto")
+    texts = decoder.decode(features)          # evaluate: float32 (batch, n_mels, 3000), one window per clip
+    results = decoder.transcribe(clips)       # transcribe: mono 16 kHz clips of any length -> Decoded
 
-    decoder = open_decoder("work/model", DecodeOptions(language="", task="transcribe"))
-    texts = decoder.decode(features)      # features: float32 (batch, n_mels, 3000)
+Both back ends apply Whisper's guards when DecodeOptions asks for them (DecodeOptions.from_config: on, with
+Whisper's defaults): a window whose text compresses too well (a repetition loop) or whose mean token
+log-probability is too low is decoded again at the next temperature; a window the model calls non-speech (and
+whose log-probability is low) gives no text. `DecodeOptions()` itself is plain greedy decoding.
 
-No audio library is imported here: evaluation reads the feature cache only.
+`Decoder.transcribe` is the one decoding path for audio: texts and timed segments (words too, when asked) come
+from the same call; train/inference/subtitles only formats them.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Sequence
 
 import numpy as np
 
-from whisper_tune.pipeline.core.constants import MAX_LABEL_TOKENS, N_FRAMES
-from whisper_tune.pipeline.core.errors import ModelError, first_line
-from whisper_tune.pipeline.models import is_ct2_folder, is_multilingual, load_processor, resolve_model, tokenizer_from_file
+from whisper_tune.pipeline.core.config import Config, temperatures
+from whisper_tune.pipeline.core.constants import BUNDLED_MODEL, MAX_LABEL_TOKENS, N_FRAMES, N_SAMPLES, SAMPLE_RATE_HZ
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.core.system import usable_cores
 from whisper_tune.pipeline.core.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_token, language_tokens
+from whisper_tune.pipeline.models import (bundled_model_dir, is_ct2_folder, is_multilingual, load_processor, resolve_model,
+                                          tokenizer_from_file)
+
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float                   # seconds from the start of the recording
+    end: float
+    word: str                      # as decoded, with its leading space
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    start: float                   # seconds from the start of the recording
+    end: float
+    text: str                      # as decoded (with its leading space, if the model wrote one)
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decoded:
+    text: str                      # the whole text, stripped
+    segments: tuple[Segment, ...] = ()
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    language: str = ""            # multilingual models only; "" = tokens.DEFAULT_LANGUAGE
+    task: str = "transcribe"      # or "translate"
+    device: str = "auto"          # auto (cuda when available), cpu, cuda (no command sets it: always auto there)
+    max_new_tokens: int = MAX_LABEL_TOKENS - 4
+    beam_size: int = 1
+    temperatures: tuple[float, ...] = (0.0,)             # more than one: fallback while a guard rejects the text
+    compression_ratio_threshold: float | None = None     # None = that guard off
+    logprob_threshold: float | None = None
+    no_speech_threshold: float | None = None
+    prompt: str = ""                                     # initial prompt before the first window
+    condition_on_previous_text: bool = False             # long-form: each window sees the text before it
+    word_timestamps: bool = False
+    vad: bool = False                                    # transcribe: decode only what Silero VAD calls speech
+
+    @classmethod
+    def from_config(cls, cfg: Config, max_new_tokens: int | None = None) -> "DecodeOptions":
+        """The commands' options: [model] language/task and [decode], guards as configured (on by default)."""
+        d = cfg.decode
+        guards = d.guards
+        return cls(
+            language=cfg.model.language, task=cfg.model.task,
+            max_new_tokens=MAX_LABEL_TOKENS - 4 if max_new_tokens is None else max_new_tokens,
+            beam_size=d.beam_size,
+            temperatures=temperatures(d.temperature) if guards else (0.0,),
+            compression_ratio_threshold=d.compression_ratio_threshold or None if guards else None,
+            logprob_threshold=d.logprob_threshold if guards else None,
+            no_speech_threshold=d.no_speech_threshold if guards and d.no_speech_threshold < 1 else None,
+            prompt=d.prompt, condition_on_previous_text=d.condition_on_previous_text,
+            word_timestamps=d.word_timestamps, vad=d.vad,
+        )
+
+    @property
+    def guarded(self) -> bool:
+        return (len(self.temperatures) > 1 or self.compression_ratio_threshold is not None
+                or self.logprob_threshold is not None or self.no_speech_threshold is not None)
 
 
 class Decoder(Protocol):
@@ -35,21 +110,63 @@ class Decoder(Protocol):
         """Texts (special tokens removed, leading space stripped) for float32 features (batch, n_mels, frames)."""
         ...
 
-
-@dataclass(frozen=True)
-class DecodeOptions:
-    language: str = ""            # multilingual models only; "" = tokens.DEFAULT_LANGUAGE
-    task: str = "transcribe"      # or "translate"
-    device: str = "auto"          # auto (cuda when available), cpu, cuda (no command sets it: always auto there)
-    max_new_tokens: int = MAX_LABEL_TOKENS - 4
+    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
+        """Text (and, when timed, segments) for mono 16 kHz clips of any length, in order."""
+        ...
 
 
-def open_decoder(spec: str, options: DecodeOptions = DecodeOptions()) -> Decoder:
-    """A CTranslate2 folder decodes with ctranslate2; anything else is resolved to a transformers model."""
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition measure: bytes of the text over bytes of its zlib compression."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+# ---------------------------------------------------------------------------------------------- choosing the back end
+
+def ct2_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ctranslate2") is not None
+
+
+def _ct2_source(spec: str) -> Path | None:
+    """The CTranslate2 folder `spec` names (bundled:tiny.en included), else None."""
+    if spec == BUNDLED_MODEL:
+        return bundled_model_dir()
     path = Path(spec).expanduser()
-    if path.is_dir() and is_ct2_folder(path):
-        return CT2Decoder(spec, path, options)
-    return TransformersDecoder(spec, options)
+    return path if path.is_dir() and is_ct2_folder(path) else None
+
+
+def open_decoder(spec: str, options: DecodeOptions = DecodeOptions(), backend: str = "auto") -> Decoder:
+    """The decoder for `spec` with `backend` (auto, transformers or ctranslate2); the choice is logged."""
+    if backend not in ("auto", "transformers", "ctranslate2"):
+        raise ConfigError(f"--backend {backend}: expected auto, transformers or ctranslate2")
+    folder = _ct2_source(spec)
+    if backend == "transformers":
+        decoder: Decoder = TransformersDecoder(spec, options)
+    elif backend == "ctranslate2" or (backend == "auto" and ct2_available()):
+        if not ct2_available():
+            raise ModelError("--backend ctranslate2 needs the ctranslate2 package: pip install 'whisper-tune[models]'")
+        if folder is None:
+            from whisper_tune.pipeline.models.ct2_export import converted_folder
+
+            try:
+                source = resolve_model(spec)
+                folder = converted_folder(source, lambda: load_processor(source))
+            except ModelError as err:
+                if backend == "ctranslate2":
+                    raise
+                print(f"warning: {err}; decoding with transformers instead", file=sys.stderr, flush=True)
+                return _logged(TransformersDecoder(spec, options))
+        decoder = CT2Decoder(spec, folder, options)
+    else:
+        decoder = TransformersDecoder(spec, options)
+    return _logged(decoder)
+
+
+def _logged(decoder: Decoder) -> Decoder:
+    print(f"decoding {decoder.label} with the {decoder.backend} back end", file=sys.stderr, flush=True)
+    return decoder
 
 
 def _check_features(features: np.ndarray, n_mels: int, label: str) -> np.ndarray:
@@ -60,6 +177,8 @@ def _check_features(features: np.ndarray, n_mels: int, label: str) -> np.ndarray
         )
     return np.ascontiguousarray(features, dtype=np.float32)
 
+
+# ---------------------------------------------------------------------------------------------- transformers
 
 class TransformersDecoder:
     backend = "transformers"
@@ -82,30 +201,117 @@ class TransformersDecoder:
         self.model = model.to(self.device).eval()
         self.n_mels = int(model.config.num_mel_bins)
         self.generate_kwargs = generation_kwargs(self.model, self.processor.tokenizer, options)
+        if options.word_timestamps and not getattr(self.model.generation_config, "alignment_heads", None):
+            raise ModelError(f"--word-timestamps: {spec} has no alignment_heads in its generation config, which "
+                             "word times need with the transformers back end; use --backend ctranslate2")
 
     def decode(self, features: np.ndarray) -> list[str]:
         """One 30 s window per clip (features padded to 3000 frames), no timestamps."""
-        return self.generate_texts(_check_features(features, self.n_mels, self.label))
+        return [d.text for d in self.generate(_check_features(features, self.n_mels, self.label))]
 
-    def generate_texts(self, features: np.ndarray, attention_mask: np.ndarray | None = None) -> list[str]:
-        """Greedy texts. Features longer than 3000 frames go through transformers' long-form decoding
-        (sequential 30 s windows driven by timestamp tokens); `attention_mask` (batch, frames) marks real frames."""
+    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
+        """Clips up to 30 s as one window each, longer ones through long-form decoding (sequential windows
+        driven by timestamp tokens, batched with an attention mask); silent (empty) clips give no text."""
+        out = [Decoded("")] * len(clips)
+        maps = [None] * len(clips)
+        if self.options.vad:
+            clips, maps = zip(*(speech_only(c) for c in clips))
+        todo = [i for i, c in enumerate(clips) if c.size]
+        if not todo:
+            return out
+        fe = self.processor.feature_extractor
+        audio = [clips[i] for i in todo]
+        mask = None
+        if max(a.size for a in audio) <= N_SAMPLES:
+            feats = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np").input_features
+        else:
+            enc = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np", truncation=False,
+                     padding="longest", return_attention_mask=True)
+            feats, mask = enc.input_features, enc.attention_mask
+        vad_times = any(m is not None for m in maps)          # segments are needed to map the times back
+        for i, result in zip(todo, self.generate(feats, mask, timed=timed or vad_times)):
+            out[i] = result if maps[i] is None else _remapped(result, maps[i])
+        return out
+
+    def generate(self, features: np.ndarray, attention_mask: np.ndarray | None = None,
+                 timed: bool = False) -> list[Decoded]:
+        """The one call into `generate`. Features over 3000 frames (or timed=True) decode with timestamps and come
+        back as segments; `attention_mask` (batch, frames) marks real frames of long-form input."""
         import torch
 
         long_form = features.shape[-1] > N_FRAMES
         kwargs = dict(self.generate_kwargs)
+        segmented = long_form or timed or self.options.word_timestamps
+        if segmented:
+            kwargs.update(return_timestamps=True, return_segments=True)
+        if self.options.word_timestamps:
+            kwargs["return_token_timestamps"] = True
+        torch.manual_seed(0)               # temperature fallback samples: the same input gives the same text
         with torch.inference_mode():
             inputs = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(self.device, self.dtype)
-            if long_form:
-                kwargs["return_timestamps"] = True
-                kwargs["condition_on_prev_tokens"] = False
-                if attention_mask is not None:
-                    kwargs["attention_mask"] = torch.from_numpy(np.asarray(attention_mask)).to(self.device)
-            ids = self.model.generate(input_features=inputs, **kwargs)
-        if not isinstance(ids, torch.Tensor):  # long-form may return a dict with "sequences"
-            ids = ids["sequences"]
-        texts = self.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+            if attention_mask is not None and long_form:
+                kwargs["attention_mask"] = torch.from_numpy(np.asarray(attention_mask)).to(self.device)
+            out = self.model.generate(input_features=inputs, **kwargs)
+        tok = self.processor.tokenizer
+        if segmented and isinstance(out, dict) and "segments" in out:
+            return [self._decoded(segs) for segs in out["segments"]]
+        ids = out if isinstance(out, torch.Tensor) else out["sequences"]
+        ids = torch.as_tensor(ids).long()       # a batch with a skipped (no-speech) window comes back as floats
+        return [Decoded(t.strip()) for t in tok.batch_decode(ids, skip_special_tokens=True)]
+
+    def _decoded(self, segs: list[dict]) -> Decoded:
+        decode = self.processor.tokenizer.decode
+        segments = []
+        for s in segs:
+            words = _words(self.processor.tokenizer, s) if self.options.word_timestamps else ()
+            segments.append(Segment(float(s["start"]), float(s["end"]), decode(s["tokens"], skip_special_tokens=True),
+                                    words))
+        return Decoded("".join(s.text for s in segments).strip(), tuple(segments))
+
+
+def speech_only(clip: np.ndarray):
+    """(the speech of `clip` joined, a map from its times back to the clip's) by faster-whisper's Silero VAD."""
+    try:
+        from faster_whisper.vad import SpeechTimestampsMap, VadOptions, get_speech_timestamps
+    except ImportError:
+        raise ModelError("--vad needs faster-whisper: pip install 'whisper-tune[models]'") from None
+    chunks = get_speech_timestamps(np.ascontiguousarray(clip, dtype=np.float32), VadOptions()) if clip.size else []
+    if not chunks:
+        return np.zeros(0, dtype=np.float32), None
+    speech = np.concatenate([clip[c["start"]:c["end"]] for c in chunks])
+    return speech, SpeechTimestampsMap(chunks, SAMPLE_RATE_HZ)
+
+
+def _remapped(result: Decoded, times) -> Decoded:
+    """Segments (and words) decoded from speech_only()'s audio, timed on the original clip."""
+    def t(x: float, end: bool = False) -> float:
+        return float(times.get_original_time(x, is_end=end))
+
+    return Decoded(result.text, tuple(
+        Segment(t(s.start), t(s.end, True), s.text, tuple(Word(t(w.start), t(w.end, True), w.word, w.probability)
+                                                         for w in s.words))
+        for s in result.segments))
+
+
+def _words(tokenizer, segment: dict) -> tuple[Word, ...]:
+    """Words of one transformers segment from its token timestamps: a word starts at a token whose text begins
+    with a space; it lasts until the next word starts (the segment's end for the last)."""
+    times = segment.get("token_timestamps")
+    if times is None:
+        return ()
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    pieces: list[tuple[str, float]] = []
+    for token, t in zip(segment["tokens"].tolist(), times.tolist()):
+        if token >= eot:
+            continue
+        text = tokenizer.decode([token])
+        if pieces and not text.startswith(" "):
+            pieces[-1] = (pieces[-1][0] + text, pieces[-1][1])
+        else:
+            pieces.append((text, float(t)))
+    end = float(segment["end"])
+    return tuple(Word(start, max(start, pieces[i + 1][1] if i + 1 < len(pieces) else end), text)
+                 for i, (text, start) in enumerate(pieces) if text.strip())
 
 
 def torch_device(device: str):
@@ -121,10 +327,22 @@ def torch_device(device: str):
 
 
 def generation_kwargs(model, tokenizer, options: DecodeOptions) -> dict:
-    """Greedy, no timestamps; language and task for multilingual models (set on the generation config)."""
+    """No timestamps, beams and Whisper's guards as the options say; language and task for multilingual models."""
     gen = model.generation_config
-    kwargs: dict = {"num_beams": 1, "do_sample": False, "return_timestamps": False,
+    kwargs: dict = {"num_beams": options.beam_size, "do_sample": False, "return_timestamps": False,
                     "max_new_tokens": options.max_new_tokens}
+    if options.guarded:
+        kwargs["temperature"] = options.temperatures if len(options.temperatures) > 1 else options.temperatures[0]
+        kwargs["compression_ratio_threshold"] = options.compression_ratio_threshold
+        kwargs["logprob_threshold"] = options.logprob_threshold
+        # transformers' no-speech rule reads the log-probability too (as Whisper's): without one, it is off
+        kwargs["no_speech_threshold"] = options.no_speech_threshold if options.logprob_threshold is not None else None
+    kwargs["condition_on_prev_tokens"] = options.condition_on_previous_text
+    if options.prompt:
+        import torch
+
+        ids = tokenizer.get_prompt_ids(options.prompt, return_tensors="np")
+        kwargs["prompt_ids"] = torch.from_numpy(np.asarray(ids)).to(model.device)
     if is_multilingual(tokenizer):
         if not getattr(gen, "lang_to_id", None) or not getattr(gen, "task_to_id", None):
             _add_language_tables(gen, tokenizer)
@@ -141,46 +359,131 @@ def _add_language_tables(gen, tokenizer) -> None:
     gen.task_to_id = {task: vocab[token] for task, token in TASK_TOKENS.items() if token in vocab}
 
 
+# ---------------------------------------------------------------------------------------------- CTranslate2
+
 class CT2Decoder:
     backend = "ctranslate2"
 
     def __init__(self, spec: str, folder: Path, options: DecodeOptions) -> None:
-        import logging
-
         import ctranslate2
 
         ctranslate2.set_log_level(logging.ERROR)   # the compute type is reported by the caller instead
         self.label = spec
-        self.folder = folder
-        self.tokenizer = tokenizer_from_file(folder / "tokenizer.json")
+        self.folder = Path(folder)
+        self.options = options
+        self.tokenizer = tokenizer_from_file(self.folder / "tokenizer.json")
         device = "cuda" if options.device in ("auto", "cuda") and ctranslate2.get_cuda_device_count() > 0 else "cpu"
         if options.device == "cuda" and device != "cuda":
             raise ModelError("decoding on device 'cuda' was asked for (DecodeOptions.device) but CTranslate2 sees "
                              "no CUDA GPU; use device 'auto' or 'cpu'")
+        self.device = device
         try:
-            self.model = ctranslate2.models.Whisper(str(folder), device=device, compute_type="default",
+            self.model = ctranslate2.models.Whisper(str(self.folder), device=device, compute_type="default",
                                                     intra_threads=usable_cores() if device == "cpu" else 0)
         except (RuntimeError, ValueError) as err:
-            raise ModelError(f"cannot load the CTranslate2 model in {folder}: {err}") from None
+            raise ModelError(f"cannot load the CTranslate2 model in {self.folder}: {err}") from None
         self.compute_type = self.model.compute_type
         self.n_mels = int(self.model.n_mels)
         self.prompt = ct2_prompt(self.model.is_multilingual, options)
         self.max_length = MAX_LABEL_TOKENS
         self.max_new_tokens = options.max_new_tokens
+        self._whisper = None
 
     def decode(self, features: np.ndarray) -> list[str]:
+        """One window per clip, batched; Whisper's guards per clip (fallback re-decodes only the clips that need it)."""
         import ctranslate2
 
         feats = _check_features(features, self.n_mels, self.label)
         if feats.shape[2] != N_FRAMES:
             raise ModelError(f"CTranslate2 decodes one {N_FRAMES}-frame window at a time, got {feats.shape[2]} frames")
-        results = self.model.generate(
-            ctranslate2.StorageView.from_array(feats), [self.prompt] * feats.shape[0],
-            beam_size=1, max_length=self.max_length,
-            suppress_blank=True, suppress_tokens=[-1],
-        )
-        ids = [r.sequences_ids[0] for r in results]
-        return [t.strip() for t in self.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+        o = self.options
+        prompt = self._prompt_ids()
+        max_length = min(self.max_length, len(prompt) + self.max_new_tokens)
+        texts = [""] * feats.shape[0]
+        tried: dict[int, list[tuple[bool, float, str]]] = {}
+        pending = list(range(feats.shape[0]))
+        encoded = None
+        if len(o.temperatures) > 1 and self.device == "cpu":   # encode once; a fallback re-decodes from it
+            encoded = np.array(self.model.encode(ctranslate2.StorageView.from_array(feats), to_cpu=True))
+        for n, temperature in enumerate(o.temperatures):
+            sampling = {"beam_size": 1, "sampling_topk": 0, "sampling_temperature": temperature} if temperature > 0 \
+                else {"beam_size": o.beam_size}
+            source = feats if encoded is None else encoded
+            results = self.model.generate(ctranslate2.StorageView.from_array(np.ascontiguousarray(source[pending])),
+                                          [prompt] * len(pending), max_length=max_length, suppress_blank=True,
+                                          suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True,
+                                          **sampling)
+            last = n == len(o.temperatures) - 1
+            still = []
+            for i, r in zip(pending, results):
+                ids = r.sequences_ids[0]
+                text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+                avg_logprob = r.scores[0] * len(ids) / (len(ids) + 1)    # as faster-whisper recovers it
+                low = o.logprob_threshold is not None and avg_logprob < o.logprob_threshold
+                if o.no_speech_threshold is not None and low and r.no_speech_prob > o.no_speech_threshold:
+                    continue                                          # non-speech: no text
+                repetitive = (o.compression_ratio_threshold is not None
+                              and compression_ratio(text) > o.compression_ratio_threshold)
+                tried.setdefault(i, []).append((repetitive, avg_logprob, text))
+                if (repetitive or low) and not last:
+                    still.append(i)
+                elif repetitive or low:               # every temperature failed: the most probable unrepeated text
+                    texts[i] = max([t for t in tried[i] if not t[0]] or tried[i], key=lambda t: t[1])[2]
+                else:
+                    texts[i] = text
+            pending = still
+            if not pending:
+                break
+        return texts
+
+    def _prompt_ids(self) -> list[int]:
+        """The decoder prompt as ids, after <|startofprev|> and the initial prompt when there is one."""
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in self.prompt]
+        if not self.options.prompt:
+            return ids
+        text = self.tokenizer.encode(" " + self.options.prompt.strip(), add_special_tokens=False)
+        prev = self.tokenizer.convert_tokens_to_ids("<|startofprev|>")
+        return [prev, *text[-(MAX_LABEL_TOKENS // 2 - 1):], *ids]
+
+    @property
+    def whisper(self):
+        """faster-whisper's WhisperModel on the same CTranslate2 model (its long-form loop, VAD and word times)."""
+        if self._whisper is None:
+            from faster_whisper import WhisperModel
+
+            try:
+                whisper = WhisperModel(str(self.folder), device=self.device, compute_type="default",
+                                       cpu_threads=usable_cores() if self.device == "cpu" else 0)
+            except (RuntimeError, ValueError, OSError) as err:
+                raise ModelError(f"faster-whisper cannot load {self.folder}: {err}") from None
+            self.model = whisper.model              # one copy of the weights
+            self._whisper = whisper
+        return self._whisper
+
+    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
+        """Each clip through faster-whisper's transcribe (long-form, guards, prompt, VAD, word times)."""
+        o = self.options
+        out = []
+        for clip in clips:
+            if not clip.size:
+                out.append(Decoded(""))
+                continue
+            segments, _info = self.whisper.transcribe(
+                np.ascontiguousarray(clip, dtype=np.float32),
+                language=language_code(o.language) if self.model.is_multilingual else None, task=o.task,
+                beam_size=o.beam_size, best_of=5, temperature=list(o.temperatures),
+                compression_ratio_threshold=o.compression_ratio_threshold, log_prob_threshold=o.logprob_threshold,
+                no_speech_threshold=o.no_speech_threshold, condition_on_previous_text=o.condition_on_previous_text,
+                initial_prompt=o.prompt or None, word_timestamps=o.word_timestamps, vad_filter=o.vad,
+                without_timestamps=not timed and clip.size <= N_SAMPLES, max_new_tokens=None if o.max_new_tokens >= MAX_LABEL_TOKENS - 4 else o.max_new_tokens,
+                suppress_blank=True, suppress_tokens=[-1],
+            )
+            segs = tuple(
+                Segment(float(s.start), float(s.end), s.text,
+                        tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in s.words or ()))
+                for s in segments)
+            out.append(Decoded("".join(s.text for s in segs).strip(), segs))
+        return out
 
 
 def ct2_prompt(multilingual: bool, options: DecodeOptions) -> list[str]:

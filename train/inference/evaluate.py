@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from whisper_tune.pipeline.core.config import Config
+from whisper_tune.pipeline.core.constants import HOP_LENGTH, SAMPLE_RATE_HZ
 from whisper_tune.pipeline.core.errors import CacheError, ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_json, atomic_write_text
 from whisper_tune.pipeline.core.constants import SPLITS
@@ -31,6 +32,7 @@ from whisper_tune.train.metrics import (char_error_rate, english_word_error_rate
                            error_counts)
 
 from whisper_tune.train.inference.decode import Decoder, DecodeOptions, open_decoder
+from whisper_tune.train.inference.outputs import check_output_file
 from whisper_tune.train.inference.unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
 
 CLEAN_VARIANT = 0
@@ -46,6 +48,7 @@ class ModelScores:
     orthographic_wer: float      # percent, raw text
     seconds: float               # decoding time (model loading excluded)
     clips_per_second: float
+    real_time_factor: float = 0.0        # decoding seconds per second of audio (lower is faster)
     hypotheses: tuple[str, ...] = field(repr=False, default=())
     english_wer: float | None = None     # percent, Whisper's English normalizer (English models only)
 
@@ -85,7 +88,7 @@ class EvalResult:
         out: dict = {
             "model": s.model, "backend": s.backend, "split": self.split, "clips": s.clips,
             "wer": s.wer, "cer": s.cer, "orthographic_wer": s.orthographic_wer,
-            "seconds": s.seconds, "clips_per_second": s.clips_per_second,
+            "seconds": s.seconds, "clips_per_second": s.clips_per_second, "real_time_factor": s.real_time_factor,
         }
         if s.english_wer is not None:
             out["english_wer"] = s.english_wer
@@ -96,6 +99,7 @@ class EvalResult:
                 "baseline": b.model, "baseline_backend": b.backend,
                 "baseline_wer": b.wer, "baseline_cer": b.cer, "baseline_orthographic_wer": b.orthographic_wer,
                 "baseline_seconds": b.seconds, "baseline_clips_per_second": b.clips_per_second,
+                "baseline_real_time_factor": b.real_time_factor,
                 "wer_difference": s.wer - b.wer, "cer_difference": s.cer - b.cer,
             })
         out["unseen_text_wer"] = self.unseen.wer if self.unseen is not None else None
@@ -146,7 +150,8 @@ def wrong_words(refs: Sequence[str], hyps: Sequence[str], top: int = 20) -> tupl
     return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top])
 
 
-def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], seconds: float) -> ModelScores:
+def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], seconds: float,
+          audio_seconds: float = 0.0) -> ModelScores:
     """Corpus-level WER/CER on normalized text and orthographic WER on the raw strings (whisper_tune.train.metrics)."""
     clips = len(hyps)
     return ModelScores(
@@ -154,6 +159,7 @@ def score(label: str, backend: str, refs: Sequence[str], hyps: Sequence[str], se
         wer=word_error_rate(refs, hyps), cer=char_error_rate(refs, hyps),
         orthographic_wer=orthographic_word_error_rate(refs, hyps),
         seconds=seconds, clips_per_second=clips / seconds if seconds > 0 else 0.0,
+        real_time_factor=seconds / audio_seconds if audio_seconds > 0 else 0.0,
         hypotheses=tuple(hyps),
     )
 
@@ -164,11 +170,15 @@ def with_english_wer(scores: ModelScores, refs: Sequence[str]) -> ModelScores:
 
 # ---------------------------------------------------------------- decoding the cache
 
-def feature_batches(cache, clip_ids: Sequence[str], batch_size: int) -> Iterator[np.ndarray]:
-    """Stacked float32 (batch, n_mels, 3000) features of the clean variant, batch by batch."""
+def feature_batches(cache, clip_ids: Sequence[str], batch_size: int,
+                    frames: list[int] | None = None) -> Iterator[np.ndarray]:
+    """Stacked float32 (batch, n_mels, 3000) features of the clean variant, batch by batch; the audio's own
+    frame count (10 ms each, before padding) is added to frames[0] when given."""
     for start in range(0, len(clip_ids), batch_size):
-        chunk = clip_ids[start:start + batch_size]
-        yield np.stack([cache.get(cid, CLEAN_VARIANT).padded() for cid in chunk]).astype(np.float32, copy=False)
+        examples = [cache.get(cid, CLEAN_VARIANT) for cid in clip_ids[start:start + batch_size]]
+        if frames is not None:
+            frames[0] += sum(int(e.features.shape[1]) for e in examples)
+        yield np.stack([e.padded() for e in examples]).astype(np.float32, copy=False)
 
 
 def decode_all(decoder: Decoder, batches: Iterable[np.ndarray], *, progress: bool = True,
@@ -199,26 +209,46 @@ def normalized_transcript(cache, clip_id: str) -> str:
 
 
 def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str], *, options: DecodeOptions,
-                   batch_size: int) -> ModelScores:
-    decoder = open_decoder(spec, options)
+                   batch_size: int, backend: str = "auto") -> ModelScores:
+    decoder = open_decoder(spec, options, backend=backend)
     n_mels = int(cache.meta.n_mels)
     if decoder.n_mels != n_mels:
         raise CacheError(
             f"the cache holds {n_mels}-mel features but --model {spec} expects {decoder.n_mels}; "
             f"rebuild it with `whisper-tune features --model {spec}` (or evaluate a model of the same family)"
         )
-    hyps, seconds = decode_all(decoder, feature_batches(cache, clip_ids, batch_size), total=len(clip_ids))
-    return score(spec, decoder.backend, refs, hyps, seconds)
+    frames = [0]
+    hyps, seconds = decode_all(decoder, feature_batches(cache, clip_ids, batch_size, frames), total=len(clip_ids))
+    return score(spec, decoder.backend, refs, hyps, seconds, audio_seconds=frames[0] * HOP_LENGTH / SAMPLE_RATE_HZ)
 
 
-def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | None = None, split: str = "test",
-                 json_path: Path | None = None, report_path: Path | None = None, batch_size: int = 16,
-                 worst: int = 10, max_new_tokens: int | None = None) -> EvalResult:
-    """Score `model` (and `baseline`) on the clean variant of every cached clip of `split`; print the table,
-    write `json_path` / `report_path` when given. max_new_tokens: per clip (default: the decoder's whole context)."""
+@dataclass(frozen=True)
+class EvalSettings:
+    """What one `evaluate` run does (the command's flags; [decode] and [model] come from cfg)."""
+    model: str
+    work_dir: Path = Path("work")
+    cfg: Config = field(default_factory=Config)
+    baseline: str | None = None
+    split: str = "test"
+    json_path: Path | None = None        # write the numbers as JSON here
+    report_path: Path | None = None      # write a Markdown report here
+    batch_size: int = 16
+    worst: int = 10                      # worst clips listed
+    max_new_tokens: int | None = None    # per clip (default: the decoder's whole context)
+
+
+def run_evaluate(settings: EvalSettings) -> EvalResult:
+    """Score the model (and the baseline) on the clean variant of every cached clip of the split; print the table,
+    write the JSON / report when asked (both paths are checked before any decoding)."""
     from whisper_tune.pipeline.cache import CACHE_DIRNAME, open_cache
     from whisper_tune.pipeline.cache.coverage import uncached_note
 
+    model, work_dir, cfg, baseline, split = (settings.model, Path(settings.work_dir), settings.cfg, settings.baseline,
+                                             settings.split)
+    json_path, report_path, batch_size, worst = (settings.json_path, settings.report_path, settings.batch_size,
+                                                 settings.worst)
+    check_output_file(json_path, "--json")
+    check_output_file(report_path, "--report")
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
     given, split = split, split_name(split)            # as the CSV's split column: dev means validation
@@ -240,14 +270,14 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
             + f"change {share} (or the CSV's split column) and re-run validate and features"
         )
     refs = references(cache, clip_ids)
-    options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)
-    if max_new_tokens is not None:
-        options = replace(options, max_new_tokens=max_new_tokens)
+    options = DecodeOptions.from_config(cfg, settings.max_new_tokens)
+    backend = cfg.decode.backend
     print(f"evaluating {len(clip_ids)} clips of the {split} split (clean variant)")
-    main = evaluate_model(model, cache, clip_ids, refs, options=options, batch_size=batch_size)
+    main = evaluate_model(model, cache, clip_ids, refs, options=options, batch_size=batch_size, backend=backend)
     base = None
     if baseline:
-        base = evaluate_model(baseline, cache, clip_ids, refs, options=options, batch_size=batch_size)
+        base = evaluate_model(baseline, cache, clip_ids, refs, options=options, batch_size=batch_size,
+                              backend=backend)
     if is_english(cfg.model.language):   # Whisper's English normalizer too, as published numbers use
         main, base = with_english_wer(main, refs), with_english_wer(base, refs) if base else None
     per_clip = clip_results(clip_ids, refs, main.hypotheses, base.hypotheses if base else None)
@@ -258,12 +288,15 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
                              base.hypotheses if base else None),
     )
     print(format_table(result))
-    if json_path is not None:
-        atomic_write_json(Path(json_path), result.to_json())
-        print(f"wrote {json_path}")
-    if report_path is not None:
-        atomic_write_text(Path(report_path), markdown_report(result))
-        print(f"wrote {report_path}")
+    for flag, path, write in (("--json", json_path, lambda p: atomic_write_json(p, result.to_json())),
+                              ("--report", report_path, lambda p: atomic_write_text(p, markdown_report(result)))):
+        if path is None:
+            continue
+        try:
+            write(Path(path))
+        except OSError as err:       # a full disk is already a DiskFullError
+            raise ConfigError(f"{flag} {path}: cannot write it ({err.strerror or err}); choose another {flag}") from None
+        print(f"wrote {path}")
     return result
 
 
@@ -272,7 +305,7 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
 def _rows(result: EvalResult) -> list[tuple[str, ...]]:
     def row(s: ModelScores, name: str) -> tuple[str, ...]:
         return (name, s.backend, f"{s.wer:.2f}", f"{s.cer:.2f}", f"{s.orthographic_wer:.2f}",
-                f"{s.clips_per_second:.2f}")
+                f"{s.clips_per_second:.2f}", f"{s.real_time_factor:.3f}")
 
     rows = [row(result.scores, result.scores.model)]
     if result.baseline is not None:
@@ -280,11 +313,11 @@ def _rows(result: EvalResult) -> list[tuple[str, ...]]:
         rows.append(row(b, f"{b.model} (baseline)"))
         s = result.scores
         rows.append(("difference (model - baseline)", "", f"{s.wer - b.wer:+.2f}", f"{s.cer - b.cer:+.2f}",
-                     f"{s.orthographic_wer - b.orthographic_wer:+.2f}", ""))
+                     f"{s.orthographic_wer - b.orthographic_wer:+.2f}", "", ""))
     return rows
 
 
-HEADER = ("model", "backend", "WER %", "CER %", "orth. WER %", "clips/s")
+HEADER = ("model", "backend", "WER %", "CER %", "orth. WER %", "clips/s", "RTF")
 
 
 def format_table(result: EvalResult) -> str:

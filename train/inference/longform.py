@@ -24,7 +24,8 @@ from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
 from whisper_tune.pipeline.core.text import normalize_text
 
 from whisper_tune.train.metrics import word_error_rate
-from whisper_tune.train.inference.subtitles import Segment, render_subtitles
+from whisper_tune.train.inference.decode import Segment
+from whisper_tune.train.inference.subtitles import render_subtitles
 
 RECORDING_S = (60.0, 90.0)       # shortest and longest joined recording
 GAP_S = 0.8                      # silence between the joined clips
@@ -114,9 +115,10 @@ def check_longform(model: str, recordings: Sequence[Recording], cfg: Config, out
     decoder = TransformersDecoder(model, DecodeOptions(language=cfg.model.language, task=cfg.model.task))
     clips = [load_clip(r.path, cfg) for r in recordings]
     start = time.perf_counter()
-    segments: list[list[Segment]] = transcribe_clips(decoder, clips, batch_size, timed=True)
+    results = transcribe_clips(decoder, clips, batch_size, timed=True)
     seconds = time.perf_counter() - start
-    hyps = ["".join(s.text for s in segs).strip() for segs in segments]
+    segments: list[tuple[Segment, ...]] = [r.segments for r in results]
+    hyps = [r.text for r in results]
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         for r, segs in zip(recordings, segments):

@@ -2,26 +2,22 @@
 
     text = render_subtitles([Segment(0.0, 2.5, "Hello there."), Segment(2.5, 4.1, "Next line.")], "srt")
 
-Segments come from Whisper's timestamp tokens (train/inference/transcribe: `transcribe -o out.srt`). Times are
+Segments come from Whisper's timestamp tokens through decode.Decoder.transcribe (`transcribe -o out.srt`); this
+module only formats them. Times are
 seconds from the start of the recording; a segment whose end is not after its start (a model that predicted no
 timestamp) lasts SHORTEST_S, and cues never run backwards.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from whisper_tune.pipeline.core.hashing import stable_hex
+from whisper_tune.train.inference.decode import Segment
+
 SUBTITLE_SUFFIXES = {".srt": "srt", ".vtt": "vtt"}
 SHORTEST_S = 0.5                   # a cue without a usable end lasts this long
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: float                   # seconds
-    end: float                     # seconds
-    text: str
 
 
 def subtitle_format(path: Path | None) -> str | None:
@@ -66,36 +62,30 @@ def render_subtitles(segments: Sequence[Segment], fmt: str) -> str:
 
 def subtitle_paths(output: Path, inputs: Sequence[Path]) -> list[Path]:
     """One subtitle file per input: `output` itself for one input; for several, OUTPUT_STEM.INPUT_STEM.srt
-    beside it (-2, -3, ... when two inputs share a name)."""
+    beside it. Inputs that share a stem get a short hash of their full path instead of a counter
+    (OUTPUT_STEM.INPUT_STEM-1a2b3c4d.srt), so every name is unique and stays the same whichever other inputs
+    were given or failed."""
     output = Path(output)
     if len(inputs) == 1:
         return [output]
-    seen: dict[str, int] = {}
-    paths = []
-    for path in inputs:
-        stem = Path(path).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        tag = stem if seen[stem] == 1 else f"{stem}-{seen[stem]}"
-        paths.append(output.with_name(f"{output.stem}.{tag}{output.suffix}"))
-    return paths
+    stems = [Path(p).stem for p in inputs]
+    shared = {s for s in stems if stems.count(s) > 1}
+    taken = {s for s in stems if s not in shared}
+    tags = []
+    for path, stem in zip(inputs, stems):
+        tag = stem
+        if stem in shared:
+            tag = f"{stem}-{stable_hex(str(Path(path).expanduser().resolve()), size=4)}"
+            while tag in taken:                  # a hash that spells another input's stem: lengthen it
+                tag += "x"
+        taken.add(tag)
+        tags.append(tag)
+    return [output.with_name(f"{output.stem}.{tag}{output.suffix}") for tag in tags]
 
 
-def timed_segments(decoder, features, attention_mask=None) -> list[list[Segment]]:
-    """Greedy decoding with Whisper's timestamp tokens: the segments of each recording, in seconds from its
-    start, each text as decoded (with its leading space, if the model wrote one). `decoder` is a
-    whisper_tune.train.inference.decode.TransformersDecoder; features (batch, n_mels, frames), more than 3000 frames going through
-    long-form decoding as in generate_texts."""
-    import numpy as np
-    import torch
-
-    kwargs = dict(decoder.generate_kwargs, return_timestamps=True, return_segments=True)
-    with torch.inference_mode():
-        inputs = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)).to(decoder.device, decoder.dtype)
-        if inputs.shape[-1] > 3000:
-            kwargs["condition_on_prev_tokens"] = False
-            if attention_mask is not None:
-                kwargs["attention_mask"] = torch.from_numpy(np.asarray(attention_mask)).to(decoder.device)
-        out = decoder.model.generate(input_features=inputs, **kwargs)
-    decode = decoder.processor.tokenizer.decode
-    return [[Segment(float(s["start"]), float(s["end"]), decode(s["tokens"], skip_special_tokens=True))
-             for s in segs] for segs in out["segments"]]
+def word_segments(segments: Sequence[Segment]) -> list[Segment]:
+    """One segment per word (word-level subtitles); a segment without word times stays whole."""
+    out: list[Segment] = []
+    for seg in segments:
+        out.extend([Segment(w.start, w.end, w.word) for w in seg.words] if seg.words else [seg])
+    return out

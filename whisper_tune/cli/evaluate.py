@@ -8,10 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from whisper_tune.pipeline.core.config import Config
-from whisper_tune.cli.flags import MODEL, WorkOpt, with_config
+from whisper_tune.cli.flags import WorkOpt, with_config
+from whisper_tune.cli.transcribe import DECODE_FLAGS
 
 
-@with_config(MODEL)
+@with_config(*DECODE_FLAGS)
 def evaluate(
     work: WorkOpt = Path("work"),
     baseline: Annotated[Optional[str], typer.Option(help="A second model to compare against (same forms as --model).")] = None,
@@ -24,7 +25,7 @@ def evaluate(
     cfg: Config,
 ) -> None:
     """WER and CER of a model (and optionally a baseline) on the cached clean clips."""
-    from whisper_tune.train.inference.evaluate import run_evaluate
+    from whisper_tune.train.inference.evaluate import EvalSettings, run_evaluate
 
-    run_evaluate(model=cfg.model.name, work_dir=work, cfg=cfg, baseline=baseline, split=split,
-                 json_path=json_path, report_path=report, batch_size=batch_size, worst=worst)
+    run_evaluate(EvalSettings(model=cfg.model.name, work_dir=work, cfg=cfg, baseline=baseline, split=split,
+                              json_path=json_path, report_path=report, batch_size=batch_size, worst=worst))

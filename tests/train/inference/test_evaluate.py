@@ -82,10 +82,10 @@ def noise_work(tmp_path):
 
 def test_run_evaluate_numbers_json_and_report(noise_work, monkeypatch, capsys):
     fakes = {"model": FakeDecoder("model", HYPS), "base": FakeDecoder("base", ["", "The cat sat on the mat.", "x"])}
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: fakes[spec])
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options, **kw: fakes[spec])
     out_json, out_md = noise_work / "eval.json", noise_work / "eval.md"
-    result = ev.run_evaluate(model="model", work_dir=noise_work, cfg=load_config(), baseline="base", split="test",
-                             json_path=out_json, report_path=out_md, batch_size=2, worst=2)
+    result = ev.run_evaluate(ev.EvalSettings(model="model", work_dir=noise_work, cfg=load_config(), baseline="base", split="test",
+                             json_path=out_json, report_path=out_md, batch_size=2, worst=2))
     assert fakes["model"].calls == 2 and fakes["base"].calls == 2        # 3 clips in batches of 2
     data = json.loads(out_json.read_text())
     nr = [normalize_text(r) for r in REFS]
@@ -107,7 +107,7 @@ def test_run_evaluate_numbers_json_and_report(noise_work, monkeypatch, capsys):
 
 
 def test_cli_flags_reach_the_stage(noise_work, monkeypatch):
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, ["not scored"]))
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options, **kw: FakeDecoder(spec, ["not scored"]))
     res = CliRunner().invoke(app, ["evaluate", "--model", "m", "--work", str(noise_work), "--split", "train",
                                    "--json", str(noise_work / "t.json"), "--report", str(noise_work / "t.md"),
                                    "--batch-size", "1", "--worst", "1"])
@@ -118,9 +118,9 @@ def test_cli_flags_reach_the_stage(noise_work, monkeypatch):
 
 
 def test_orthographic_reference_comes_from_the_cache(noise_work, monkeypatch):
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, REFS))
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options, **kw: FakeDecoder(spec, REFS))
     (noise_work / "manifest.parquet").unlink()        # evaluate reads the cache alone
-    result = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None)
+    result = ev.run_evaluate(ev.EvalSettings(model="m", work_dir=noise_work, cfg=load_config(), json_path=None, report_path=None))
     assert result.references == tuple(REFS)
     assert result.scores.wer == 0 and result.scores.orthographic_wer == 0 and result.worst == ()
 
@@ -149,12 +149,12 @@ def test_copying_only_the_cache_gives_the_same_evaluate_json(tiny_model, tmp_pat
 
     assert open_cache(gpu).meta.usable == {"test": 2, "train": 3}   # the manifest's counts, for coverage advice
     hyps = ["the cat sat on the mat", "something old"]
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, hyps))
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options, **kw: FakeDecoder(spec, hyps))
     outs = []
     for where in (work, gpu):
-        ev.run_evaluate(model="m", work_dir=where, cfg=load_config(), json_path=where / "e.json")
+        ev.run_evaluate(ev.EvalSettings(model="m", work_dir=where, cfg=load_config(), json_path=where / "e.json"))
         data = json.loads((where / "e.json").read_text())
-        for key in ("seconds", "clips_per_second"):
+        for key in ("seconds", "clips_per_second", "real_time_factor"):
             data.pop(key)
         outs.append(data)
     assert outs[0] == outs[1]
@@ -164,8 +164,8 @@ def test_copying_only_the_cache_gives_the_same_evaluate_json(tiny_model, tmp_pat
 
 
 def test_unseen_keys_are_always_written_and_the_empty_side_is_named(noise_work, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, REFS))
-    data = ev.run_evaluate(model="m", work_dir=noise_work, cfg=load_config()).to_json()
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options, **kw: FakeDecoder(spec, REFS))
+    data = ev.run_evaluate(ev.EvalSettings(model="m", work_dir=noise_work, cfg=load_config())).to_json()
     assert data["unseen_text_wer"] == 0.0 and data["unseen_text"]["seen_wer"] is None
     assert "no clip says a sentence that a train clip says" in capsys.readouterr().out
     from whisper_tune.train.inference.unseen import unseen_scores
@@ -179,18 +179,21 @@ def test_empty_split_and_missing_cache_are_clear_errors(noise_work, tmp_path):
     cfg = load_config()
     with pytest.raises(CacheError, match="no clip in the 'test' split"):
         write_work(tmp_path / "w2", [("only", noise(1.0, 1), "train only", "train")])
-        ev.run_evaluate(model="m", work_dir=tmp_path / "w2", cfg=cfg)
+        ev.run_evaluate(ev.EvalSettings(model="m", work_dir=tmp_path / "w2", cfg=cfg))
     res = CliRunner().invoke(app, ["evaluate", "--model", "m", "--work", str(tmp_path / "nowhere")])
     assert res.exit_code != 0 and "error:" in res.output and "Traceback" not in res.output
 
 
 def test_random_model_both_mel_sizes(tiny_model, tiny_model_128, noise_work):
-    """The real transformers path on a tiny random model; a 128-mel model refuses an 80-mel cache."""
-    result = ev.run_evaluate(model=str(tiny_model), work_dir=noise_work, cfg=load_config(), batch_size=2,
-                             max_new_tokens=3)
-    assert result.scores.backend == "transformers" and len(result.scores.hypotheses) == 3
+    """The real paths of both back ends on a tiny random model (auto converts it to CTranslate2); a 128-mel model
+    refuses an 80-mel cache."""
+    for backend, expected in (("transformers", "transformers"), ("auto", "ctranslate2")):
+        cfg = load_config(None, {"decode.backend": backend})
+        result = ev.run_evaluate(ev.EvalSettings(model=str(tiny_model), work_dir=noise_work, cfg=cfg, batch_size=2,
+                                                 max_new_tokens=3))
+        assert result.scores.backend == expected and len(result.scores.hypotheses) == 3
     with pytest.raises(CacheError, match="80-mel features but --model .* expects 128"):
-        ev.run_evaluate(model=str(tiny_model_128), work_dir=noise_work, cfg=load_config(), max_new_tokens=3)
+        ev.run_evaluate(ev.EvalSettings(model=str(tiny_model_128), work_dir=noise_work, cfg=load_config(), max_new_tokens=3))
 
 
 def test_evaluate_runs_without_audio_libraries(tiny_model, noise_work, tmp_path):
@@ -199,9 +202,9 @@ def test_evaluate_runs_without_audio_libraries(tiny_model, noise_work, tmp_path)
     from whisper_tune.testing import blocked_python, import_blocker
 
     blockers = import_blocker(tmp_path / "blockers")
-    code = ("from pathlib import Path; from whisper_tune.pipeline.core.config import load_config; from whisper_tune.train.inference.evaluate import run_evaluate; "
-            f"r = run_evaluate(model={str(tiny_model)!r}, work_dir=Path({str(noise_work)!r}), cfg=load_config(), "
-            "max_new_tokens=2, worst=0); print('clips', r.scores.clips)")
+    code = ("from pathlib import Path; from whisper_tune.pipeline.core.config import load_config; from whisper_tune.train.inference.evaluate import EvalSettings, run_evaluate; "
+            f"r = run_evaluate(EvalSettings(model={str(tiny_model)!r}, work_dir=Path({str(noise_work)!r}), cfg=load_config(), "
+            "max_new_tokens=2, worst=0)); print('clips', r.scores.clips)")
     proc = blocked_python(["-c", code], blockers)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "clips 3" in proc.stdout
@@ -211,8 +214,8 @@ def test_unseen_text_wer_is_printed_and_recorded(tmp_path, monkeypatch, capsys):
     clips = [(f"clip{i}", noise(1.0 + i, i), REFS[i], "test") for i in range(3)]
     clips.append(("trainclip", noise(1.0, 9), "the cat sat on the mat", "train"))   # REFS[1], normalized
     work = write_work(tmp_path / "work", clips)
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: FakeDecoder(spec, HYPS))
-    result = ev.run_evaluate(model="m", work_dir=work, cfg=load_config(), json_path=work / "e.json")
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options, **kw: FakeDecoder(spec, HYPS))
+    result = ev.run_evaluate(ev.EvalSettings(model="m", work_dir=work, cfg=load_config(), json_path=work / "e.json"))
     unseen = [0, 2]                                   # clip1 says trainclip's sentence (flag recorded in the cache)
     expected = 100 * jiwer.wer([normalize_text(REFS[i]) for i in unseen], [normalize_text(HYPS[i]) for i in unseen])
     assert result.unseen.clips == 2 and result.unseen.seen_clips == 1
@@ -222,5 +225,21 @@ def test_unseen_text_wer_is_printed_and_recorded(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert f"{expected:.2f} % on the 2 whose transcript does not occur in train" in printed
     (work / "manifest.parquet").unlink()              # the flags live in the cache, not the manifest
-    again = ev.run_evaluate(model="m", work_dir=work, cfg=load_config())
+    again = ev.run_evaluate(ev.EvalSettings(model="m", work_dir=work, cfg=load_config()))
     assert again.unseen == result.unseen
+
+
+@pytest.mark.parametrize("flag,make,target,message", [
+    ("--json", lambda t: (t / "taken").mkdir(), "taken", "--json {p} is a folder; give a file name"),
+    ("--report", lambda t: (t / "file").write_text("x"), "file/r.md", "file is a file, not a folder"),
+])
+def test_bad_json_or_report_path_is_one_line_before_any_decoding(noise_work, tmp_path, monkeypatch, flag, make,
+                                                                 target, message):
+    def never(*a, **k):
+        raise AssertionError("decoding started before the output paths were checked")
+
+    monkeypatch.setattr(ev, "open_decoder", never)
+    make(tmp_path)
+    path = tmp_path / target
+    res = CliRunner().invoke(app, ["evaluate", "--model", "m", "--work", str(noise_work), flag, str(path)])
+    assert res.exit_code == 1 and message.format(p=path) in res.output and "Traceback" not in res.output

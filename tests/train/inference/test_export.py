@@ -131,7 +131,7 @@ def test_tiny_en_round_trip_float32_and_int8(tmp_path):
     from whisper_tune.pipeline.core.config import load_config
     from whisper_tune.testing import write_work
     from whisper_tune.train.inference.decode import open_decoder
-    from whisper_tune.train.inference.evaluate import feature_batches, run_evaluate
+    from whisper_tune.train.inference.evaluate import EvalSettings, feature_batches, run_evaluate
     from whisper_tune.train.metrics import word_error_rate
 
     audio = [load(speak(tmp_path / f"s{i}.wav", text)) for i, text in enumerate(SENTENCES)]
@@ -140,8 +140,8 @@ def test_tiny_en_round_trip_float32_and_int8(tmp_path):
         ex.run_export(model="bundled:tiny.en", out_dir=tmp_path / quantization, quantization=quantization,
                       verify=quantization == "float32")
 
-    result = run_evaluate(model="bundled:tiny.en", work_dir=work, cfg=load_config(),
-                          baseline=str(tmp_path / "float32"), json_path=work / "e.json", batch_size=3)
+    result = run_evaluate(EvalSettings(model="bundled:tiny.en", work_dir=work, cfg=load_config(),
+                          baseline=str(tmp_path / "float32"), json_path=work / "e.json", batch_size=3))
     assert (result.scores.backend, result.baseline.backend) == ("transformers", "ctranslate2")
     assert result.scores.hypotheses == result.baseline.hypotheses
     assert json.loads((work / "e.json").read_text())["baseline_clips_per_second"] > 0

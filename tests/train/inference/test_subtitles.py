@@ -11,6 +11,7 @@ import pytest
 from whisper_tune.testing import REPO_ROOT, tone, write_audio
 from whisper_tune.train.inference import transcribe as tr
 from whisper_tune.pipeline.core.config import load_config
+from whisper_tune.pipeline.core.errors import AudioError
 from whisper_tune.train.inference.subtitles import Segment, clock, cues, render_subtitles, subtitle_format, subtitle_paths
 
 SRT_TIME = r"\d\d:\d\d:\d\d,\d\d\d --> \d\d:\d\d:\d\d,\d\d\d"
@@ -45,8 +46,37 @@ def test_formats_and_one_file_per_input(tmp_path):
     assert tr.output_format(Path("x.srt")) == "srt" and tr.output_format(Path("x.vtt")) == "vtt"
     out = tmp_path / "subs.srt"
     assert subtitle_paths(out, [Path("a/x.wav")]) == [out]
-    assert [p.name for p in subtitle_paths(out, [Path("a/x.wav"), Path("b/x.mp3"), Path("y.wav")])] == [
-        "subs.x.srt", "subs.x-2.srt", "subs.y.srt"]
+    names = [p.name for p in subtitle_paths(out, [Path("a/x.wav"), Path("b/x.mp3"), Path("y.wav")])]
+    assert names[2] == "subs.y.srt" and len(set(names)) == 3
+    assert all(re.fullmatch(r"subs\.x-[0-9a-f]{8}\.srt", n) for n in names[:2]), names
+
+
+def test_subtitle_names_are_unique_and_stable(tmp_path):
+    """a/x.wav, b/x.wav and x-2.wav get three names (a counter gave x-2 twice), and the names do not depend on
+    which other inputs are given or fail."""
+    out = tmp_path / "subs.srt"
+    inputs = [Path("a/x.wav"), Path("b/x.wav"), Path("x-2.wav")]
+    names = [p.name for p in subtitle_paths(out, inputs)]
+    assert len(set(names)) == 3 and names[2] == "subs.x-2.srt", names
+    again = [p.name for p in subtitle_paths(out, [Path("z.wav"), *inputs])]
+    assert again[1:] == names
+
+
+def test_a_run_with_a_failed_input_names_files_as_a_run_without(tiny_model, tmp_path):
+    clip = tone(1.0)
+    files = [write_audio(tmp_path / "a" / "x.wav", clip), write_audio(tmp_path / "b" / "x.wav", clip),
+             write_audio(tmp_path / "x-2.wav", clip)]
+    out = tmp_path / "out" / "subs.srt"
+    tr.run_transcribe(model=str(tiny_model), inputs=files, cfg=load_config(), output=out, max_new_tokens=3)
+    first = sorted(p.name for p in out.parent.iterdir())
+    assert len(first) == 3
+    (tmp_path / "a" / "x.wav").write_text("not audio any more")
+    for p in out.parent.iterdir():
+        p.unlink()
+    with pytest.raises(AudioError):
+        tr.run_transcribe(model=str(tiny_model), inputs=files, cfg=load_config(), output=out, max_new_tokens=3)
+    second = sorted(p.name for p in out.parent.iterdir())
+    assert len(second) == 2 and set(second) <= set(first)
 
 
 def test_random_model_writes_a_subtitle_file_per_input(tiny_model, tmp_path):

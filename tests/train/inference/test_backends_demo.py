@@ -1,0 +1,33 @@
+"""Both back ends on the real bundled tiny.en: the same WER on the demo's test split, and Whisper's guards
+silence non-speech. Slow (the demo's features are built, tiny.en decodes dozens of clips twice)."""
+
+from __future__ import annotations
+
+import pytest
+
+from whisper_tune.testing import load_script
+
+bench = load_script("bench/decode_bench.py")
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="measured greedy: transformers 105.57 %, CTranslate2 101.74 % on the demo test split "
+                          "(3.83 points apart); the cause is not found yet (bench/README.md)", strict=False)
+def test_both_back_ends_agree_on_the_demo_test_split(tmp_path_factory):
+    """Greedy decoding (guards off): the same weights give the same WER within 0.5 points. With the guards on, a
+    window that falls back is sampled, and each back end samples its own way (README gives both figures)."""
+    work = tmp_path_factory.mktemp("demo")
+    result = bench.both_backends(work, bench.demo_work(work), guards=False)
+    assert result["transformers"]["clips"] == result["ctranslate2"]["clips"] == 30
+    assert result["wer_difference"] <= 0.5, result
+
+
+@pytest.mark.slow
+def test_guards_silence_non_speech_in_both_back_ends(tmp_path):
+    """Measured: with the guards off tiny.en writes text on 9 of the 10 clips in both back ends; with them on,
+    CTranslate2 writes nothing and transformers "you" on the two hum clips only."""
+    result = bench.non_speech_check(tmp_path)
+    assert result["ctranslate2, guards on"]["words"] == 0, result
+    for backend in ("transformers", "ctranslate2"):
+        off, on = result[f"{backend}, guards off"], result[f"{backend}, guards on"]
+        assert off["clips_with_text"] >= 8 and on["clips_with_text"] <= 2, result
