@@ -31,13 +31,13 @@ import polars as pl
 from whisper_tune.pipeline.featurize.audio import AudioInfo, verify
 from whisper_tune.pipeline.core.config import Config, check_output_folder
 from whisper_tune.pipeline.core.constants import AUDIO_EXTENSIONS, MAX_LABEL_TOKENS
-from whisper_tune.pipeline.validate.csvfile import CsvTable, read_table
-from whisper_tune.pipeline.core.errors import AudioError, ModelError, WhisperTuneError, first_line
+from whisper_tune.pipeline.validate.csvfile import CsvTable, column_names, read_table
+from whisper_tune.pipeline.core.errors import AudioError, ConfigError, ModelError, WhisperTuneError, first_line
 from whisper_tune.pipeline.core.fileio import disk_full_as_error
 from whisper_tune.pipeline.validate.grouping import group_values, plan_splits
 from whisper_tune.pipeline.validate.leakage import find_leaks
-from whisper_tune.pipeline.validate.manifest import (COLUMNS, OPTIONAL_SCHEMA, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, clip_id,
-                       write_manifest)
+from whisper_tune.pipeline.validate.manifest import (OPTIONAL_SCHEMA, SCHEMA, SPLITS, STATUS_OK, STATUS_REJECTED, clip_id,
+                       with_extras, write_manifest)
 from whisper_tune.pipeline.core.text import normalize_text
 from whisper_tune.pipeline.validate.report import ValidateResult, format_summary, summarize, write_duration_plot
 
@@ -184,24 +184,63 @@ def _load_tokenizer(cfg: Config):
 
 # ---------------------------------------------------------------------------------------------- the stage
 
-def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool,
-                 echo: Callable[[str], None] | None = print) -> ValidateResult:
-    """Check every row of csv_path, write work_dir/manifest.parquet and durations.png, print a summary.
+def run_validate(*, csv_path: Path | None = None, work_dir: Path, cfg: Config, use_model: bool,
+                 dataset: str | Path | None = None, echo: Callable[[str], None] | None = print) -> ValidateResult:
+    """Check every row of csv_path (or of a `datasets` folder / Arrow / Parquet / hub id), write
+    work_dir/manifest.parquet and durations.png, print a summary.
 
+    A CSV of clips (audio + transcript), of recordings (audio + subtitles: recordings.py) or of segments (audio +
+    start + end + transcript: segments.py), told apart by its columns.
     use_model: also check label lengths with cfg.model.name's tokenizer (ModelError when it cannot load).
     echo: where the summary goes (None = silent)."""
-    csv_path, work_dir = Path(csv_path), check_output_folder(work_dir, "--work")
+    work_dir = check_output_folder(work_dir, "--work")
     d = cfg.data
-    table = read_table(csv_path, audio_column=d.audio_column, text_column=d.text_column)
+    if (csv_path is None) == (dataset is None):
+        raise ConfigError("validate needs exactly one input: --csv FILE or --dataset PATH")
+    if dataset is not None:
+        from whisper_tune.pipeline.validate.dataset import read_dataset
+
+        table, locations = read_dataset(dataset, work_dir, split=d.dataset_split, audio_column=d.audio_column,
+                                        text_column=d.text_column)
+        tokenizer = _load_tokenizer(cfg) if use_model else None
+        return _validate_clips(table, locations, work_dir, cfg, tokenizer=tokenizer, echo=echo)
+    csv_path = Path(csv_path)
+    table, segments, recordings = _read_any(csv_path, d)
     tokenizer = _load_tokenizer(cfg) if use_model else None        # fail before the slow part
     if d.group_column:
         group_values(table, d.group_column)                          # ... and so does a missing group column
+    if recordings or segments is not None:
+        from whisper_tune.pipeline.validate.recordings import validate_recordings
 
+        return validate_recordings(table, work_dir, cfg, segments=segments, tokenizer=tokenizer, echo=echo)
     csv_dir = Path(os.path.abspath(csv_path.parent))
+    locations = [locate(s, csv_dir, allow_outside=d.allow_outside) for s in table.sources]
+    return _validate_clips(table, locations, work_dir, cfg, tokenizer=tokenizer, echo=echo,
+                           hint_dir=csv_dir)
+
+
+def _read_any(csv_path: Path, d) -> tuple[CsvTable, tuple[str, str] | None, bool]:
+    """The CSV as a table, its segment columns (start, end) if it is a segments table, and whether it is a CSV of
+    recordings + subtitles (its text column is then the subtitles column)."""
+    from whisper_tune.pipeline.validate.recordings import SUBTITLE_COLUMNS
+    from whisper_tune.pipeline.validate.segments import segment_columns
+
+    names = {n.lower() for n in column_names(csv_path)}
+    if d.subtitles_column or names & set(SUBTITLE_COLUMNS):
+        table = read_table(csv_path, audio_column=d.audio_column, text_column=d.subtitles_column,
+                           text_columns=SUBTITLE_COLUMNS, text_flag="--subtitles-column")
+        return table, None, True
+    table = read_table(csv_path, audio_column=d.audio_column, text_column=d.text_column)
+    return table, segment_columns(table), False
+
+
+def _validate_clips(table: CsvTable, locations: list[Location], work_dir: Path, cfg: Config, *, tokenizer,
+                    echo: Callable[[str], None] | None, hint_dir: Path | None = None) -> ValidateResult:
+    """One clip per row: the checks of the module docstring, the splits, the manifest and the summary."""
+    d = cfg.data
     n = len(table)
     audio_problem: list[Problem | None] = [None] * n
     infos: list[AudioInfo | None] = [None] * n
-    locations = [locate(s, csv_dir, allow_outside=d.allow_outside) for s in table.sources]
 
     first_row: dict[Path, int] = {}
     to_read: list[int] = []
@@ -219,7 +258,8 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
     checks = _check_all([locations[i].path for i in to_read if locations[i].path], min_seconds=d.min_seconds,
                         max_seconds=d.max_seconds)
     for i, check in zip(to_read, checks):
-        infos[i], audio_problem[i] = check.info, _with_cwd_hint(check.problem, table.sources[i], csv_dir)
+        infos[i] = check.info
+        audio_problem[i] = _with_cwd_hint(check.problem, table.sources[i], hint_dir) if hint_dir else check.problem
 
     norm = cfg.features.text_normalization
     text_problem = [check_text(t, min_chars=d.min_text_chars, normalization=norm) for t in table.texts]
@@ -347,13 +387,7 @@ def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[Audi
     }
     frame = pl.DataFrame(data, schema=SCHEMA).with_columns(
         pl.Series(name, list(values), dtype=OPTIONAL_SCHEMA[name]) for name, values in flags.items())
-    extras = {}
-    for name, values in table.extras.items():
-        column = name
-        while column in COLUMNS or column in OPTIONAL_SCHEMA or column in extras:
-            column = f"csv_{column}"
-        extras[column] = pl.Series(column, list(values), dtype=pl.String)
-    return frame.with_columns(**extras) if extras else frame
+    return with_extras(frame, table.extras)
 
 
 __all__ = ["ValidateResult", "run_validate", "locate", "check_audio", "check_text", "format_summary",
