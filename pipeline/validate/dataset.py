@@ -11,8 +11,9 @@ Audio is read with `Audio(decode=False)`: `datasets` never decodes it (its decod
 project does not); each clip's bytes are written once to WORK/dataset-audio/<hash>.<ext> (atomically; a re-run
 finds them), so our own decoder (pipeline/featurize/audio.py) checks them and every later stage reads a path like
 any other clip. A row whose audio is a path with no bytes reads that file (relative to the dataset folder).
-A clip's identity (its id and split) is the audio's own file name as the dataset recorded it, so a dataset built
-from a CSV's files gives the same manifest rows as that CSV. The other scalar columns become text extras.
+A clip's identity (its id and split) is the audio's own file name as the dataset recorded it (`datasets` keeps the
+base name), so a dataset built from a folder of clips gives the same manifest rows as that folder's CSV (the
+`path` column then names the file in WORK). The other scalar columns become text extras.
 """
 
 from __future__ import annotations
