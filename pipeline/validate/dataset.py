@@ -26,7 +26,7 @@ from whisper_tune.pipeline.core.errors import CsvError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_write_bytes
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.validate.csvfile import AUDIO_COLUMNS, TEXT_COLUMNS, CsvTable
-from whisper_tune.pipeline.validate.stage import NO_PATH, Location, Problem
+from whisper_tune.pipeline.validate.checks import NO_PATH, Location, Problem
 
 AUDIO_FOLDER = "dataset-audio"
 TABLE_SUFFIXES = {".arrow": "arrow", ".parquet": "parquet"}

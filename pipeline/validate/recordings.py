@@ -3,7 +3,7 @@
     result = validate_recordings(table, work_dir, cfg, subtitles=True, segments=None, tokenizer=None, echo=print)
 
 Per recording (a row of `audios,subtitles`, or every row of one file in `audios,start,end,transcription`): the
-audio is located and checked as a clip is (stage.locate, stage.check_audio; any length is fine), its cues are read
+audio is located and checked as a clip is (checks.locate, checks.check_audio; any length is fine), its cues are read
 (subtitles.py, segments.py), checked and cut into windows (windows.py). The manifest gets one row per window and
 one rejected row per bad cue (its reason), or one rejected row for a recording whose audio or subtitles cannot be
 used. All windows of a recording share its split: the recording's path is the group (or --group-column's value
@@ -27,10 +27,11 @@ from whisper_tune.pipeline.validate.grouping import plan_splits
 from whisper_tune.pipeline.validate.leakage import find_leaks
 from whisper_tune.pipeline.validate.manifest import (OPTIONAL_SCHEMA, SCHEMA, STATUS_OK, STATUS_REJECTED,
                                                      WINDOW_SCHEMA, clip_id, with_extras, write_manifest)
-from whisper_tune.pipeline.validate.report import ValidateResult, format_summary, summarize, write_duration_plot
+from whisper_tune.pipeline.validate.checks import (DUPLICATE, KINDS as CLIP_KINDS, Location, Problem, check_audio,
+                                                   given_splits, locate)
+from whisper_tune.pipeline.validate.report import (PLOT_NAME, ValidateResult, format_summary, summarize,
+                                                  write_duration_plot)
 from whisper_tune.pipeline.validate.segments import segment_cues
-from whisper_tune.pipeline.validate.stage import (DUPLICATE, KINDS as CLIP_KINDS, PLOT_NAME, Location, Problem,
-                                                  check_audio, given_splits, locate)
 from whisper_tune.pipeline.validate.subtitles import SubtitleError, read_cues
 from whisper_tune.pipeline.validate.windows import KINDS as CUE_KINDS, Cue, Window, check_cues, cut_windows, \
     previous_texts

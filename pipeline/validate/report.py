@@ -17,6 +17,7 @@ from whisper_tune.pipeline.validate.manifest import SPLITS, STATUS_OK
 from whisper_tune.pipeline.core.text import flatten_and_cut
 
 EXAMPLES_PER_PROBLEM = 3
+PLOT_NAME = "durations.png"
 
 
 @dataclass(frozen=True)

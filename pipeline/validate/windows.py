@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 from whisper_tune.pipeline.core.constants import MAX_LABEL_TOKENS
 from whisper_tune.pipeline.core.text import normalize_text
-from whisper_tune.pipeline.validate.stage import Problem
+from whisper_tune.pipeline.validate.checks import Problem
 
 TIME_STEP_S = 0.02            # Whisper's timestamp tokens: <|0.00|> ... <|30.00|> every 20 ms
 LEAD_S = 0.5                  # silence kept before a window's first cue, at most
