@@ -27,7 +27,7 @@ from whisper_tune.pipeline.validate.grouping import plan_splits
 from whisper_tune.pipeline.validate.leakage import find_leaks
 from whisper_tune.pipeline.validate.manifest import (OPTIONAL_SCHEMA, SCHEMA, STATUS_OK, STATUS_REJECTED,
                                                      WINDOW_SCHEMA, clip_id, with_extras, write_manifest)
-from whisper_tune.pipeline.validate.checks import (DUPLICATE, KINDS as CLIP_KINDS, Location, Problem, check_audio,
+from whisper_tune.pipeline.validate.checks import (DUPLICATE, KINDS as CLIP_KINDS, Location, Problem, check_all,
                                                    given_splits, locate)
 from whisper_tune.pipeline.validate.report import (PLOT_NAME, ValidateResult, format_summary, summarize,
                                                   write_duration_plot)
@@ -111,17 +111,19 @@ def _recordings(table: CsvTable, csv_dir: Path, *, segments: tuple[str, str] | N
                                 location=locate(source, csv_dir, allow_outside=allow_outside))
                       for source, cues in segment_cues(table, segments).items()]
     first: dict[Path, int] = {}
+    to_read: list[Recording] = []
     for rec in recordings:
         loc = rec.location
         if loc.problem is not None or loc.path is None:
             rec.problem = loc.problem
-            continue
-        if loc.path in first:
+        elif loc.path in first:
             rec.problem = Problem(DUPLICATE, f"duplicate path: same recording as row {first[loc.path]} (the "
                                              "first row naming a file is the one kept)")
-            continue
-        first[loc.path] = table.rows[rec.rows[0]]
-        check = check_audio(loc.path, min_seconds=0.0, max_seconds=float("inf"))
+        else:
+            first[loc.path] = table.rows[rec.rows[0]]
+            to_read.append(rec)
+    checks = check_all([rec.location.path for rec in to_read], min_seconds=0.0, max_seconds=float("inf"))
+    for rec, check in zip(to_read, checks):
         rec.info, rec.problem = check.info, check.problem
         if rec.problem is None and segments is None:
             rec.problem, rec.cues = _subtitle_cues(rec, csv_dir, allow_outside=allow_outside)

@@ -22,12 +22,10 @@ transcripts or audio: pipeline/leakage.py.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import polars as pl
 
@@ -47,10 +45,7 @@ from whisper_tune.pipeline.validate.report import (PLOT_NAME, ValidateResult, fo
 from whisper_tune.pipeline.validate.checks import (  # noqa: F401  (the kinds and checks, named here as before)
     BAD_SPLIT, BAD_TYPE, DUPLICATE, EMPTY_FILE, KINDS, LONG_LABEL, MISSING, NO_PATH, NO_TEXT, NO_WORDS, NOT_LOCAL,
     OUTSIDE, SHORT_TEXT, TOO_LONG, TOO_SHORT, UNREADABLE, AudioCheck, Location, Problem, check_audio, check_text,
-    given_splits, locate)
-
-PARALLEL_MIN_ROWS = 64          # below this, threads cost more than they save
-MAX_THREADS = 8                 # header reads are I/O bound; MP3 decoding releases the GIL
+    check_all, given_splits, locate)
 
 
 def label_lengths(tokenizer, texts: Sequence[str], normalization: str) -> list[int]:
@@ -148,7 +143,7 @@ def _validate_clips(table: CsvTable, locations: list[Location], work_dir: Path, 
         first_row[loc.path] = table.rows[i]
         to_read.append(i)
 
-    checks = _check_all([locations[i].path for i in to_read if locations[i].path], min_seconds=d.min_seconds,
+    checks = check_all([locations[i].path for i in to_read if locations[i].path], min_seconds=d.min_seconds,
                         max_seconds=d.max_seconds)
     for i, check in zip(to_read, checks):
         infos[i] = check.info
@@ -193,40 +188,6 @@ def _with_cwd_hint(problem: Problem | None, source: str, csv_dir: Path) -> Probl
         return problem
     return Problem(MISSING, f"{problem.detail} (paths are relative to the CSV's folder {csv_dir}; "
                             f"{s} exists relative to the current folder instead)")
-
-
-def _check_all(paths: list[Path], *, min_seconds: float, max_seconds: float) -> list[AudioCheck]:
-    def one(path: Path) -> AudioCheck:
-        return check_audio(path, min_seconds=min_seconds, max_seconds=max_seconds)
-
-    with _quiet_native_stderr():          # libmpg123 prints warnings for damaged MP3s; the reasons say it better
-        if len(paths) < PARALLEL_MIN_ROWS:
-            return [one(p) for p in paths]
-        from joblib import Parallel, delayed
-
-        threads = max(1, min(MAX_THREADS, os.cpu_count() or 1))
-        return list(Parallel(n_jobs=threads, prefer="threads")(delayed(one)(p) for p in paths))
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Send file descriptor 2 to /dev/null while native decoders run (they write there directly)."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
-        yield
-        return
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(devnull, 2)
-        finally:
-            os.close(devnull)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[AudioInfo | None],

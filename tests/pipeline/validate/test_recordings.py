@@ -180,3 +180,23 @@ def test_features_refuses_a_manifest_of_windows_in_one_line(recording: Path) -> 
     assert str(err.value) == (f"{recording / 'work' / 'manifest.parquet'} holds windows of long recordings (a CSV "
                               "of subtitles or segments); features cannot cut windows yet: validate a CSV of clips "
                               "for now")
+
+
+def test_with_a_model_a_cue_over_448_tokens_is_rejected_and_windows_fit(recording: Path, tiny_model: Path) -> None:
+    cues = [(1.0, 9.0, " ".join(["hello"] * 460)), (10.0, 12.0, "a short cue"),
+            *[(13.0 + 2.0 * i, 14.5 + 2.0 * i, " ".join(["word"] * 60)) for i in range(8)]]
+    write_srt(recording / "talk.srt", cues)
+    (recording / "talks.csv").write_text("audios,subtitles\ntalk.flac,talk.srt\n")
+    cfg = load_config(None, {"model.name": str(tiny_model)})
+    result = run_validate(csv_path=recording / "talks.csv", work_dir=recording / "w", cfg=cfg, use_model=True,
+                          echo=None)
+    assert list(result.reasons) == ["cue label too long"]
+    assert result.examples["cue label too long"][0].source == "talk.srt cue 1 (00:00:01,000)"
+    frame = manifest(recording / "w").filter(pl.col("status") == "ok")
+    assert frame.height >= 2                                   # 9 cues of ~60 tokens do not fit one label
+    from whisper_tune.pipeline.models import load_processor
+
+    tokenizer = load_processor(str(tiny_model), "", "transcribe").tokenizer
+    for texts in frame["cue_texts"].to_list():
+        ids = sum(len(tokenizer(" " + t.lower(), add_special_tokens=False)["input_ids"]) + 2 for t in texts)
+        assert ids + 4 <= 448
