@@ -43,7 +43,11 @@ def read_dataset(source: str | Path, work_dir: Path, *, split: str = "", audio_c
                  text_column: str = "") -> tuple[CsvTable, list[Location]]:
     """The dataset's rows as a table (its audio cell: the audio's recorded file name) and where each clip's audio
     now lies (see the module docstring). DatasetError when it cannot be used as a whole."""
-    from datasets import Audio
+    try:
+        from datasets import Audio
+    except ImportError:
+        raise DatasetError("--dataset needs the `datasets` package: pip install \"whisper-tune[datasets]\" "
+                           "(or validate a CSV with --csv)") from None
 
     ds, where = _load(str(source), split)
     columns = list(ds.column_names)

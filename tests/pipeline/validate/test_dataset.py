@@ -112,3 +112,13 @@ def test_validate_takes_one_input(clips: Path) -> None:
     for inputs in ({}, {"csv_path": clips / "clips.csv", "dataset": clips / "saved"}):
         with pytest.raises(ConfigError, match=r"^validate needs exactly one input: --csv FILE or --dataset PATH$"):
             run_validate(work_dir=clips / "w", cfg=load_config(None), use_model=False, echo=None, **inputs)
+
+
+def test_without_the_datasets_package_it_is_one_line(clips: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "datasets", None)          # import datasets now raises ImportError
+    with pytest.raises(DatasetError) as err:
+        read_dataset(clips / "saved", clips / "w")
+    assert str(err.value) == ('--dataset needs the `datasets` package: pip install "whisper-tune[datasets]" '
+                              "(or validate a CSV with --csv)")
