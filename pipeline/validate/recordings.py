@@ -8,6 +8,18 @@ audio is located and checked as a clip is (checks.locate, checks.check_audio; an
 one rejected row per bad cue (its reason), or one rejected row for a recording whose audio or subtitles cannot be
 used. All windows of a recording share its split: the recording's path is the group (or --group-column's value
 when given, which may hold several recordings), so no recording straddles train and test.
+
+What the later stages read from these rows (the design the manifest serves; windows.py names each column):
+- features: the usable rows grouped by `path` and sorted by `start`: one decode per recording, every window cut
+  as samples [start, end) of it; a window's fingerprint covers the recording's content hash, its `start` / `end`
+  and its `cue_starts` / `cue_ends` / `cue_texts`, so editing one cue changes only the ids and fingerprints of its
+  own window. Trimming may only remove audio before the first and after the last cue (cue times stay exact).
+  Labels: `<|t|> text<|t'|>` per cue from the cue columns, or `<|notimestamps|>` + `text`, per
+  training.timestamp_prob.
+- prompts: `previous_text` (empty for a recording's first window) is the `<|startofprev|>` text.
+- long-form evaluation: the test rows of one `recording` in `window_index` order give its reference (their
+  `cue_texts` joined) and its reference cue times (`start` + each relative cue time); `recording_seconds` is the
+  length to decode.
 """
 
 from __future__ import annotations
