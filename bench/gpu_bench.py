@@ -15,14 +15,13 @@ trainer (CacheTrainer + TrainDataset + Collator, the train stage's training argu
     (CUDA: max allocated; CPU: sampled resident anonymous memory).
 
 Arms: `guide` (micro-batch 4 x accumulation 16, checkpointing on: the guide's settings), `auto` (the train
-stage's choice from train/batching.py: probed on CUDA, fixed on the CPU), and `packed` (auto on packed windows)
-when this version has train/packing.py. Ratios against the guide arm come from the same run.
+stage's choice from train/batching.py: probed on CUDA, fixed on the CPU), and `packed` (auto on packed windows:
+the same TrainDataset with pack=True). Ratios against the guide arm come from the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import subprocess
 import sys
@@ -257,16 +256,10 @@ def run_arm(net, dataset, collator, micro: int, accum: int, *, steps: int, warmu
 
 
 def _packed_dataset(cache, tok, seed: int):
-    """Packed windows when this version has train/packing.py, else None."""
-    if importlib.util.find_spec("whisper_tune.train.packing") is None:
-        return None
-    from whisper_tune.train import packing
+    """The training dataset in packed mode (windows of several clips, timestamps in 20 % of labels)."""
+    from whisper_tune.train.data import training_dataset
 
-    try:
-        return packing.training_dataset(cache, tok, seed=seed, pack=True, timestamp_prob=0.2, planned_epochs=10)
-    except (AttributeError, TypeError) as err:   # another packing interface than this bench knows
-        print(f"    packed arm skipped: whisper_tune.train.packing.training_dataset: {err}")
-        return None
+    return training_dataset(cache, tok, seed=seed, pack=True, timestamp_prob=0.2, planned_epochs=10)
 
 
 def measure_shape(shape: str, work: Path, model_dir: Path, a, out: Path) -> tuple[list[Arm], str]:
@@ -294,8 +287,8 @@ def measure_shape(shape: str, work: Path, model_dir: Path, a, out: Path) -> tupl
     guide_micro, guide_accum = a.guide
     arms_todo = [("guide", clips, 1.0)]
     arms_todo.append(("auto", clips, 1.0))
-    packed = _packed_dataset(cache, tok, 42) if "packed" not in a.skip else None
-    if packed is not None:
+    if "packed" not in a.skip:
+        packed = _packed_dataset(cache, tok, 42)
         arms_todo.append(("packed", packed, len(clips) / max(1, len(packed))))
     arms, reason = [], ""
     for name, dataset, clips_per_item in arms_todo:

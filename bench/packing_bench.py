@@ -52,10 +52,11 @@ def demo_like_cache(work: Path, model: Path, clips: int, variants: int = 2) -> N
 def windows(work: Path, model: Path, pack: bool) -> tuple[int, float]:
     from whisper_tune.pipeline.cache import open_cache
     from whisper_tune.pipeline.models import load_processor
-    from whisper_tune.train.packing import LabelTokens, WindowDataset, padding_share
+    from whisper_tune.train.data import TrainDataset
+    from whisper_tune.train.packing import LabelTokens, padding_share
 
     tok = load_processor(str(model)).tokenizer
-    ds = WindowDataset(open_cache(work), LabelTokens.from_tokenizer(tok), seed=42, pack=pack, timestamp_prob=0.2)
+    ds = TrainDataset(open_cache(work), seed=42, pack=pack, timestamp_prob=0.2, tokens=LabelTokens.from_tokenizer(tok))
     return len(ds), padding_share(ds.windows(0))
 
 

@@ -77,7 +77,8 @@ def cache_loader_rate(work: Path, batch_size: int, min_samples: int, workers: in
     from torch.utils.data import DataLoader
 
     from whisper_tune.pipeline.cache import open_cache
-    from whisper_tune.pipeline.models import SOT, load_processor
+    from whisper_tune.pipeline.core.tokens import SOT
+    from whisper_tune.pipeline.models import load_processor
     from whisper_tune.train.data import Collator, EpochSampler, TrainDataset, dense_features
 
     cache = open_cache(work)
@@ -185,7 +186,8 @@ def step_times(work: Path, model: Path, batch: int, steps: int, rounds: int, out
     from transformers import Seq2SeqTrainer, default_data_collator
 
     from whisper_tune.pipeline.cache import open_cache
-    from whisper_tune.pipeline.models import SOT, load_processor
+    from whisper_tune.pipeline.core.tokens import SOT
+    from whisper_tune.pipeline.models import load_processor
     from whisper_tune.train.data import Collator, TrainDataset, dense_features
     from whisper_tune.train.model import choose_precision, load_model
     from whisper_tune.train.loop import training_classes

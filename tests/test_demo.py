@@ -92,9 +92,10 @@ def test_committed_demo_data_is_complete_and_split_by_voice_and_template():
 
 def test_demo_runs_end_to_end_on_a_few_clips(tiny_model, tmp_path, capsys):
     data = small_copy(tmp_path / "data")
-    settings = demo.DemoSettings(model=str(tiny_model), max_steps=1, batch_size=2, variants=1, eval_max_clips=2,
-                                 max_new_tokens=8, eval_batch_size=4, examples=2)
-    result = demo.run_demo(work_dir=tmp_path / "work", data_dir=data, settings=settings)
+    cfg = demo.demo_config({"model.name": str(tiny_model), "training.max_steps": 1, "augment.variants": 1,
+                            "training.eval_max_clips": 2, "training.generation_max_length": 8,
+                            "training.eval_batch_size": 4})
+    result = demo.run_demo(work_dir=tmp_path / "work", data_dir=data, cfg=cfg, examples=2)
 
     assert result.base_test.clips == result.tuned_test.clips == 2
     assert result.base_everyday is not None and result.base_everyday.clips == 2
@@ -105,7 +106,10 @@ def test_demo_runs_end_to_end_on_a_few_clips(tiny_model, tmp_path, capsys):
     summary = json.loads((tmp_path / "work" / demo.SUMMARY).read_text())
     assert {"base_test", "tuned_test", "base_everyday", "tuned_everyday", "timings", "test_wer_ratio"} <= set(summary)
     assert summary["timings"]["total"] > 0
+    trainable, total = result.trainable                # from the train stage's result: the encoder is frozen
+    assert 0 < trainable < total and summary["trainable"] == [trainable, total]
     out = capsys.readouterr().out
+    assert f"trainable parameters: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M" in out
     assert "fine-tuned" in out and "reference :" in out
     assert "target" not in out   # results for users, not the project's internal goals
 
@@ -122,3 +126,16 @@ def test_script_help_runs_from_anywhere(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "--work" in proc.stdout and "--epochs" in proc.stdout
+    assert "demo default 2.0" in " ".join(proc.stdout.split())    # defaults shown from demo.toml
+
+
+def test_the_demo_settings_are_its_config_file_and_flags_override_them():
+    cfg = demo.demo_config()
+    assert cfg.training.pack and cfg.training.batch_size == 2 and cfg.augment.variants == 4
+    assert [t["name"] for t in cfg.augment.transforms] == ["PitchShift", "TimeStretch", "AddGaussianNoise", "Gain"]
+    args = demo.parse_args(["--seed", "7", "--epochs", "1", "--batch-size", "3"])
+    assert args.overrides == {"augment.seed": 7, "training.seed": 7, "training.epochs": 1.0,
+                              "training.batch_size": "3"}
+    assert demo.demo_config(args.overrides).training.batch_size == 3
+    unpacked = demo.demo_config(demo.parse_args(["--no-pack"]).overrides).training
+    assert not unpacked.pack and unpacked.batch_size == demo.UNPACKED_BATCH

@@ -120,13 +120,35 @@ def test_disk_full_during_a_checkpoint_save_is_one_line_and_keeps_the_previous_c
     with pytest.raises(DiskFullError) as caught:
         run_train(work_dir=work, output_dir=out, cfg=train_cfg(tiny_model))
     assert str(caught.value).startswith(f"no space left on the disk of {out}, ")
-    assert str(caught.value).endswith("bytes free; free some space (or point the folder elsewhere) and re-run: "
-                                      "work already written is kept")
+    assert str(caught.value).endswith("bytes free; free some space and re-run the same command with --resume: "
+                                      "the complete checkpoint-* folders are kept")
     assert checkpoint_problem(out / "checkpoint-2") is None
     assert checkpoint_problem(out / "checkpoint-4") == "no trainer_state.json"     # written last
     monkeypatch.setattr(torch, "save", real_save)
     resumed = run_train(work_dir=work, output_dir=out, cfg=train_cfg(tiny_model), resume=True)
     assert resumed.global_step == 4
+
+
+def test_disk_full_at_the_final_lora_save_says_resume_saves_it_again(work, tiny_model, tmp_path, monkeypatch):
+    from whisper_tune.train import lora
+
+    out = tmp_path / "out"
+    real_save = lora.save_model
+
+    def full(trainer, output_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(output_dir / "model.safetensors"))
+
+    monkeypatch.setattr(lora, "save_model", full)
+    cfg = train_cfg(tiny_model, lora_rank=4, lora_dropout=0.0)
+    with pytest.raises(DiskFullError) as caught:
+        run_train(work_dir=work, output_dir=out, cfg=cfg)
+    assert "work already written is kept" not in str(caught.value)
+    assert str(caught.value).endswith("bytes free; training finished and its checkpoints are kept, but the model in "
+                                      "the output folder is incomplete; free some space and re-run the same command "
+                                      "with --resume: it saves the model again without training further")
+    monkeypatch.setattr(lora, "save_model", real_save)
+    again = run_train(work_dir=work, output_dir=out, cfg=cfg, resume=True)         # what the message says works
+    assert again.global_step == 4 and (out / "model.safetensors").is_file() and (out / "adapter").is_dir()
 
 
 def test_disk_full_in_validate_and_features_names_the_folder(tmp_path, tiny_model, monkeypatch):
@@ -240,15 +262,13 @@ def test_a_hub_model_in_the_local_cache_works_offline(tiny_model, tmp_path, monk
 
 def test_a_cache_error_in_a_dataloader_worker_is_one_line(work, tiny_model, tmp_path, monkeypatch):
     from whisper_tune.train.data import TrainDataset
-    from whisper_tune.train.packing import WindowDataset
 
     message = "shard feat-0001.arrow fails its checksum; run `whisper-tune features` to rebuild it"
 
     def corrupt(self, index):
         raise CacheError(message)
 
-    for dataset in (TrainDataset, WindowDataset):                     # inherited by the forked worker
-        monkeypatch.setattr(dataset, "__getitem__", corrupt)
+    monkeypatch.setattr(TrainDataset, "__getitem__", corrupt)         # inherited by the forked worker
     with pytest.raises(CacheError) as caught:
         run_train(work_dir=work, output_dir=tmp_path / "out", cfg=train_cfg(tiny_model, dataloader_workers=1))
     assert str(caught.value) == message
@@ -295,7 +315,7 @@ def test_nonsense_values_are_refused_in_the_config_layer(tmp_path, key, value, e
 def test_flags_get_the_same_one_line_check():
     result = cli("train", "--warmup", "-1")
     assert result.exit_code == 1
-    assert result.output == ("error: defaults: training.warmup = -1.0 is not allowed; expected 0 or more: a share "
+    assert result.output == ("error: --warmup: training.warmup = -1.0 is not allowed; expected 0 or more: a share "
                              "of the steps below 1, else a step count (--warmup)\n")
 
 
@@ -310,6 +330,21 @@ def test_an_output_folder_that_is_a_file_is_one_line(tmp_path, work, tiny_model)
         run_train(work_dir=work, output_dir=existing, cfg=train_cfg(tiny_model))
     assert str(caught.value) == (f"--output-dir {existing} is an existing file; expected a folder (a new one or an "
                                  "existing one): choose another --output-dir")
+
+
+def test_train_refuses_to_write_over_its_base_model(tmp_path, work, tiny_model):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    before = {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+    result = cli("train", "--work", str(work), "--model", str(base), "--output-dir", str(base))
+    assert result.exit_code == 1
+    assert result.output == (f"error: --output-dir {base} is the folder of --model {base}: training would overwrite "
+                             "the base model; choose another --output-dir\n")
+    assert {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()} == before
+    inside = tmp_path / "out" / "checkpoint-2"
+    shutil.copytree(tiny_model, inside)
+    with pytest.raises(ConfigError, match="is a checkpoint inside --output-dir"):
+        run_train(work_dir=work, output_dir=tmp_path / "out", cfg=train_cfg(inside))
 
 
 def test_a_ct2_tokenizer_json_of_braces_is_a_model_error(tmp_path):
@@ -365,3 +400,27 @@ def test_no_dataloader_worker_outlives_run_train(work, tiny_model, tmp_path):
     left = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running()
             and p.status() != psutil.STATUS_ZOMBIE]
     assert left == []
+
+
+def test_evaluate_split_dev_means_validation_as_in_the_csv(tmp_path, monkeypatch):
+    from whisper_tune.testing import write_work
+    from whisper_tune.train.inference import evaluate as ev
+
+    class Echo:
+        backend, n_mels, label = "fake", 80, "m"
+
+        def decode(self, features):
+            return ["held out words"] * len(features)
+
+    clips = [("v1", tone(1.0), "held out words", "validation"), ("t1", tone(1.2), "test words", "test"),
+             ("tr", tone(1.0, freq=300.0), "train words", "train")]
+    work = write_work(tmp_path / "work", clips)
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: Echo())
+    result = cli("evaluate", "--model", "m", "--work", str(work), "--split", "dev", "--json", str(tmp_path / "e.json"))
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "e.json").read_text())
+    assert data["split"] == "validation" and data["clips"] == 1 and data["wer"] == 0.0
+    bad = cli("evaluate", "--model", "m", "--work", str(work), "--split", "holdout")
+    assert bad.exit_code == 1
+    assert bad.output == ("error: --split holdout: expected train, validation, test (dev, val or valid mean "
+                          "validation)\n")

@@ -20,6 +20,9 @@ LAYERS = (   # (importer prefix, what it must never import)
     ("whisper_tune.train", ("whisper_tune.cli", "whisper_tune.testing")),
     ("whisper_tune.pipeline.core", ("whisper_tune.pipeline.",)),
 )
+# The GPU side needs no audio library: only transcribe (new audio in) may name the features stage's audio side.
+AUDIO_SIDE = tuple(f"whisper_tune.pipeline.featurize.{m}" for m in ("audio", "augment", "logmel", "work", "stage"))
+MAY_DECODE_AUDIO = ("whisper_tune.train.inference.transcribe",)
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -116,6 +119,13 @@ def test_project_has_no_import_cycle():
     assert "whisper_tune.pipeline.models.source" in graph and "whisper_tune.train.inference.evaluate" in graph   # the walk found the tree
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_the_training_side_never_names_the_audio_side():
+    graph = import_graph(ROOT)
+    bad = sorted((a, b) for a, deps in graph.items() if _under(a, "whisper_tune.train") and a not in MAY_DECODE_AUDIO
+                 for b in deps if b in AUDIO_SIDE)
+    assert bad == []
 
 
 def test_no_import_points_up_a_layer():

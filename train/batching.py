@@ -23,6 +23,8 @@ so tests pass memory figures in. An explicit --batch-size N keeps --grad-accum a
 
 from __future__ import annotations
 
+import math
+
 import os
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -112,7 +114,9 @@ def per_device_batch(effective: int, world_size: int) -> tuple[int, str]:
 
 
 def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+    """The divisors of n, ascending, by trial division up to sqrt(n) (instant even for --effective-batch 10**9)."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return small + [n // d for d in reversed(small) if d * d != n]
 
 
 def _gib(n: int | None) -> str:
@@ -324,7 +328,7 @@ def plan_batch(t: TrainingConfig, model, cache, clip_ids: Sequence[str], precisi
         model.to(device)
         if shape is None:
             labels = min(longest_label(cache, clip_ids), int(model.config.max_target_positions))
-            if getattr(t, "pack", False):   # packed windows: labels up to the decoder's limit
+            if t.pack:   # packed windows: labels up to the decoder's limit
                 labels = int(model.config.max_target_positions)
             shape = ProbeShape(n_mels=int(model.config.num_mel_bins), label_tokens=labels)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.name)

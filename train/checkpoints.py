@@ -25,7 +25,7 @@ import struct
 import sys
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_json
@@ -121,17 +121,36 @@ def _marker_problem(folder: Path) -> str | None:
     return None
 
 
-def write_marker(folder: Path, step: int) -> None:
-    """Record every file of a finished save with its size; written last, atomically."""
+def write_marker(folder: Path, step: int, trains: dict[str, Any] | None = None) -> None:
+    """Record every file of a finished save with its size, and the settings that decide what trains (`trains`,
+    see train/lora.py trains_record: --resume compares them); written last, atomically."""
     files = {p.name: p.stat().st_size for p in sorted(folder.iterdir()) if p.is_file() and p.name != COMPLETE_MARKER}
-    atomic_write_json(folder / COMPLETE_MARKER, {"step": step, "files": files})
+    record: dict[str, Any] = {"step": step, "files": files}
+    if trains is not None:
+        record["trains"] = trains
+    atomic_write_json(folder / COMPLETE_MARKER, record)
+
+
+def recorded_trains(folder: Path) -> dict[str, Any] | None:
+    """The `trains` settings the checkpoint's marker recorded, or None (a checkpoint from before the record)."""
+    try:
+        trains = json.loads((Path(folder) / COMPLETE_MARKER).read_text(encoding="utf-8")).get("trains")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return trains if isinstance(trains, dict) else None
 
 
 def set_aside(folder: Path) -> Path:
-    """Rename an incomplete checkpoint-N to partial-checkpoint-N (replacing an older partial of that name)."""
+    """Rename an incomplete checkpoint-N to partial-checkpoint-N, replacing an older partial folder of that name.
+    A file or a link of that name (never written by a run) is left alone: the next free partial-checkpoint-N.K
+    is used instead, so nothing but an earlier partial checkpoint is ever deleted."""
     target = folder.with_name(PARTIAL_PREFIX + folder.name)
-    if target.exists():
+    if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
+    n = 1
+    while target.exists() or target.is_symlink():
+        target = folder.with_name(f"{PARTIAL_PREFIX}{folder.name}.{n}")
+        n += 1
     folder.rename(target)
     return target
 
@@ -170,17 +189,18 @@ def plan_start(output_dir: Path, *, resume: bool, say: Callable[[str], None] | N
 
 
 def _is_main_process() -> bool:
-    return os.environ.get("RANK", "0") == "0"      # torchrun / accelerate set RANK; a plain run is rank 0
+    return (os.environ.get("RANK") or "0").strip() == "0"   # torchrun / accelerate set RANK; unset or empty: rank 0
 
 
-def complete_marker_callback():
-    """A TrainerCallback that writes COMPLETE_MARKER into each checkpoint once the Trainer has saved it."""
+def complete_marker_callback(trains: dict[str, Any] | None = None):
+    """A TrainerCallback that writes COMPLETE_MARKER (with `trains`) into each checkpoint once the Trainer has
+    saved it."""
     from transformers import TrainerCallback
 
     class CompleteMarker(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if state.is_world_process_zero and folder.is_dir():
-                write_marker(folder, state.global_step)
+                write_marker(folder, state.global_step, trains)
 
     return CompleteMarker()

@@ -1,15 +1,19 @@
-"""Training data straight from the feature cache: datasets, the per-epoch variant schedule, the sampler, the collator.
+"""Training data straight from the feature cache: the training dataset, the per-epoch variant schedule, the
+sampler, the collator.
 
     cache = open_cache(work_dir)
-    train = TrainDataset(cache, seed=42)          # one item per train clip; its variant depends on the epoch
+    train = training_dataset(cache, tokenizer, seed=42, pack=False, timestamp_prob=0.0, planned_epochs=5)
     evals = EvalDataset(cache)                    # clean variant 0 of every test clip
     sampler = EpochSampler(len(train), seed=42)   # shuffles per epoch and tells the dataset which epoch it is
     collate = Collator(sot_id=token_id(tokenizer, SOT))  # whisper_tune.pipeline.models.token_id, whisper_tune.pipeline.core.tokens.SOT
     batch = dense_features(collate(items))        # on the training device: Whisper's (B, n_mels, 3000) input
 
-Items hold the cache's trimmed float16 features (memory-mapped by the reader), so nothing is copied into RAM
-beyond the batch being collated. The sampler yields `epoch * n_clips + clip_index`; the dataset decodes the epoch
-from the index, so worker processes and DDP ranks never need shared state to agree on the schedule.
+TrainDataset is the one training dataset: one clip per example (its labels as stored, or with Whisper's
+timestamps in a share of them), or several clips packed into each 30 s window (`pack=True`; the window building
+is whisper_tune.train.packing). Items hold the cache's trimmed float16 features (memory-mapped by the reader),
+so nothing is copied into RAM beyond the batch being collated (a packed window is built per item). The sampler
+yields `epoch * n + index`; the dataset decodes the epoch from it, so worker processes and DDP ranks never need
+shared state to agree on the schedule.
 
 Only whisper_tune.pipeline.cache/errors/constants are imported here: no audio library.
 """
@@ -17,7 +21,7 @@ Only whisper_tune.pipeline.cache/errors/constants are imported here: no audio li
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -26,8 +30,11 @@ import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from whisper_tune.pipeline.core.constants import N_FRAMES
-from whisper_tune.pipeline.core.errors import CacheError
-from whisper_tune.pipeline.core.hashing import stable_int
+from whisper_tune.pipeline.core.errors import CacheError, ConfigError
+from whisper_tune.pipeline.core.hashing import stable_int, stable_unit
+
+from whisper_tune.train.packing import (LabelTokens, Piece, epoch_windows, padding_share, split_to, window_features,
+                                        window_labels)
 
 LABEL_PAD = -100                     # ignored by the cross-entropy loss
 FLOOR_KEY = "input_floor"            # compact batches (see Collator): each clip's floor value
@@ -118,27 +125,131 @@ class _Trace:
 
 
 class TrainDataset(_ReopensCache, Dataset):
-    """The train split: index `epoch * n + i` gives clip i with the variant scheduled for that epoch."""
+    """The train split. Index `epoch * W + i` is example i of that epoch, built from the variants scheduled for it.
 
-    def __init__(self, cache: CacheReader, seed: int, split: str = "train") -> None:
+    Unpacked (the default), W is the number of train clips and example i is clip i: its features as the cache
+    holds them and its labels as stored, or, in a `timestamp_prob` share of examples, in Whisper's timestamped
+    format. Packed (`pack=True`), example i is the epoch's window i of several clips (see
+    whisper_tune.train.packing); W is fixed for the run: the most that any of the first `planned_epochs` epochs
+    needs (an epoch that needs fewer cuts its fullest windows in two). Packing and timestamps need `tokens`.
+    """
+
+    def __init__(self, cache: CacheReader, seed: int, *, pack: bool = False, timestamp_prob: float = 0.0,
+                 tokens: LabelTokens | None = None, planned_epochs: int = 1, split: str = "train") -> None:
         self.cache = cache
         self.seed = seed
+        self.pack = pack
+        self.timestamp_prob = float(timestamp_prob)
+        self.tokens = tokens
+        if pack or self.timestamp_prob > 0:
+            self._label_tokens()
         self.clip_ids = cache.clip_ids(split)
         self._trace = _Trace()
+        self._sizes: dict[tuple[str, int], tuple[int, int]] = {}
+        self._plans: dict[int, list[tuple[Piece, ...]]] = {}
+        self.examples_per_epoch = len(self.clip_ids)
+        if pack:
+            self.examples_per_epoch = max(len(self._packed(e)) for e in range(max(1, planned_epochs)))
 
     def __len__(self) -> int:
-        return len(self.clip_ids)
+        return self.examples_per_epoch
 
     def locate(self, index: int) -> tuple[int, str, int]:
-        """(epoch, clip id, variant) for a sampler index."""
+        """(epoch, clip id, variant) for a sampler index of the unpacked dataset."""
         epoch, i = divmod(int(index), len(self.clip_ids))
         clip_id = self.clip_ids[i]
         return epoch, clip_id, scheduled_variant(self.seed, epoch, clip_id, self.cache.variants(clip_id))
 
+    def uses_timestamps(self, epoch: int, index: int) -> bool:
+        """Whether example `index` of `epoch` has timestamped labels (never when timestamp_prob is 0)."""
+        return stable_unit("timestamps", self.seed, epoch, index) < self.timestamp_prob
+
+    def windows(self, epoch: int) -> list[tuple[Piece, ...]]:
+        """The epoch's examples as windows of clips (one clip each when unpacked); memoized, since a worker
+        asks for each epoch many times."""
+        if epoch not in self._plans:
+            if self.pack:
+                plan = split_to(self._packed(epoch), self.examples_per_epoch)
+            else:
+                plan = [(Piece(c, v, 0, f, t),) for c, v, f, t in self._scheduled(epoch)]
+            self._plans = {epoch: plan}
+        return self._plans[epoch]
+
     def __getitem__(self, index: int) -> Item:
-        epoch, clip_id, variant = self.locate(index)
-        self._trace(epoch, clip_id, variant)
-        return _item(self.cache, clip_id, variant)
+        epoch, i = divmod(int(index), self.examples_per_epoch)
+        if not self.pack:
+            _, clip_id, variant = self.locate(index)
+            self._trace(epoch, clip_id, variant)
+            item = _item(self.cache, clip_id, variant)
+            if not self.uses_timestamps(epoch, i):
+                return item
+            piece = Piece(clip_id, variant, 0, int(item.features.shape[1]), 0)
+            return replace(item, labels=self._labels([item.labels], (piece,), True))
+        windows = self.windows(epoch)
+        pieces = windows[i % len(windows)]
+        examples = [self.cache.get(p.clip_id, p.variant) for p in pieces]
+        for p in pieces:
+            self._trace(epoch, p.clip_id, p.variant)
+        features, floor = window_features([(ex.features, float(ex.floor)) for ex in examples], pieces)
+        labels = self._labels([ex.labels for ex in examples], pieces, self.uses_timestamps(epoch, i))
+        return Item(clip_id="+".join(p.clip_id for p in pieces), variant=pieces[0].variant, features=features,
+                    floor=floor, labels=labels)
+
+    def describe(self) -> str:
+        """One line for the train stage's log: what an epoch feeds the encoder."""
+        if not self.pack and self.timestamp_prob <= 0:
+            return f"training examples: one clip per 30 s window ({len(self)} per epoch), no timestamps"
+        windows = self.windows(0)
+        return (f"training examples: {len(windows)} windows per epoch of {len(self.clip_ids)} clips "
+                f"({'packed' if self.pack else 'one clip each'}), {padding_share(windows):.0%} of encoder frames "
+                f"padding, timestamps in {self.timestamp_prob:.0%} of labels")
+
+    def _labels(self, stored: Sequence[np.ndarray], pieces: Sequence[Piece], timestamps: bool) -> np.ndarray:
+        """The labels of a window of these clips (their stored labels), in Whisper's format."""
+        tokens = self._label_tokens()
+        split = [tokens.split(labels, p.clip_id) for labels, p in zip(stored, pieces)]
+        return window_labels(tokens, split[0][0], [text for _, text in split], pieces, timestamps)
+
+    def _label_tokens(self) -> LabelTokens:
+        if self.tokens is None:
+            raise ValueError("windows and timestamp labels need the tokenizer's LabelTokens: pass tokens= "
+                             "(or build the dataset with training_dataset)")
+        return self.tokens
+
+    def _size(self, clip_id: str, variant: int) -> tuple[int, int]:
+        """(frames, text tokens) of one clip variant, read once."""
+        key = (clip_id, variant)
+        if key not in self._sizes:
+            ex = self.cache.get(clip_id, variant)
+            _, text = self._label_tokens().split(ex.labels, clip_id)
+            self._sizes[key] = (int(ex.features.shape[1]), int(text.size))
+        return self._sizes[key]
+
+    def _scheduled(self, epoch: int) -> list[tuple[str, int, int, int]]:
+        """(clip id, scheduled variant, frames, text tokens) of every train clip, in clip order."""
+        out = []
+        for clip_id in self.clip_ids:
+            variant = scheduled_variant(self.seed, epoch, clip_id, self.cache.variants(clip_id))
+            out.append((clip_id, variant, *self._size(clip_id, variant)))
+        return out
+
+    def _packed(self, epoch: int) -> list[tuple[Piece, ...]]:
+        return epoch_windows(self._scheduled(epoch), self.seed, epoch)
+
+
+def training_dataset(cache: CacheReader, tokenizer, *, seed: int, pack: bool, timestamp_prob: float,
+                     planned_epochs: int, vocab_size: int | None = None) -> TrainDataset:
+    """The train-split dataset for these settings. ConfigError when timestamps are asked for but the model's
+    vocabulary (vocab_size, when given) ends before <|30.00|>."""
+    if not pack and timestamp_prob <= 0:
+        return TrainDataset(cache, seed=seed)
+    tokens = LabelTokens.from_tokenizer(tokenizer)
+    if timestamp_prob > 0 and vocab_size is not None and tokens.timestamp(30.0) >= vocab_size:
+        raise ConfigError(f"training.timestamp_prob = {timestamp_prob:g} but the model's vocabulary has "
+                          f"{vocab_size} tokens, no timestamp tokens after <|notimestamps|> "
+                          f"({tokens.no_timestamps}); train with --timestamp-prob 0")
+    return TrainDataset(cache, seed=seed, pack=pack, timestamp_prob=timestamp_prob, tokens=tokens,
+                        planned_epochs=planned_epochs)
 
 
 class EvalDataset(_ReopensCache, Dataset):

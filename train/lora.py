@@ -113,8 +113,41 @@ def describe_trainable(model, settings: LoraSettings | None, freeze_encoder: boo
     return f"{what}: {trainable / 1e6:.2f} M of {total / 1e6:.2f} M parameters trainable ({100 * trainable / total:.2f} %)"
 
 
-def check_checkpoint(checkpoint: str | Path, settings: LoraSettings | None) -> None:
-    """--resume: the checkpoint must be of the same kind (adapter or full weights) and rank as this run."""
+def trains_record(settings: LoraSettings | None, freeze_encoder: bool) -> dict[str, Any]:
+    """What decides which parameters train, and so the shape of the optimizer state, keyed by the flag that sets
+    it: recorded with every checkpoint (train/checkpoints.py write_marker) and compared by check_checkpoint."""
+    record: dict[str, Any] = {"lora-rank": settings.rank if settings else 0, "freeze-encoder": bool(freeze_encoder)}
+    if settings is not None:
+        record.update({"lora-targets": ",".join(m for m in LORA_MODULES if m in settings.targets), "lora-alpha": float(settings.alpha),
+                       "lora-dropout": float(settings.dropout)})
+    return record
+
+
+def _adapter_record(adapter_config: dict[str, Any]) -> dict[str, Any]:
+    """trains_record's LoRA part as peft's adapter_config.json gives it (a checkpoint from before the record)."""
+    record: dict[str, Any] = {"lora-rank": int(adapter_config.get("r", 0))}
+    if isinstance(adapter_config.get("lora_alpha"), (int, float)):
+        record["lora-alpha"] = float(adapter_config["lora_alpha"])
+    if isinstance(adapter_config.get("lora_dropout"), (int, float)):
+        record["lora-dropout"] = float(adapter_config["lora_dropout"])
+    pattern = adapter_config.get("target_modules")
+    if isinstance(pattern, str) and pattern.startswith(r"model\."):          # the pattern target_pattern wrote
+        record["freeze-encoder"] = pattern.startswith(r"model\.decoder\.")
+        record["lora-targets"] = ",".join(m for m in LORA_MODULES if m in pattern.rpartition("(?:")[2])
+    return record
+
+
+def _as_flag(flag: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value:g}" if isinstance(value, float) else f"--{flag} {value}"
+
+
+def check_checkpoint(checkpoint: str | Path, settings: LoraSettings | None, freeze_encoder: bool = False) -> None:
+    """--resume: the checkpoint must have been trained with the same settings of what trains as this run
+    (LoRA or not, rank, targets, alpha, dropout, --freeze-encoder); else a ConfigError naming the flag."""
+    from whisper_tune.train.checkpoints import recorded_trains
+
     adapter_config = Path(checkpoint) / ADAPTER_CONFIG
     if settings is None and adapter_config.is_file():
         raise ConfigError(f"--resume: {checkpoint} holds a LoRA adapter checkpoint, but this run has --lora-rank 0; "
@@ -122,13 +155,25 @@ def check_checkpoint(checkpoint: str | Path, settings: LoraSettings | None) -> N
     if settings is not None and not adapter_config.is_file():
         raise ConfigError(f"--resume: {checkpoint} holds full model weights, not a LoRA adapter; resume it without "
                           f"--lora-rank, or start the LoRA run in another --output-dir")
+    saved = recorded_trains(Path(checkpoint)) or {}
     if settings is not None:
         import json
 
-        saved = int(json.loads(adapter_config.read_text(encoding="utf-8")).get("r", 0))
-        if saved != settings.rank:
-            raise ConfigError(f"--resume: {checkpoint} holds a rank-{saved} adapter but --lora-rank is "
-                              f"{settings.rank}; pass --lora-rank {saved}")
+        try:
+            peft_record = _adapter_record(json.loads(adapter_config.read_text(encoding="utf-8")))
+        except (OSError, ValueError, AttributeError):
+            peft_record = {}
+        saved = {**peft_record, **saved}
+        if saved.get("lora-rank") != settings.rank:
+            raise ConfigError(f"--resume: {checkpoint} holds a rank-{saved.get('lora-rank')} adapter but --lora-rank "
+                              f"is {settings.rank}; pass --lora-rank {saved.get('lora-rank')}")
+    now = trains_record(settings, freeze_encoder)
+    for flag in ("lora-targets", "freeze-encoder", "lora-alpha", "lora-dropout"):
+        if flag in saved and flag in now and saved[flag] != now[flag]:
+            raise ConfigError(f"--resume: {checkpoint} was trained with {_as_flag(flag, saved[flag])} but this run "
+                              f"has {_as_flag(flag, now[flag])}, which trains other parameters than the saved "
+                              f"optimizer state holds; pass {_as_flag(flag, saved[flag])}, or start the new setting "
+                              "in another --output-dir")
 
 
 def is_adapter_model(model: Any) -> bool:

@@ -26,8 +26,8 @@ text between its start and end time within the window, 0.02 s steps); otherwise 
 one after another (each starts with Whisper's leading space, so they read as joined by spaces). The prefix
 (<|startoftranscript|>, language, task) is the one stored with the clip's labels.
 
-`training_dataset` picks the dataset for the settings: packed windows, single clips with timestamp labels, or
-the plain per-clip TrainDataset (no packing, no timestamps: unchanged behaviour).
+This module only builds windows and labels; the training dataset (whisper_tune.train.data.TrainDataset) calls
+it when packing (`pack=True`) or timestamp labels (`timestamp_prob` > 0) are asked for.
 """
 
 from __future__ import annotations
@@ -37,14 +37,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from torch.utils.data import Dataset
-
 from whisper_tune.pipeline.core.constants import HOP_LENGTH, MAX_LABEL_TOKENS, N_FRAMES, SAMPLE_RATE_HZ
-from whisper_tune.pipeline.core.errors import CacheError, ConfigError
-from whisper_tune.pipeline.core.hashing import stable_int, stable_unit
+from whisper_tune.pipeline.core.errors import CacheError
+from whisper_tune.pipeline.core.hashing import stable_int
 from whisper_tune.pipeline.core.tokens import EOT, NO_TIMESTAMPS, SOT, TIMESTAMP_STEP_S
-
-from whisper_tune.train.data import CacheReader, Item, TrainDataset, _ReopensCache, _Trace, scheduled_variant
 
 FRAME_S = HOP_LENGTH / SAMPLE_RATE_HZ        # 0.01 s per log-mel frame
 GAP_FRAMES = (10, 50)                        # silence between packed clips: 0.1 to 0.5 s (uniform, seeded)
@@ -134,6 +130,13 @@ def plan_windows(clips: Sequence[tuple[str, int, int, int]], gap_seed: int, pref
     return [tuple(w) for w in windows]
 
 
+def epoch_windows(clips: Sequence[tuple[str, int, int, int]], seed: int, epoch: int) -> list[tuple[Piece, ...]]:
+    """An epoch's windows before split_to: its scheduled (clip id, variant, frames, text tokens), given in clip
+    order, shuffled by (seed, epoch), then packed next-fit with gaps drawn from (seed, epoch)."""
+    order = np.random.default_rng(stable_int("pack", seed, epoch)).permutation(len(clips))
+    return plan_windows([clips[i] for i in order.tolist()], stable_int("gaps", seed, epoch))
+
+
 def split_to(windows: Sequence[tuple[Piece, ...]], count: int) -> list[tuple[Piece, ...]]:
     """`count` windows: the fullest ones (most clips) cut in two until there are enough, or the last ones
     dropped when there are too many (an epoch beyond those the window count was planned for)."""
@@ -175,93 +178,6 @@ def window_labels(tokens: LabelTokens, prefix: np.ndarray, texts: Sequence[np.nd
     return np.concatenate(parts)
 
 
-class WindowDataset(_ReopensCache, Dataset):
-    """Training windows of the train split. Index `epoch * W + i` is window i of that epoch; W (windows per
-    epoch) is fixed for the run: the most that any of the first `planned_epochs` epochs needs (an epoch that
-    needs fewer cuts its fullest windows in two). `pack=False` makes every clip its own window, in the clip
-    order TrainDataset uses, so only the labels change."""
-
-    def __init__(self, cache: CacheReader, tokens: LabelTokens, *, seed: int, pack: bool, timestamp_prob: float,
-                 planned_epochs: int = 1, split: str = "train") -> None:
-        self.cache = cache
-        self.tokens = tokens
-        self.seed = seed
-        self.pack = pack
-        self.timestamp_prob = float(timestamp_prob)
-        self.clip_ids = cache.clip_ids(split)
-        self._trace = _Trace()
-        self._sizes: dict[tuple[str, int], tuple[int, int]] = {}
-        self._plans: dict[int, list[tuple[Piece, ...]]] = {}
-        counts = [len(self._greedy(e)) for e in range(max(1, planned_epochs))] if pack else [len(self.clip_ids)]
-        self.windows_per_epoch = max(counts)
-
-    def __len__(self) -> int:
-        return self.windows_per_epoch
-
-    def _size(self, clip_id: str, variant: int) -> tuple[int, int]:
-        """(frames, text tokens) of one clip variant, read once."""
-        key = (clip_id, variant)
-        if key not in self._sizes:
-            ex = self.cache.get(clip_id, variant)
-            _, text = self.tokens.split(ex.labels, clip_id)
-            self._sizes[key] = (int(ex.features.shape[1]), int(text.size))
-        return self._sizes[key]
-
-    def _scheduled(self, epoch: int, order: Sequence[int]) -> list[tuple[str, int, int, int]]:
-        out = []
-        for i in order:
-            clip_id = self.clip_ids[i]
-            variant = scheduled_variant(self.seed, epoch, clip_id, self.cache.variants(clip_id))
-            out.append((clip_id, variant, *self._size(clip_id, variant)))
-        return out
-
-    def _greedy(self, epoch: int) -> list[tuple[Piece, ...]]:
-        order = np.random.default_rng(stable_int("pack", self.seed, epoch)).permutation(len(self.clip_ids))
-        return plan_windows(self._scheduled(epoch, order.tolist()), stable_int("gaps", self.seed, epoch))
-
-    def windows(self, epoch: int) -> list[tuple[Piece, ...]]:
-        """The epoch's windows (memoized: a worker asks for each epoch many times)."""
-        if epoch not in self._plans:
-            if self.pack:
-                plan = split_to(self._greedy(epoch), self.windows_per_epoch)
-            else:
-                plan = [(Piece(c, v, 0, f, t),) for c, v, f, t in self._scheduled(epoch, range(len(self.clip_ids)))]
-            self._plans = {epoch: plan}
-        return self._plans[epoch]
-
-    def uses_timestamps(self, epoch: int, index: int) -> bool:
-        return stable_unit("timestamps", self.seed, epoch, index) < self.timestamp_prob
-
-    def __getitem__(self, index: int) -> Item:
-        epoch, i = divmod(int(index), self.windows_per_epoch)
-        windows = self.windows(epoch)
-        pieces = windows[i % len(windows)]
-        examples = [self.cache.get(p.clip_id, p.variant) for p in pieces]
-        for p in pieces:
-            self._trace(epoch, p.clip_id, p.variant)
-        split = [self.tokens.split(ex.labels, p.clip_id) for ex, p in zip(examples, pieces)]
-        features, floor = window_features([(ex.features, float(ex.floor)) for ex in examples], pieces)
-        labels = window_labels(self.tokens, split[0][0], [t for _, t in split], pieces,
-                               self.uses_timestamps(epoch, i))
-        return Item(clip_id="+".join(p.clip_id for p in pieces), variant=pieces[0].variant, features=features,
-                    floor=floor, labels=labels)
-
-
-def training_dataset(cache: CacheReader, tokenizer, *, seed: int, pack: bool, timestamp_prob: float,
-                     planned_epochs: int, vocab_size: int | None = None) -> Dataset:
-    """The train-split dataset for these settings (see the module doc). ConfigError when timestamps are asked
-    for but the model's vocabulary (vocab_size, when given) ends before <|30.00|>."""
-    if not pack and timestamp_prob <= 0:
-        return TrainDataset(cache, seed=seed)
-    tokens = LabelTokens.from_tokenizer(tokenizer)
-    if timestamp_prob > 0 and vocab_size is not None and tokens.timestamp(30.0) >= vocab_size:
-        raise ConfigError(f"training.timestamp_prob = {timestamp_prob:g} but the model's vocabulary has "
-                          f"{vocab_size} tokens, no timestamp tokens after <|notimestamps|> "
-                          f"({tokens.no_timestamps}); train with --timestamp-prob 0")
-    return WindowDataset(cache, tokens, seed=seed, pack=pack,
-                         timestamp_prob=timestamp_prob, planned_epochs=planned_epochs)
-
-
 def planned_epochs(epochs: float, max_steps: int) -> int:
     """Epochs whose windows fix the run's windows per epoch (max_steps runs: the first one)."""
     return 1 if max_steps > 0 else max(1, math.ceil(epochs))
@@ -273,13 +189,3 @@ def padding_share(windows: Sequence[Sequence[Piece]]) -> float:
         return 0.0
     used = sum(p.frames for w in windows for p in w)
     return 1.0 - used / (len(windows) * N_FRAMES)
-
-
-def describe_windows(dataset: Dataset) -> str:
-    """One line for the train stage's log: what an epoch feeds the encoder."""
-    if not isinstance(dataset, WindowDataset):
-        return f"training examples: one clip per 30 s window ({len(dataset)} per epoch), no timestamps"
-    windows = dataset.windows(0)
-    return (f"training examples: {len(windows)} windows per epoch of {len(dataset.clip_ids)} clips "
-            f"({'packed' if dataset.pack else 'one clip each'}), {padding_share(windows):.0%} of encoder frames "
-            f"padding, timestamps in {dataset.timestamp_prob:.0%} of labels")

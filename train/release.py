@@ -9,7 +9,7 @@ otherwise outlive training; the CLI process then lingers holding GPU memory), ac
 the model, optimizer and loaders, the optimizer and scheduler are dropped, the model moves to the CPU, and the CUDA
 cache is emptied. Errors: a WhisperTuneError that a DataLoader worker raised reaches the caller as its own one
 line (torch re-raises it with the worker's traceback in the message); a full disk (torch, safetensors, polars or
-plain OSError) becomes one DiskFullError naming the output folder.
+plain OSError) becomes one DiskFullError naming the output folder and saying to re-run with --resume.
 """
 
 from __future__ import annotations
@@ -24,11 +24,17 @@ import torch
 from whisper_tune.pipeline.core.errors import WhisperTuneError, without_worker_traceback
 from whisper_tune.pipeline.core.fileio import disk_full_as_error
 
+RESUME_ADVICE = ("free some space and re-run the same command with --resume: the complete checkpoint-* folders "
+                 "are kept")
+FINAL_SAVE_ADVICE = ("training finished and its checkpoints are kept, but the model in the output folder is "
+                     "incomplete; free some space and re-run the same command with --resume: it saves the model "
+                     "again without training further")
+
 
 @contextmanager
 def training_session(trainer: Any, output_dir: Path) -> Iterator[None]:
     try:
-        with disk_full_as_error(output_dir):
+        with disk_full_as_error(output_dir, advice=RESUME_ADVICE):
             yield
     except WhisperTuneError as err:
         cleaned = without_worker_traceback(err)

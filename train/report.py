@@ -37,6 +37,8 @@ class TrainResult:
     train_clips: int
     eval_clips: int
     eval_split: str = "test"
+    trainable_params: int = 0        # parameters the run trained (with LoRA: the adapters alone)
+    total_params: int = 0            # every parameter of the trained model (with LoRA: the base plus the adapters)
 
 
 def epoch_records(log_history: list[dict[str, Any]]) -> list[EpochRecord]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,18 @@ from whisper_tune.pipeline.cache import CACHE_DIRNAME
 from whisper_tune.pipeline.core.config import Config, check_output_folder, save_config
 from whisper_tune.pipeline.cache.coverage import uncached_note
 from whisper_tune.pipeline.core.errors import CacheError, ConfigError
+from whisper_tune.pipeline.core.fileio import disk_full_as_error
 from whisper_tune.pipeline.models import load_processor, resolve_model, token_id
 from whisper_tune.pipeline.core.tokens import SOT
 
 from whisper_tune.train import lora
 from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
 from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
-from whisper_tune.train.data import Collator, EvalDataset
+from whisper_tune.train.data import Collator, EvalDataset, training_dataset
 from whisper_tune.train.loop import compute_metrics_fn, training_classes
 from whisper_tune.train.model import Precision, choose_precision, load_model
-from whisper_tune.train.packing import describe_windows, planned_epochs, training_dataset
-from whisper_tune.train.release import training_session
+from whisper_tune.train.packing import planned_epochs
+from whisper_tune.train.release import FINAL_SAVE_ADVICE, training_session
 from whisper_tune.train.report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
@@ -165,12 +166,13 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
 
     t = cfg.training
     work_dir, output_dir = Path(work_dir), check_output_folder(output_dir, "--output-dir")
+    _check_not_the_base(cfg.model.name, output_dir)
     cache = open_cache(work_dir)
     eval_split, eval_set = _eval_data(cache, work_dir, t.eval_max_clips)
     start = plan_start(output_dir, resume=resume)      # the newest complete checkpoint; partial ones set aside
     resume_from = str(start) if start is not None else None
     if resume_from is not None:
-        lora.check_checkpoint(resume_from, lora.lora_settings(t))
+        lora.check_checkpoint(resume_from, lora.lora_settings(t), t.freeze_encoder)
 
     resolved = resolve_model(cfg.model.name)
     processor = load_processor(resolved, cfg.model.language, cfg.model.task)
@@ -182,6 +184,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
                                  vocab_size=model.config.vocab_size)
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
+    trainable_params, total_params = lora.count_parameters(model)
     precision = choose_precision(t.precision)
     batch = plan_batch(t, model, cache, train_set.clip_ids, precision)   # probes the GPU; sets checkpointing
     args = training_arguments(cfg, output_dir, precision, batch)
@@ -194,7 +197,8 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     with training_session(trainer, output_dir):    # one-line errors; workers and GPU memory released on exit
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.model.config.use_cache = True      # the saved model is for inference
-        lora.save_model(trainer, output_dir)       # after LoRA: merged model + OUTPUT_DIR/adapter
+        with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
+            lora.save_model(trainer, output_dir)   # after LoRA: merged model + OUTPUT_DIR/adapter
     records = epoch_records(trainer.state.log_history)
     best = min(records, key=lambda r: r.wer) if records else None
     result = TrainResult(
@@ -202,10 +206,35 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         best_wer=best.wer if best else None, best_cer=best.cer if best else None, epochs=tuple(records),
         global_step=trainer.state.global_step, precision=precision.name, train_clips=len(train_set),
         eval_clips=len(eval_set), eval_split=eval_split,
+        trainable_params=trainable_params, total_params=total_params,
     )
     if trainer.is_world_process_zero():
-        _write_outputs(cfg, processor, result, trainer.state.log_history, plan)
+        with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
+            _write_outputs(as_built(cfg, cache.meta), processor, result, trainer.state.log_history, plan)
     return result
+
+
+def _check_not_the_base(model: str, output_dir: Path) -> None:
+    """--output-dir must not be the --model folder (the saved model would overwrite the base), nor hold it as a
+    checkpoint-N folder (the Trainer deletes old checkpoints)."""
+    base = Path(model).expanduser()
+    if not base.is_dir() or not output_dir.exists():
+        return
+    base, out = base.resolve(), output_dir.resolve()
+    if base == out:
+        raise ConfigError(f"--output-dir {output_dir} is the folder of --model {model}: training would overwrite "
+                          "the base model; choose another --output-dir")
+    if base.parent == out and base.name.startswith("checkpoint-"):
+        raise ConfigError(f"--model {model} is a checkpoint inside --output-dir {output_dir}, which training "
+                          "rotates away; copy it elsewhere first, or choose another --output-dir")
+
+
+def as_built(cfg: Config, meta) -> Config:
+    """cfg with the feature settings the cache was built with (its index's variants and text normalization), so
+    OUTPUT_DIR/whisper-tune.toml records what the model was trained on, not this run's unused [augment] values."""
+    augment = replace(cfg.augment, variants=int(meta.variants)) if int(meta.variants or 0) > 0 else cfg.augment
+    normalization = getattr(meta, "text_normalization", "") or cfg.features.text_normalization
+    return replace(cfg, augment=augment, features=replace(cfg.features, text_normalization=normalization))
 
 
 def _eval_data(cache, work_dir: Path, eval_max_clips: int):
@@ -238,7 +267,7 @@ def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch:
           f"precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
           f"{plan.effective_batch})", flush=True)
     print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
-    print(describe_windows(train_set), flush=True)
+    print(train_set.describe(), flush=True)
     message = plan.warning()
     if message:
         _warn(message)
@@ -250,7 +279,8 @@ def _build_trainer(cfg: Config, model, args, processor, train_set, eval_set):
 
     CacheTrainer, EpochCallback = training_classes()
     epoch_callback = EpochCallback()
-    callbacks: list[Any] = [epoch_callback, complete_marker_callback()]
+    trains = lora.trains_record(lora.lora_settings(cfg.training), cfg.training.freeze_encoder)
+    callbacks: list[Any] = [epoch_callback, complete_marker_callback(trains)]
     if cfg.training.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     tokenizer = processor.tokenizer

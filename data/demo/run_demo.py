@@ -9,71 +9,58 @@ on the validation split, never on the test split), score the fine-tuned model, a
 example transcripts. A dozen everyday sentences (no jargon) are scored before and after too, to show that the
 model did not forget ordinary English.
 
-Outputs under WORK: domain/ (manifest, cache), everyday/ (same), model/ (the fine-tuned model), and summary.json.
-It uses only the stages' public functions (the same ones the `whisper-tune` commands call), and runs the code of
-the checkout it lies in.
+Its settings are data/demo/demo.toml, a config file like any other (load_config reads it); each flag overrides one
+value of it. Outputs under WORK: domain/ (manifest, cache), everyday/ (same), model/ (the fine-tuned model), and
+summary.json. It uses only the stages' public functions (the same ones the `whisper-tune` commands call), and runs
+the code of the checkout it lies in.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 DEFAULT_DATA = Path(__file__).resolve().parent
 REPO_ROOT = DEFAULT_DATA.parent.parent
 if str(REPO_ROOT) not in sys.path:  # run this checkout's code, installed or not
     sys.path.insert(0, str(REPO_ROOT))
 
-from whisper_tune.pipeline.core.config import load_config  # noqa: E402
-from whisper_tune.pipeline.core.constants import BUNDLED_MODEL  # noqa: E402
+from whisper_tune.pipeline.core.config import Config, load_config  # noqa: E402
 from whisper_tune.pipeline.core.errors import WhisperTuneError  # noqa: E402
 from whisper_tune.pipeline.core.fileio import atomic_write_json  # noqa: E402
 from whisper_tune.pipeline.core.system import peak_rss_mb, reset_peak_rss  # noqa: E402
 
+DEMO_CONFIG = DEFAULT_DATA / "demo.toml"
 DOMAIN_CSV = "final_generated_dataset.csv"
 EVERYDAY_CSV = "everyday.csv"
 SUMMARY = "summary.json"
+UNPACKED_BATCH = 8                  # --no-pack without --batch-size: 8 clips per step, as 2 packed windows hold
 
-
-@dataclass(frozen=True)
-class DemoSettings:
-    """The demo's schedule: sized so the whole run takes minutes on two CPU cores."""
-
-    model: str = BUNDLED_MODEL
-    epochs: float = 2.0
-    max_steps: int = -1                 # > 0 overrides epochs (the tests use 1-2)
-    batch_size: int = 8
-    learning_rate: float = 1e-4         # high for Whisper, right for a short decoder-only run on a small model
-    warmup: float = 0.1
-    lr_scheduler: str = "linear"
-    weight_decay: float = 0.01
-    freeze_encoder: bool = True         # the encoder is most of the CPU cost; the new words live in the decoder
-    variants: int = 4                   # clean + three augmented variants per clip (each epoch picks one)
-    eval_max_clips: int = 0             # validation clips decoded at each epoch's evaluation (0 = all 20)
-    max_new_tokens: int = 64            # per clip when scoring (the base model's hallucinations stop here)
-    eval_batch_size: int = 8
-    examples: int = 4                   # test clips printed before/after
-    seed: int = 42
-    text_normalization: str = "none"    # train on the transcripts as written: Whisper's own cased, punctuated style
-    lora_rank: int = 0                  # > 0: LoRA adapters of this rank instead of full fine-tuning (needs peft)
-    pack: bool = True                   # several clips per 30 s window: 0.63x the CPU time, same goals met (README)
-    packed_batch_size: int = 2          # windows per step when packed: about 10 clips, as 8 unpacked clips
-    timestamp_prob: float = 0.2         # share of training windows labelled with timestamps
-
-
-# Augmentation for the demo: the synthetic voices are few, so vary pitch and tempo too (cheap: features only).
-DEMO_TRANSFORMS = (
-    {"name": "PitchShift", "p": 0.5, "min_semitones": -2.0, "max_semitones": 2.0},
-    {"name": "TimeStretch", "p": 0.5, "min_rate": 0.85, "max_rate": 1.15, "leave_length_unchanged": False},
-    {"name": "AddGaussianNoise", "p": 0.3, "min_amplitude": 0.0005, "max_amplitude": 0.005},
-    {"name": "Gain", "p": 0.3, "min_gain_db": -6.0, "max_gain_db": 6.0},
-)
+# The flags: each sets these config keys (its type comes from the config field, its default from demo.toml).
+FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
+    "--model": (("model.name",), "base model (any --model form)"),
+    "--epochs": (("training.epochs",), "training epochs"),
+    "--max-steps": (("training.max_steps",), "> 0: stop after this many steps"),
+    "--batch-size": (("training.batch_size",), f"clips per step, or windows when packed (--no-pack: {UNPACKED_BATCH})"),
+    "--learning-rate": (("training.learning_rate",), "peak learning rate"),
+    "--variants": (("augment.variants",), "feature variants per clip, the clean one included"),
+    "--eval-max-clips": (("training.eval_max_clips",), "validation clips decoded per evaluation (0 = all)"),
+    "--freeze-encoder": (("training.freeze_encoder",), "train the decoder only"),
+    "--lora-rank": (("training.lora_rank",), "> 0: train LoRA adapters of this rank instead of every weight "
+                                             "(needs peft)"),
+    "--seed": (("augment.seed", "training.seed"), "seed for augmentation, data order and initialisation"),
+    "--text-normalization": (("features.text_normalization",), "how training transcripts are normalized: none or "
+                                                               "basic (scores are always on normalized text)"),
+    "--pack": (("training.pack",), "pack several clips into each 30 s training window"),
+    "--timestamp-prob": (("training.timestamp_prob",), "share of training windows labelled with timestamps"),
+}
 
 
 @dataclass(frozen=True)
@@ -116,26 +103,9 @@ class DemoResult:
         return out
 
 
-def demo_config(settings: DemoSettings):
-    """The stages' Config for the demo (every other setting is the default)."""
-    s = settings
-    return load_config(None, {
-        "model.name": s.model,
-        "data.group_column": "speaker",    # the CSV's split column pins every row; grouping keeps any new ones apart
-        "augment.variants": s.variants, "augment.seed": s.seed, "augment.transforms": DEMO_TRANSFORMS,
-        "training.epochs": s.epochs, "training.max_steps": s.max_steps,
-        "training.batch_size": s.packed_batch_size if s.pack else s.batch_size,
-        "training.eval_batch_size": s.eval_batch_size, "training.grad_accum": 1,
-        "training.learning_rate": s.learning_rate, "training.warmup": s.warmup,
-        "training.lr_scheduler": s.lr_scheduler, "training.weight_decay": s.weight_decay,
-        "training.precision": "fp32", "training.gradient_checkpointing": False,
-        "training.freeze_encoder": s.freeze_encoder, "training.early_stopping_patience": 0,
-        "training.logging_steps": 5, "training.save_total_limit": 1, "training.dataloader_workers": 0,
-        "training.eval_max_clips": s.eval_max_clips, "training.generation_max_length": s.max_new_tokens,
-        "training.seed": s.seed, "features.text_normalization": s.text_normalization,
-        "training.lora_rank": s.lora_rank,
-        "training.pack": s.pack, "training.timestamp_prob": s.timestamp_prob,
-    })
+def demo_config(overrides: Mapping[str, Any] | None = None, path: Path = DEMO_CONFIG) -> Config:
+    """The stages' Config for the demo: demo.toml with `overrides` ({"training.epochs": 1, ...}) on top."""
+    return load_config(path, overrides)
 
 
 class Clock:
@@ -183,11 +153,13 @@ def _validate_and_featurize(csv_path: Path, work_dir: Path, cfg) -> None:
     run_features(work_dir=work_dir, cfg=cfg)
 
 
-def _score(model: str, work_dir: Path, cfg, settings: DemoSettings):
+def _score(model: str, work_dir: Path, cfg: Config):
+    """Scores on the test split, with the training run's evaluation batch and generation length."""
     from whisper_tune.train.inference.evaluate import run_evaluate
 
-    return run_evaluate(model=model, work_dir=work_dir, cfg=cfg, split="test", batch_size=settings.eval_batch_size,
-                        worst=0, max_new_tokens=settings.max_new_tokens)
+    t = cfg.training
+    return run_evaluate(model=model, work_dir=work_dir, cfg=cfg, split="test", batch_size=int(t.eval_batch_size),
+                        worst=0, max_new_tokens=t.generation_max_length)
 
 
 def _longform(domain_dir: Path, work_dir: Path, cfg, base: str, tuned: Path) -> dict[str, Any]:
@@ -204,74 +176,62 @@ def _scores(result) -> Scores:
     return Scores(wer=round(s.wer, 2), cer=round(s.cer, 2), clips=s.clips, seconds=round(s.seconds, 1))
 
 
-def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, settings: DemoSettings = DemoSettings()) -> DemoResult:
-    """Run every stage on the demo data and return (and print) the before/after numbers."""
+def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, cfg: Config | None = None,
+             examples: int = 4) -> DemoResult:
+    """Run every stage on the demo data with `cfg` (default: demo.toml) and return (and print) the before/after
+    numbers, with `examples` test transcripts."""
     from whisper_tune.pipeline.models import resolve_model
     from whisper_tune.train.trainer import run_train
 
     work_dir = Path(work_dir)
     domain_csv, everyday_csv = check_data(Path(data_dir))
+    cfg = cfg or demo_config()
+    model = cfg.model.name
     domain_dir, everyday_dir, model_dir = work_dir / "domain", work_dir / "everyday", work_dir / "model"
-    cfg = demo_config(settings)
     clock = Clock()
     total_start = time.perf_counter()
 
-    base = clock.run(f"import {settings.model}", lambda: resolve_model(settings.model))
+    base = clock.run(f"import {model}", lambda: resolve_model(model))
     print(f"base model: {base}")
     clock.run("validate + features (domain)", lambda: _validate_and_featurize(domain_csv, domain_dir, cfg))
     if everyday_csv is not None:
-        clean_only = demo_config(replace(settings, variants=1))  # only scored: no augmented variants
+        clean_only = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, variants=1))  # only scored
         clock.run("validate + features (everyday)",
                   lambda: _validate_and_featurize(everyday_csv, everyday_dir, clean_only))
 
-    base_test = clock.run("base model on the test split", lambda: _score(settings.model, domain_dir, cfg, settings))
+    base_test = clock.run("base model on the test split", lambda: _score(model, domain_dir, cfg))
     base_every = None
     if everyday_csv is not None:
-        base_every = clock.run("base model on everyday sentences",
-                               lambda: _score(settings.model, everyday_dir, cfg, settings))
+        base_every = clock.run("base model on everyday sentences", lambda: _score(model, everyday_dir, cfg))
 
     if model_dir.exists():  # a fresh fine-tune every run: the demo shows the effect of one schedule
         shutil.rmtree(model_dir)
-    clock.run("fine-tune (CPU)", lambda: run_train(work_dir=domain_dir, output_dir=model_dir, cfg=cfg, resume=False))
-    trainable = trainable_parameters(base, cfg)
+    trained = clock.run("fine-tune (CPU)",
+                        lambda: run_train(work_dir=domain_dir, output_dir=model_dir, cfg=cfg, resume=False))
 
-    tuned_test = clock.run("fine-tuned model on the test split",
-                           lambda: _score(str(model_dir), domain_dir, cfg, settings))
+    tuned_test = clock.run("fine-tuned model on the test split", lambda: _score(str(model_dir), domain_dir, cfg))
     tuned_every = None
     if everyday_csv is not None:
         tuned_every = clock.run("fine-tuned model on everyday sentences",
-                                lambda: _score(str(model_dir), everyday_dir, cfg, settings))
+                                lambda: _score(str(model_dir), everyday_dir, cfg))
     longform = clock.run("long-form check (60-90 s recordings of test clips)",
-                         lambda: _longform(domain_dir, work_dir, cfg, settings.model, model_dir))
+                         lambda: _longform(domain_dir, work_dir, cfg, model, model_dir))
     clock.timings["total"] = round(time.perf_counter() - total_start, 1)
     clock.cpu["total"] = round(time.process_time(), 1)
 
-    examples = tuple(
-        (ref, b, t) for ref, b, t in zip(base_test.references, base_test.scores.hypotheses,
-                                         tuned_test.scores.hypotheses)
-    )[: settings.examples]
+    pairs = zip(base_test.references, base_test.scores.hypotheses, tuned_test.scores.hypotheses)
     result = DemoResult(
         base_test=_scores(base_test), tuned_test=_scores(tuned_test),
         base_everyday=_scores(base_every) if base_every is not None else None,
         tuned_everyday=_scores(tuned_every) if tuned_every is not None else None,
-        examples=examples, timings=clock.timings, cpu_seconds=clock.cpu, model_dir=str(model_dir),
-        peak_rss_mb=clock.peak_rss_mb, trainable=trainable,
+        examples=tuple(pairs)[:examples], timings=clock.timings, cpu_seconds=clock.cpu, model_dir=str(model_dir),
+        peak_rss_mb=clock.peak_rss_mb, trainable=(trained.trainable_params, trained.total_params),
         longform=longform,
     )
     print(format_summary(result))
     atomic_write_json(work_dir / SUMMARY, result.to_json())
     print(f"\nwrote {work_dir / SUMMARY}; the fine-tuned model is in {model_dir}")
     return result
-
-
-def trainable_parameters(base: str, cfg) -> tuple[int, int]:
-    """(trainable, total) parameters of the demo's fine-tune: the base model set up as run_train sets it up."""
-    from whisper_tune.train.lora import add_adapters, count_parameters, lora_settings
-    from whisper_tune.train.model import load_model
-
-    t = cfg.training
-    model = load_model(base, gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)
-    return count_parameters(add_adapters(model, lora_settings(t)))
 
 
 def format_summary(result: DemoResult) -> str:
@@ -311,41 +271,43 @@ def format_summary(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: Sequence[str] | None) -> tuple[Path, Path, DemoSettings]:
-    d = DemoSettings()
+@dataclass(frozen=True)
+class DemoArgs:
+    work: Path
+    data: Path
+    config: Path
+    overrides: dict[str, Any]     # config keys the flags set ({"training.lora_rank": 8, ...})
+
+
+def parse_args(argv: Sequence[str] | None) -> DemoArgs:
+    from whisper_tune.cli.flags import config_field
+
+    defaults = demo_config()
     p = argparse.ArgumentParser(prog="python data/demo/run_demo.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, default=Path("work/demo"), help="work folder (default: work/demo)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"folder with {DOMAIN_CSV} and {EVERYDAY_CSV}")
-    p.add_argument("--model", default=d.model, help="base model (any --model form; default: bundled tiny.en)")
-    p.add_argument("--epochs", type=float, default=d.epochs)
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="> 0: stop after this many steps")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--variants", type=int, default=d.variants)
-    p.add_argument("--eval-max-clips", type=int, default=d.eval_max_clips)
-    p.add_argument("--freeze-encoder", action=argparse.BooleanOptionalAction, default=d.freeze_encoder)
-    p.add_argument("--lora-rank", type=int, default=d.lora_rank,
-                   help="> 0: train LoRA adapters of this rank instead of every weight (needs peft)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for augmentation, data order and initialisation")
-    p.add_argument("--text-normalization", choices=("none", "basic"), default=d.text_normalization,
-                   help="how training transcripts are normalized (scores are always on normalized text)")
-    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=d.pack,
-                   help="pack several clips into each 30 s training window")
-    p.add_argument("--timestamp-prob", type=float, default=d.timestamp_prob)
-    a = p.parse_args(argv)
-    settings = DemoSettings(model=a.model, epochs=a.epochs, max_steps=a.max_steps, batch_size=a.batch_size,
-                            learning_rate=a.learning_rate, variants=a.variants, eval_max_clips=a.eval_max_clips,
-                            freeze_encoder=a.freeze_encoder, text_normalization=a.text_normalization,
-                            seed=a.seed, pack=a.pack, timestamp_prob=a.timestamp_prob,
-                            lora_rank=a.lora_rank)
-    return a.work, a.data, settings
+    p.add_argument("--config", type=Path, default=DEMO_CONFIG, help="the demo's settings (default: data/demo/demo.toml)")
+    for flag, (keys, text) in FLAGS.items():
+        hint = config_field(keys[0])[0]
+        section, _, name = keys[0].partition(".")
+        shown = f"{text} (config {keys[0]}, demo default {getattr(getattr(defaults, section), name)!r})"
+        if hint is bool:
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=shown)
+        else:   # a union such as `int | str` ("auto" or a number) is read as text; load_config checks it
+            p.add_argument(flag, type=hint if hint in (int, float, str) else str, default=None, help=shown)
+    a = vars(p.parse_args(argv))
+    overrides = {key: a[flag[2:].replace("-", "_")] for flag, (keys, _) in FLAGS.items() for key in keys}
+    if a["pack"] is False and a["batch_size"] is None:
+        overrides["training.batch_size"] = UNPACKED_BATCH
+    return DemoArgs(work=a["work"], data=a["data"], config=a["config"],
+                    overrides={k: v for k, v in overrides.items() if v is not None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    work, data, settings = parse_args(argv)
     try:
-        run_demo(work_dir=work, data_dir=data, settings=settings)
+        args = parse_args(argv)
+        run_demo(work_dir=args.work, data_dir=args.data, cfg=demo_config(args.overrides, args.config))
     except WhisperTuneError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

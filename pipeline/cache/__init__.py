@@ -15,7 +15,7 @@ This package needs no audio libraries: the training machine uses it.
 from whisper_tune.pipeline.cache.index import (INDEX_NAME, INDEX_VERSION, PART_INDEX_GLOB, CacheIndex, ClipEntry, IndexMeta, RowRef,
                     SkipEntry, SourceRecord, load_index, load_merged_index, part_index_name, save_index)
 from whisper_tune.pipeline.cache.lock import LOCK_NAME, CacheLock
-from whisper_tune.pipeline.cache.reader import CACHE_DIRNAME, VERIFY_MARKER, CachedExample, CacheMeta, FeatureCache, ShardRows, open_cache
+from whisper_tune.pipeline.cache.reader import CACHE_DIRNAME, VERIFY_MARKER, CachedExample, FeatureCache, ShardRows, open_cache
 from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, SHARD_SUFFIX, FeatureRow, LabelRow, ShardInfo, file_checksum,
                     is_shard_name, rebuild_hint, shard_path, split_rows, write_shard)
 from whisper_tune.pipeline.cache.writer import CacheWriter, shard_prefix, write_examples
@@ -23,7 +23,7 @@ from whisper_tune.pipeline.core.errors import CacheError
 
 __all__ = [
     "CACHE_DIRNAME", "INDEX_NAME", "INDEX_VERSION", "PART_INDEX_GLOB", "LOCK_NAME", "SHARD_SUFFIX", "VERIFY_MARKER",
-    "FEATURE_KIND", "LABEL_KIND", "CacheError", "CacheIndex", "CacheLock", "CacheMeta", "CacheWriter",
+    "FEATURE_KIND", "LABEL_KIND", "CacheError", "CacheIndex", "CacheLock", "CacheWriter",
     "CachedExample", "ClipEntry", "FeatureCache", "FeatureRow", "IndexMeta", "LabelRow", "RowRef", "ShardInfo",
     "ShardRows", "SkipEntry", "SourceRecord", "file_checksum", "is_shard_name", "load_index", "load_merged_index",
     "open_cache", "part_index_name", "rebuild_hint", "save_index", "shard_path", "shard_prefix", "split_rows",

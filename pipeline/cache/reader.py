@@ -24,7 +24,6 @@ from whisper_tune.pipeline.cache.shard import FEATURE_KIND, LABEL_KIND, SCHEMAS,
 
 CACHE_DIRNAME = "cache"
 VERIFY_MARKER = ".verify"
-CacheMeta = IndexMeta
 
 
 @dataclass(frozen=True)

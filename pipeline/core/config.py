@@ -204,9 +204,9 @@ def _check_batch_settings(t: TrainingConfig, bad: Any) -> None:
                   "--batch-size with it")
 
 
-def _validate(cfg: Config, source: str) -> None:
+def _validate(cfg: Config, source: str, origin: Mapping[str, str] | None = None) -> None:
     def bad(key: str, value: Any, expected: str) -> ConfigError:
-        return ConfigError(f"{source}: {key} = {value!r} is not allowed; expected {expected}")
+        return ConfigError(f"{(origin or {}).get(key, source)}: {key} = {value!r} is not allowed; expected {expected}")
 
     d, t, a, f = cfg.data, cfg.training, cfg.augment, cfg.features
     if not 0.0 <= d.test_share < 1.0:
@@ -331,7 +331,10 @@ def lora_target_names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
-def _build(raw: Mapping[str, Any], source: str) -> Config:
+def _build(raw: Mapping[str, Any], source: str, origin: Mapping[str, str] | None = None) -> Config:
+    """The Config of `raw`; errors name `source` (the file, or "defaults"), or the flag that set the key
+    (`origin`: "training.max_steps" -> "--max-steps")."""
+    origin = origin or {}
     sections: dict[str, Any] = {}
     for name, section in raw.items():
         if name not in _SECTION_TYPES:
@@ -349,10 +352,10 @@ def _build(raw: Mapping[str, Any], source: str) -> Config:
                 raise ConfigError(
                     f"{source}: unknown key '{name}.{key}'; known keys in [{name}] are {', '.join(sorted(known))}"
                 )
-            values[key] = _coerce(value, _simple_hint(hints[key]), f"{source}: {name}.{key}")
+            values[key] = _coerce(value, _simple_hint(hints[key]), f"{origin.get(f'{name}.{key}', source)}: {name}.{key}")
         sections[name] = cls(**values)
     cfg = Config(**sections)
-    _validate(cfg, source)
+    _validate(cfg, source, origin)
     return cfg
 
 
@@ -371,15 +374,20 @@ def _simple_hint(hint: Any) -> Any:
     return hint
 
 
-def load_config(path: Path | str | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
+def load_config(path: Path | str | None = None, overrides: Mapping[str, Any] | None = None,
+                flags: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file (or defaults when path is None), then apply overrides like {"training.epochs": 3}.
 
-    Overrides whose value is None are ignored (an unset CLI flag)."""
+    Overrides whose value is None are ignored (an unset CLI flag). An error in a value a flag set names that flag
+    (`flags` maps keys to them: {"training.max_steps": "--max-steps"}); any other names the file or "defaults"."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
         p = Path(path)
         source = str(p)
+        if p.is_dir():
+            raise ConfigError(f"config file {p} is a folder; pass --config with a TOML file (such as "
+                              f"{p / 'whisper-tune.toml'}; see whisper-tune.example.toml)")
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; pass --config with an existing TOML file "
                               "(see whisper-tune.example.toml)")
@@ -388,15 +396,18 @@ def load_config(path: Path | str | None = None, overrides: Mapping[str, Any] | N
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(f"{p} is not valid TOML: {err}") from None
     raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in raw.items()}
+    origin: dict[str, str] = {}
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         section, _, key = dotted.partition(".")
+        if dotted in (flags or {}):
+            origin[dotted] = flags[dotted]
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise ConfigError(f"{source}: [{section}] must be a table of settings")
         raw[section][key] = value
-    return _build(raw, source)
+    return _build(raw, source, origin)
 
 
 def save_config(cfg: Config, path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,16 +26,19 @@ def tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def disk_full(err: OSError, folder: Path, needed_bytes: int | None = None) -> DiskFullError:
-    """A one-line DiskFullError for an ENOSPC/EDQUOT error in `folder`."""
+RERUN_ADVICE = "free some space (or point the folder elsewhere) and re-run: work already written is kept"
+
+
+def disk_full(err: OSError, folder: Path, needed_bytes: int | None = None, advice: str = RERUN_ADVICE) -> DiskFullError:
+    """A one-line DiskFullError for an ENOSPC/EDQUOT error in `folder`; `advice` says what is kept and how to go
+    on where a plain re-run is not the way (e.g. train: --resume)."""
     free = ""
     try:
         free = f", {shutil.disk_usage(folder).free:,} bytes free"
     except OSError:
         pass
     need = f"; about {needed_bytes:,} bytes are needed" if needed_bytes else ""
-    return DiskFullError(f"no space left on the disk of {folder}{free}{need}; free some space (or point the "
-                         f"folder elsewhere) and re-run: work already written is kept")
+    return DiskFullError(f"no space left on the disk of {folder}{free}{need}; {advice}")
 
 
 # How libraries that do not raise OSError report a full disk: polars (ComputeError), safetensors (SafetensorError),
@@ -59,7 +63,8 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 @contextmanager
-def disk_full_as_error(folder: Path | str, needed_bytes: int | None = None) -> Iterator[None]:
+def disk_full_as_error(folder: Path | str, needed_bytes: int | None = None,
+                       advice: str = RERUN_ADVICE) -> Iterator[None]:
     """Turn a full disk inside the block (from any library) into one DiskFullError naming `folder`."""
     try:
         yield
@@ -67,7 +72,7 @@ def disk_full_as_error(folder: Path | str, needed_bytes: int | None = None) -> I
         raise
     except Exception as err:
         if is_disk_full(err):
-            raise disk_full(err, Path(folder), needed_bytes) from None
+            raise disk_full(err, Path(folder), needed_bytes, advice) from None
         raise
 
 
@@ -118,6 +123,44 @@ def replace_folder(tmp: Path | str, dest: Path | str) -> None:
     os.replace(tmp, dest)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def folder_tmp_name(dest: Path | str) -> Path:
+    """The hidden sibling a whole folder is built in before replace_folder moves it to `dest` (per process)."""
+    dest = Path(dest)
+    return dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (one of another user counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def sweep_stale_folders(dest: Path | str) -> list[Path]:
+    """Delete the `.NAME.tmp-<pid>` and `.NAME.old-<pid>` siblings of `dest` (folder_tmp_name, replace_folder)
+    that a killed run left behind: only those whose process is gone; a running one's are left alone. Returns
+    what was removed."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(dest.name)}\.(?:tmp|old)-(\d+)$")
+    removed = []
+    for entry in sorted(dest.parent.iterdir()):
+        match = pattern.match(entry.name)
+        if not match or int(match.group(1)) == os.getpid() or pid_alive(int(match.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def _fsync_file(path: Path) -> None:

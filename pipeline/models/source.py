@@ -17,7 +17,7 @@ from whisper_tune.pipeline.core.constants import BUNDLED_MODEL
 from whisper_tune.pipeline.core.errors import ModelError, first_line
 from whisper_tune.pipeline.core.tokens import DEFAULT_LANGUAGE
 from whisper_tune.pipeline.models.ct2_import import import_ct2
-from whisper_tune.pipeline.models.folder import is_ct2_folder, is_multilingual, is_transformers_folder
+from whisper_tune.pipeline.models.folder import is_ct2_folder, is_multilingual, is_transformers_folder, read_json
 
 
 def bundled_model_dir() -> Path:
@@ -58,6 +58,15 @@ def resolve_model(spec: str) -> str:
     raise ModelError(f"--model {spec}: no such folder, and not a hub id like openai/whisper-small.en")
 
 
+def _tokenizer_class(model: str) -> str:
+    """The tokenizer_class a local model folder's tokenizer_config.json names ("" when it names none)."""
+    path = Path(model) / "tokenizer_config.json"
+    try:
+        return str(read_json(path).get("tokenizer_class", "")) if path.is_file() else ""
+    except (ModelError, AttributeError):
+        return ""
+
+
 def load_processor(model: str, language: str = "", task: str = "transcribe"):
     """WhisperProcessor for a resolved model (see resolve_model), its tokenizer's prefix set to language and task.
 
@@ -69,6 +78,11 @@ def load_processor(model: str, language: str = "", task: str = "transcribe"):
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load a Whisper processor from {model}: {first_line(err)}") from None
     tok = processor.tokenizer
+    if not hasattr(type(tok), "set_prefix_tokens"):     # transformers falls back to a generic tokenizer class
+        named = _tokenizer_class(model)
+        raise ModelError(f"{model} holds no Whisper tokenizer: its tokenizer_config.json names tokenizer_class "
+                         f"{named!r} (loaded as {type(tok).__name__}); set it to \"WhisperTokenizer\", or copy "
+                         "the tokenizer files that came with the model into the folder")
     if is_multilingual(tok):
         tok.set_prefix_tokens(language=language or DEFAULT_LANGUAGE, task=task, predict_timestamps=False)
     else:

@@ -20,7 +20,7 @@ from whisper_tune.pipeline.core.errors import AudioError
 from whisper_tune.pipeline.core.text import normalize_text
 from whisper_tune.pipeline.featurize.audio import AudioInfo, verify
 from whisper_tune.pipeline.validate.csvfile import CsvTable
-from whisper_tune.pipeline.validate.manifest import SPLITS
+from whisper_tune.pipeline.validate.manifest import SPLITS, split_name
 
 # Problem kinds, in the order the summary lists them.
 NO_PATH = "no audio path"
@@ -140,9 +140,6 @@ def check_text(text: str, *, min_chars: int, normalization: str) -> Problem | No
     return None
 
 
-SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}
-
-
 def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
     """An optional `split` column (train, validation or test, any case; dev, val and valid mean validation) fixes a
     row's split; a blank cell means the hash decides.
@@ -155,8 +152,7 @@ def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
     given: list[str] = []
     problems: list[Problem | None] = []
     for value in table.extras[column]:
-        v = (value or "").strip().lower()
-        v = SPLIT_ALIASES.get(v, v)
+        v = split_name(value or "")
         ok = v in SPLITS or v == ""
         given.append(v if ok else "")
         problems.append(None if ok else Problem(

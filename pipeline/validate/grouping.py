@@ -21,6 +21,7 @@ seed that draws closer (a new seed moves every group: choose it before training 
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from typing import Sequence
@@ -52,6 +53,16 @@ class GroupReport:
     straddling: tuple[str, ...] = ()         # groups whose pinned rows name different splits
     better_seed: int | None = None           # a seed whose draw meets the targets more closely, when far off
     better_shares: dict[str, float] = field(default_factory=dict)
+    placed: tuple[str, ...] = ()             # the groups the hash placed (not pinned), when too few to split
+    case_twins: tuple[tuple[str, ...], ...] = ()   # values that differ only in case (separate groups)
+
+    def wanted(self) -> list[str]:
+        """The splits that should get clips from the hash: train and each held-out split with a share."""
+        return [s for s in SPLITS if self.targets[s] > 0]
+
+    def too_few(self) -> bool:
+        """Fewer hashed groups than splits to fill: no seed can give every split clips."""
+        return bool(self.placed)
 
     def hashed_share(self, split: str) -> float:
         total = sum(self.hashed.values())
@@ -95,7 +106,8 @@ def _position(key: str, seed: int) -> float:
 
 
 def group_values(table: CsvTable, column: str) -> tuple[str, tuple[str, ...]]:
-    """The CSV's own name of `column` (any case) and its cells, stripped. CsvError when there is no such column."""
+    """The CSV's own name of `column` (any case) and its cells, stripped and in Unicode NFC (the same name typed
+    on two systems is one group). CsvError when there is no such column."""
     cells = {table.audio_column: table.sources, table.text_column: table.texts, **table.extras}
     by_lower = {name.lower(): name for name in reversed(list(cells))}
     name = by_lower.get(column.strip().lower())
@@ -103,7 +115,16 @@ def group_values(table: CsvTable, column: str) -> tuple[str, tuple[str, ...]]:
         found = ", ".join(repr(c) for c in list(cells)[:12])
         raise CsvError(f"CSV {table.path} has no column '{column.strip()}' (given with --group-column / "
                        f"data.group_column); columns found: {found}")
-    return name, tuple(v.strip() for v in cells[name])
+    return name, tuple(unicodedata.normalize("NFC", v).strip() for v in cells[name])
+
+
+def case_twins(values: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """Sets of distinct values that are equal but for case ("Ann", "ann"): separate groups, likely one speaker."""
+    by_fold: dict[str, set[str]] = defaultdict(set)
+    for v in values:
+        if v:
+            by_fold[v.casefold()].add(v)
+    return tuple(sorted(tuple(sorted(vs)) for vs in by_fold.values() if len(vs) > 1))
 
 
 def plan_splits(table: CsvTable, relpaths: Sequence[str], given: Sequence[str], kept: Sequence[bool], *,
@@ -146,10 +167,13 @@ def _report(column: str, keys: list[str], values: Sequence[str], splits: list[st
         column=column, groups=len({keys[i] for i in ok}), empty=sum(1 for i in ok if not values[i]),
         per_split={s: (len(groups_of[s]), clips[s]) for s in SPLITS}, hashed={s: hashed[s] for s in SPLITS},
         targets=targets, straddling=tuple(sorted(k for k, s in pinned.items() if len(s) > 1))[:EXAMPLES * 10],
+        case_twins=case_twins([values[i] for i in ok]),
     )
+    sizes = Counter(keys[i] for i in ok if by_hash[i])
+    if len(sizes) < len(report.wanted()):
+        return replace(report, placed=tuple(sorted(sizes)))       # no seed helps: say so instead
     if not report.far_off():
         return report
-    sizes = Counter(keys[i] for i in ok if by_hash[i])
     found = better_seed(sizes, seed=seed, test_share=test_share, validation_share=validation_share)
     if found is None:
         return report
@@ -168,7 +192,8 @@ def hashed_shares(sizes: Counter[str], seed: int, *, test_share: float, validati
 def better_seed(sizes: Counter[str], *, seed: int, test_share: float,
                 validation_share: float) -> tuple[int, dict[str, float]] | None:
     """The seed among the next SEED_TRIALS whose draw comes closest to the targets (an empty held-out split that
-    should have clips counts as the furthest), if it beats `seed`'s."""
+    should have clips counts as the furthest), if it beats `seed`'s. A draw that leaves train empty is never
+    suggested."""
     if not sizes or len(sizes) > SEED_SEARCH_MAX_GROUPS:
         return None
     shares = {"test_share": test_share, "validation_share": validation_share}
@@ -183,7 +208,7 @@ def better_seed(sizes: Counter[str], *, seed: int, test_share: float,
     best = None
     for candidate in range(seed + 1, seed + 1 + SEED_TRIALS):
         m, got = miss(candidate)
-        if m < best_miss - 1e-12:
+        if got["train"] > 0 and m < best_miss - 1e-12:
             best_miss, best = m, (candidate, got)
     return best
 
@@ -233,6 +258,17 @@ def format_groups(report: GroupReport, kept: int) -> list[str]:
         shown = ", ".join(repr(k.lstrip("\0")) for k in r.straddling[:EXAMPLES])
         lines.append(f"  warning: the split column puts rows of {len(r.straddling)} group(s) in different splits "
                      f"(e.g. {shown}); those groups are on both sides: fix their split cells")
+    if r.case_twins:
+        shown = "; ".join(" and ".join(repr(v) for v in twins) for twins in r.case_twins[:EXAMPLES])
+        lines.append(f"  warning: {len(r.case_twins)} set(s) of '{r.column}' values differ only in case ({shown}); "
+                     "they are separate groups: write them alike in the CSV if they are the same")
+    if r.too_few():
+        names = ", ".join(repr(k.lstrip("\0")) for k in r.placed[:EXAMPLES]) or "none"
+        count = f"{len(r.placed)} group{'s' if len(r.placed) != 1 else ''}"
+        lines.append(f"  warning: {count} placed by the group hash ({names}) cannot be split into "
+                     f"{', '.join(r.wanted())}: a group's clips all go to one split, so no --seed fills every split; "
+                     "add groups, pin rows with a split column, or drop --group-column")
+        return lines
     for split in r.far_off():
         lines.append(f"  warning: the group hash put {_pct(r.hashed_share(split))} of the clips it placed in "
                      f"{split} (target {_pct(r.targets[split])}): {r.groups} groups are too few (or too unequal) "

@@ -85,6 +85,14 @@ WINDOW_SCHEMA: dict[str, pl.DataType] = {
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
+SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}
+
+
+def split_name(value: str) -> str:
+    """A split as the CSV's split column and --split accept it (any case; dev, val and valid mean validation),
+    in its manifest spelling; an unknown name comes back lowercased for the caller to refuse."""
+    name = value.strip().lower()
+    return SPLIT_ALIASES.get(name, name)
 
 
 def manifest_path(work_dir: Path | str) -> Path:

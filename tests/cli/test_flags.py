@@ -83,8 +83,31 @@ def test_a_bad_flag_value_is_one_error_line_and_nothing_runs(tmp_path: Path):
     result = CliRunner().invoke(app, ["train", "--work", str(tmp_path), "--precision", "fp8"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: defaults: training.precision = 'fp8' is not allowed; expected auto, bf16, fp16 or fp32"]
+        "error: --precision: training.precision = 'fp8' is not allowed; expected auto, bf16, fp16, fp32 (--precision)"]
     assert "Traceback" not in result.output
+
+
+def test_a_flag_error_names_the_flag_and_a_config_file_error_the_file(tmp_path: Path):
+    toml = tmp_path / "c.toml"
+    toml.write_text("[training]\nepochs = 2\n")
+    result = CliRunner().invoke(app, ["train", "--work", str(tmp_path), "--config", str(toml), "--max-steps", "0"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "error: --max-steps: training.max_steps = 0 is not allowed; expected -1 (train for --epochs) or a positive "
+        "step count (--max-steps)"]
+    toml.write_text("[training]\nmax_steps = 0\n")
+    result = CliRunner().invoke(app, ["train", "--work", str(tmp_path), "--config", str(toml)])
+    assert result.output.strip().startswith(f"error: {toml}: training.max_steps = 0 is not allowed")
+    result = CliRunner().invoke(app, ["train", "--work", str(tmp_path), "--batch-size", "many"])
+    assert result.output.strip().startswith("error: --batch-size: training.batch_size")
+
+
+def test_a_config_folder_is_named_as_a_folder(tmp_path: Path):
+    result = CliRunner().invoke(app, ["train", "--work", str(tmp_path), "--config", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"error: config file {tmp_path} is a folder; pass --config with a TOML file (such as "
+        f"{tmp_path / 'whisper-tune.toml'}; see whisper-tune.example.toml)"]
 
 
 def test_evaluate_keeps_its_own_batch_size_beside_the_config():

@@ -7,7 +7,7 @@ import pytest
 
 from whisper_tune.pipeline.core.config import load_config
 from whisper_tune.pipeline.core.errors import ConfigError
-from whisper_tune.train.batching import (CPU_MICRO_BATCH, USEFUL_MICRO_BATCH, BatchRequest, DeviceMemory, agree, choose_batch,
+from whisper_tune.train.batching import (CPU_MICRO_BATCH, USEFUL_MICRO_BATCH, BatchRequest, DeviceMemory, agree, choose_batch, divisors,
                             per_device_batch)
 
 GIB = 1024 ** 3
@@ -189,3 +189,12 @@ def test_plan_batch_on_cuda_probes_the_longest_label_and_applies_the_choice(tiny
     assert shapes[0][0] == batching.ProbeShape(n_mels=80, label_tokens=longest) and shapes[0][1] is batching.torch.bfloat16
     assert (choice.micro_batch, choice.grad_accum, choice.gradient_checkpointing) == (8, 8, True)
     assert net.is_activation_checkpointing and choice.eval_batch == 8
+
+
+def test_divisors_are_found_by_trial_division_up_to_the_square_root():
+    for n in range(1, 400):
+        assert divisors(n) == [d for d in range(1, n + 1) if n % d == 0]
+    # a linear search over 10**12 candidates would not finish; this is 10**6 steps
+    assert len(divisors(10**12)) == 169 and divisors(10**12)[-2:] == [5 * 10**11, 10**12]
+    huge = choose_batch(BatchRequest(effective_batch=10**9))
+    assert (huge.micro_batch, huge.grad_accum) == (CPU_MICRO_BATCH, 10**9 // CPU_MICRO_BATCH)

@@ -145,3 +145,46 @@ def test_worker_batches_equal_in_process_batches(cache, sot_id):
 
     for a, b in zip(batches(0), batches(1)):
         assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _seeded_epoch(ds, sot_id: int, seed: int, epoch: int) -> list[dict[str, torch.Tensor]]:
+    """The collated batches of one epoch, as the train stage's loader makes them."""
+    from torch.utils.data import DataLoader
+
+    sampler = EpochSampler(len(ds), seed=seed)
+    sampler.set_epoch(epoch)
+    return list(DataLoader(ds, batch_size=4, sampler=sampler, collate_fn=Collator(sot_id=sot_id)))
+
+
+def _digest(ds, batches) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for batch in batches:
+        for key in sorted(batch):
+            h.update(key.encode() + batch[key].numpy().tobytes())
+    for index in range(4 * len(ds)):                       # four epochs of items, ids and variants included
+        item = ds[index]
+        h.update(f"{item.clip_id}/{item.variant}/{item.floor!r}".encode())
+        h.update(item.features.tobytes() + item.labels.tobytes())
+    return h.hexdigest()
+
+
+# Recorded from the per-clip TrainDataset before packing became a mode of it (same seed, same built cache):
+# unpacked mode must keep yielding exactly these items and batches. Re-record only when
+# whisper_tune.testing.synthetic_examples itself changes.
+UNPACKED_DIGEST = "e05ff90adea002bc1271d361a5bb3f74c2cb2d78a77abfa73de10d9b941837b1"
+
+
+def test_unpacked_mode_yields_what_the_per_clip_dataset_yielded(cache, sot_id):
+    ds = TrainDataset(cache, seed=11)
+    n = len(ds)
+    for index in range(4 * n):                             # the same items as the schedule says, as views
+        epoch, i = divmod(index, n)
+        clip_id = cache.clip_ids("train")[i]
+        variant = scheduled_variant(11, epoch, clip_id, cache.variants(clip_id))
+        item, stored = ds[index], cache.get(clip_id, variant)
+        assert (item.clip_id, item.variant, item.floor) == (clip_id, variant, float(stored.floor))
+        np.testing.assert_array_equal(item.features, stored.features)
+        np.testing.assert_array_equal(item.labels, stored.labels)
+    assert _digest(ds, _seeded_epoch(ds, sot_id, seed=11, epoch=2)) == UNPACKED_DIGEST

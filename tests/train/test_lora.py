@@ -15,6 +15,7 @@ from whisper_tune.cli import app
 from whisper_tune.pipeline.core.config import LORA_MODULES, load_config
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.train import lora
+from whisper_tune.train.checkpoints import recorded_trains, write_marker
 from whisper_tune.train.model import load_model
 from whisper_tune.train.trainer import run_train
 from whisper_tune.testing import load_script
@@ -134,6 +135,22 @@ def test_adapter_checkpoints_resume(work, tiny_model, tmp_path):
         run_train(work_dir=work, output_dir=out, cfg=_cfg(tiny_model, epochs=3, batch_size=4, lora_rank=8), resume=True)
     with pytest.raises(ConfigError, match="LoRA adapter checkpoint"):
         run_train(work_dir=work, output_dir=out, cfg=_cfg(tiny_model, epochs=3, batch_size=4, lora_rank=0), resume=True)
+    last = sorted(out.glob("checkpoint-*"))[-1]
+    for changed, message in [
+        ({"lora_targets": "q_proj,v_proj"}, f"--resume: {last} was trained with --lora-targets "
+         "q_proj,k_proj,v_proj,out_proj,fc1,fc2 but this run has --lora-targets q_proj,v_proj, which trains other "
+         "parameters than the saved optimizer state holds; pass --lora-targets q_proj,k_proj,v_proj,out_proj,fc1,fc2, "
+         "or start the new setting in another --output-dir"),
+        ({"freeze_encoder": True}, f"--resume: {last} was trained with --no-freeze-encoder but this run has "
+         "--freeze-encoder, which trains other parameters"),
+        ({"lora_alpha": 3.0}, f"--resume: {last} was trained with --lora-alpha 8 but this run has --lora-alpha 3"),
+        ({"lora_dropout": 0.1}, f"--resume: {last} was trained with --lora-dropout 0 but this run has "
+         "--lora-dropout 0.1"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            run_train(work_dir=work, output_dir=out, cfg=_cfg(tiny_model, epochs=3, batch_size=4, **changed),
+                      resume=True)
+        assert str(caught.value).startswith(message)
     second = run_train(work_dir=work, output_dir=out, cfg=_cfg(tiny_model, epochs=3, batch_size=4), resume=True)
     assert second.global_step == 3 and [r.epoch for r in second.epochs] == [1.0, 2.0, 3.0]
     assert (out / lora.ADAPTER_DIR / "adapter_model.safetensors").is_file()
@@ -147,6 +164,30 @@ def test_adapter_checkpoints_resume(work, tiny_model, tmp_path):
     assert all(torch.allclose(resumed[k], whole[k], atol=1e-6) for k in whole)
     fresh = load_file(checkpoints[0] / "adapter_model.safetensors")
     assert not all(torch.allclose(fresh[k], whole[k], atol=1e-6) for k in whole)
+
+
+def test_full_checkpoint_records_freeze_encoder_and_refuses_a_change(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    write_marker(tmp_path, 3, lora.trains_record(None, freeze_encoder=True))
+    assert recorded_trains(tmp_path) == {"lora-rank": 0, "freeze-encoder": True}
+    lora.check_checkpoint(tmp_path, None, freeze_encoder=True)
+    with pytest.raises(ConfigError) as caught:
+        lora.check_checkpoint(tmp_path, None, freeze_encoder=False)
+    assert str(caught.value) == (f"--resume: {tmp_path} was trained with --freeze-encoder but this run has "
+                                 "--no-freeze-encoder, which trains other parameters than the saved optimizer state "
+                                 "holds; pass --freeze-encoder, or start the new setting in another --output-dir")
+
+
+def test_an_adapter_checkpoint_without_the_record_is_checked_from_peft_config(tmp_path):
+    settings = lora.LoraSettings(4, 8.0, 0.0, ("q_proj", "v_proj"), True)
+    (tmp_path / lora.ADAPTER_CONFIG).write_text(json.dumps({
+        "r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": lora.target_pattern(("q_proj", "v_proj"), True)}))
+    lora.check_checkpoint(tmp_path, settings, freeze_encoder=True)
+    with pytest.raises(ConfigError, match="was trained with --lora-targets q_proj,v_proj but this run has "
+                                          "--lora-targets q_proj,k_proj"):
+        lora.check_checkpoint(tmp_path, lora.LoraSettings(4, 8.0, 0.0, ("q_proj", "k_proj"), True), True)
+    with pytest.raises(ConfigError, match="was trained with --freeze-encoder but this run has --no-freeze-encoder"):
+        lora.check_checkpoint(tmp_path, lora.LoraSettings(4, 8.0, 0.0, ("q_proj", "v_proj"), False), False)
 
 
 def test_full_checkpoint_is_not_resumed_as_lora(tmp_path):
@@ -177,5 +218,5 @@ def test_bench_rows_full_against_lora(monkeypatch):
 
 def test_demo_passes_its_lora_rank_on(tmp_path):
     demo = load_script("data/demo/run_demo.py")
-    _, _, settings = demo.parse_args(["--work", str(tmp_path), "--lora-rank", "8"])
-    assert settings.lora_rank == 8 and demo.demo_config(settings).training.lora_rank == 8
+    args = demo.parse_args(["--work", str(tmp_path), "--lora-rank", "8"])
+    assert args.overrides == {"training.lora_rank": 8} and demo.demo_config(args.overrides).training.lora_rank == 8

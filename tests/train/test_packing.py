@@ -11,9 +11,9 @@ from whisper_tune.pipeline.core.constants import HOP_LENGTH, N_FRAMES, SAMPLE_RA
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.models import load_processor
 from whisper_tune.pipeline.core.tokens import timestamp_token
-from whisper_tune.train.data import TrainDataset
-from whisper_tune.train.packing import (EDGE_FRAMES, GAP_FRAMES, LabelTokens, Piece, WindowDataset, padding_share, plan_windows,
-                           split_to, training_dataset, window_features, window_labels)
+from whisper_tune.train.data import TrainDataset, training_dataset
+from whisper_tune.train.packing import (EDGE_FRAMES, GAP_FRAMES, LabelTokens, Piece, padding_share, plan_windows,
+                                        split_to, window_features, window_labels)
 from whisper_tune.testing import build_cache
 
 
@@ -127,8 +127,8 @@ def test_window_labels_follow_whispers_format(tokenizer):
 
 
 def test_window_dataset_covers_each_clip_once_per_epoch(cache, tokenizer):
-    ds = WindowDataset(cache, LabelTokens.from_tokenizer(tokenizer), seed=5, pack=True, timestamp_prob=0.5,
-                       planned_epochs=3)
+    ds = TrainDataset(cache, seed=5, pack=True, timestamp_prob=0.5, tokens=LabelTokens.from_tokenizer(tokenizer),
+                      planned_epochs=3)
     n = len(ds)
     assert n < len(ds.clip_ids) / 2
     for epoch in range(3):
@@ -138,8 +138,8 @@ def test_window_dataset_covers_each_clip_once_per_epoch(cache, tokenizer):
         assert all(it.features.shape[1] <= N_FRAMES and it.labels[-1] == tokens_eot(tokenizer) for it in items)
     stamped = [tokenizer.convert_ids_to_tokens(int(ds[i].labels[1])) for i in range(3 * n)]
     assert 0 < sum(s == "<|0.00|>" for s in stamped) < 3 * n      # both label forms occur
-    again = WindowDataset(cache, LabelTokens.from_tokenizer(tokenizer), seed=5, pack=True, timestamp_prob=0.5,
-                          planned_epochs=3)
+    again = TrainDataset(cache, seed=5, pack=True, timestamp_prob=0.5, tokens=LabelTokens.from_tokenizer(tokenizer),
+                         planned_epochs=3)
     np.testing.assert_array_equal(again[n + 1].labels, ds[n + 1].labels)
 
 
@@ -157,8 +157,40 @@ def test_unpacked_clips_keep_their_features_and_order(cache, tokenizer):
         assert (a.clip_id, a.variant) == (b.clip_id, b.variant)
         np.testing.assert_array_equal(a.features, b.features)
         assert tokenizer.convert_ids_to_tokens(int(b.labels[1])) == "<|0.00|>"
-    assert isinstance(training_dataset(cache, tokenizer, seed=5, pack=False, timestamp_prob=0.0, planned_epochs=1,
-                                       vocab_size=len(tokenizer)), TrainDataset)
+    assert not training_dataset(cache, tokenizer, seed=5, pack=False, timestamp_prob=0.0, planned_epochs=1,
+                                vocab_size=len(tokenizer)).pack
     with pytest.raises(ConfigError, match="timestamp-prob 0"):
         training_dataset(cache, tokenizer, seed=5, pack=True, timestamp_prob=0.2, planned_epochs=1,
                          vocab_size=50363)
+
+
+# Recorded from the window dataset before it became a mode of the one training dataset (same seeds, same built
+# cache): packed windows and timestamped single clips must keep these items. Re-record only when
+# whisper_tune.testing.synthetic_examples itself changes.
+WINDOW_DIGESTS = {True: "a684f2df42efa642d798998f2e6ddc6a4ca373e213288ab3c10726e55f1d5126",
+                  False: "098fc3f1b492b3bacfb6a403027b40893cd78b477ecf01ccce804debbc519b84"}
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_windows_and_their_labels_are_unchanged(cache, tokenizer, pack):
+    import hashlib
+
+    ds = training_dataset(cache, tokenizer, seed=9, pack=pack, timestamp_prob=0.4, planned_epochs=2,
+                          vocab_size=len(tokenizer))
+    h = hashlib.sha256()
+    for index in range(2 * len(ds)):
+        item = ds[index]
+        h.update(f"{item.clip_id}/{item.variant}/{item.floor!r}/{item.features.shape}".encode())
+        h.update(np.ascontiguousarray(item.features).tobytes() + item.labels.astype(np.int32).tobytes())
+    assert h.hexdigest() == WINDOW_DIGESTS[pack]
+
+
+def test_the_dataset_says_what_an_epoch_feeds_the_encoder(cache, tokenizer):
+    plain = training_dataset(cache, tokenizer, seed=5, pack=False, timestamp_prob=0.0, planned_epochs=1)
+    assert plain.describe() == "training examples: one clip per 30 s window (24 per epoch), no timestamps"
+    packed = training_dataset(cache, tokenizer, seed=5, pack=True, timestamp_prob=0.2, planned_epochs=1)
+    share = padding_share(packed.windows(0))
+    assert packed.describe() == (f"training examples: {len(packed)} windows per epoch of 24 clips (packed), "
+                                 f"{share:.0%} of encoder frames padding, timestamps in 20% of labels")
+    with pytest.raises(ValueError, match="LabelTokens: pass tokens="):
+        TrainDataset(cache, seed=5, pack=True)

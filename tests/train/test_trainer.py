@@ -50,6 +50,19 @@ def test_every_artefact_is_written(trained):
     assert doc["steps"] and doc["precision"] == result.precision
     assert doc["eval_split"] == "test" and doc["eval_clips"] == 2       # no validation split: the guide's way
     assert load_config(out / "whisper-tune.toml").training.learning_rate == 5e-3
+    assert load_config(None).augment.variants == 4
+    assert load_config(out / "whisper-tune.toml").augment.variants == 2           # what the cache was built with
+
+
+def test_the_result_counts_the_trained_parameters(trained):
+    from transformers import WhisperForConditionalGeneration
+
+    from whisper_tune.train.lora import count_parameters
+
+    out, result, log = trained
+    total = count_parameters(WhisperForConditionalGeneration.from_pretrained(out))[1]
+    assert result.trainable_params == result.total_params == total > 0       # full fine-tuning trains every weight
+    assert f"{result.trainable_params / 1e6:.2f} M of {result.total_params / 1e6:.2f} M parameters trainable" in log
 
 
 def test_a_validation_split_is_evaluated_instead_of_test(tiny_model, tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ from whisper_tune.pipeline.core.config import Config
 from whisper_tune.pipeline.core.errors import CacheError, ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_json, atomic_write_text
 from whisper_tune.pipeline.core.constants import SPLITS
+from whisper_tune.pipeline.validate.manifest import split_name
 from whisper_tune.pipeline.core.text import normalize_text
 from whisper_tune.pipeline.core.tokens import is_english
 from whisper_tune.train.metrics import (char_error_rate, english_word_error_rate, orthographic_word_error_rate, word_error_rate,
@@ -220,8 +221,9 @@ def run_evaluate(*, model: str, work_dir: Path, cfg: Config, baseline: str | Non
 
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
+    given, split = split, split_name(split)            # as the CSV's split column: dev means validation
     if split not in SPLITS:
-        raise ConfigError(f"--split {split}: expected {', '.join(SPLITS)}")
+        raise ConfigError(f"--split {given}: expected {', '.join(SPLITS)} (dev, val or valid mean validation)")
     cache = open_cache(Path(work_dir))
     clip_ids = sorted(cache.clip_ids(split))
     uncached = uncached_note(work_dir, cache, split)      # an interrupted features run

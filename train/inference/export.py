@@ -4,14 +4,15 @@
 
 The conversion itself (and what each file of the folder is for) is whisper_tune.pipeline.models.ct2_export.
 
-The folder is written under a temporary name next to OUT, verified, and only then renamed into place; an older
-export in OUT is replaced, anything else there is refused. Verification loads the folder with
+The folder is written under a temporary name next to OUT (`.OUT.tmp-<pid>`), verified, and only then renamed into
+place; an older export in OUT is replaced. OUT must be new, empty or an earlier export holding only EXPORT_FILES:
+anything else there (notes, other models, folders) is refused, never deleted, and so is a source model inside OUT.
+Temporary folders that a killed export left (their process gone) are removed first. Verification loads the folder with
 faster_whisper.WhisperModel and transcribes a short generated clip, verification_clip() (greedy, no VAD).
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,12 +22,16 @@ import numpy as np
 
 from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
 from whisper_tune.pipeline.core.errors import ConfigError, ModelError
-from whisper_tune.pipeline.core.fileio import replace_folder
-from whisper_tune.pipeline.models import is_ct2_folder, load_processor, resolve_model
+from whisper_tune.pipeline.core.fileio import folder_tmp_name, replace_folder, sweep_stale_folders
+from whisper_tune.pipeline.models import load_processor, resolve_model
 from whisper_tune.pipeline.models.ct2_export import QUANTIZATIONS, convert, write_support_files
 from whisper_tune.pipeline.core.tokens import SOT
 
 TARGETS = ("ct2",)
+# Every file an export writes (ct2_export: the converter's model.bin, config.json and vocabulary, then
+# tokenizer.json and preprocessor_config.json; older CTranslate2 wrote vocabulary.txt).
+EXPORT_FILES = frozenset({"model.bin", "config.json", "vocabulary.json", "vocabulary.txt", "tokenizer.json",
+                          "preprocessor_config.json"})
 
 
 @dataclass(frozen=True)
@@ -50,15 +55,26 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def check_target(out_dir: Path, source: str) -> None:
+def check_target(out_dir: Path, source: str, model: str = "") -> None:
+    """OUT may be replaced as a whole: refuse a file, a folder holding (or being) the source model, and a folder
+    holding anything an export does not write."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"export folder {out_dir} is a file; pass a folder path as OUT")
-    src = Path(source)
-    if src.exists() and out_dir.exists() and src.resolve() == out_dir.resolve():
-        raise ConfigError(f"export folder {out_dir} is the model's own folder; pass a new folder as OUT")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_ct2_folder(out_dir):
-        raise ConfigError(f"export folder {out_dir} already holds other files; pass a new or empty folder as OUT "
-                          "(an earlier export there would be replaced)")
+    if not out_dir.is_dir():
+        return
+    target = out_dir.resolve()
+    for src in dict.fromkeys(Path(name) for name in (model, source) if name):
+        if src.exists() and src.resolve() == target:
+            raise ConfigError(f"export folder {out_dir} is the model's own folder; pass a new folder as OUT")
+        if src.exists() and src.resolve().is_relative_to(target):
+            raise ConfigError(f"export folder {out_dir} holds the source model {src} (an export replaces the whole "
+                              "folder); move the model out of it, or pass another folder as OUT")
+    foreign = sorted(p.name + ("/" if p.is_dir() else "") for p in out_dir.iterdir()
+                     if p.name not in EXPORT_FILES or not p.is_file())
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"export folder {out_dir} holds {shown}, which an export does not write (an export "
+                          "replaces the whole folder); move them out, or pass a new or empty folder as OUT")
 
 
 def verification_clip(seconds: float = 2.0) -> np.ndarray:
@@ -109,10 +125,12 @@ def run_export(*, model: str, out_dir: Path, to: str = "ct2", quantization: str 
     hf_logging.disable_progress_bar()
     out_dir = Path(out_dir)
     source = resolve_model(model)
-    check_target(out_dir, source)
+    check_target(out_dir, source, model)
     processor = load_processor(source)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    for stale in sweep_stale_folders(out_dir):
+        print(f"removed {stale}, left by an export that was killed")
+    tmp = folder_tmp_name(out_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
     print(f"converting {model} to CTranslate2 ({quantization}) ...")

@@ -111,7 +111,7 @@ def with_config(*flags: Flag) -> Callable[[Callable[..., Any]], Callable[..., An
         @functools.wraps(fn)
         def command(**kwargs: Any) -> Any:
             overrides = {f.key: _value(f, kwargs, keep=f.param in own) for f in flags}
-            cfg = load_config(kwargs.pop("config"), overrides)
+            cfg = load_config(kwargs.pop("config"), overrides, {f.key: f"--{f.flag}" for f in flags})
             return fn(cfg=cfg, **kwargs)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

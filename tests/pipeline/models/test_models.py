@@ -112,3 +112,23 @@ def test_imported_tiny_en_transcribes_like_faster_whisper(tmp_path):
         got = processor.tokenizer.batch_decode(ids, skip_special_tokens=True)[0].strip()
         assert len(expected.split()) >= 5, (clip.name, expected)  # real speech, not an empty decode
         assert got == expected, clip.name
+
+
+def test_an_unknown_tokenizer_class_is_one_line(tiny_model, tmp_path):
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from whisper_tune.cli import app
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "NoSuchTokenizer"}))
+    with pytest.raises(ModelError) as caught:
+        load_processor(str(folder))
+    assert str(caught.value).startswith(f"{folder} holds no Whisper tokenizer: its tokenizer_config.json names "
+                                        "tokenizer_class 'NoSuchTokenizer' (loaded as ")
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "--model", str(folder), "--no-verify"])
+    assert res.exit_code == 1 and "holds no Whisper tokenizer" in res.output and "Traceback" not in res.output

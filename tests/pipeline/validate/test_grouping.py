@@ -168,3 +168,45 @@ def test_validate_keeps_groups_together_in_the_manifest(tmp_path):
     result = run_validate(csv_path=tmp_path / "d.csv", work_dir=tmp_path / "w2", cfg=load_config(None), use_model=False,
                           echo=None)
     assert result.groups is None and "--group-column client_id" in format_summary(result)
+
+
+def test_one_group_cannot_be_split_and_no_seed_is_suggested():
+    r = plan(table(["alice"] * 20), test_share=0.1, validation_share=0.0).report
+    assert r.better_seed is None
+    lines = format_groups(r, 20)
+    assert ("  warning: 1 group placed by the group hash ('alice') cannot be split into train, test: a group's "
+            "clips all go to one split, so no --seed fills every split; add groups, pin rows with a split column, "
+            "or drop --group-column") in lines
+    assert not any("--seed " in line and "draws closer" in line for line in lines)
+
+
+def test_two_groups_with_a_validation_share_cannot_fill_three_splits():
+    values = ["a"] * 10 + ["b"] * 10
+    for seed in range(30):
+        r = plan(table(values), test_share=0.1, validation_share=0.3, seed=seed).report
+        assert r.better_seed is None
+        assert any("2 groups placed by the group hash ('a', 'b') cannot be split into train, validation, test" in line
+                   for line in format_groups(r, 20))
+
+
+def test_a_suggested_seed_never_leaves_train_empty():
+    values = [f"s{g}" for g, n in enumerate([50, 45, 5]) for _ in range(n)]   # train-empty draws come closest
+    suggested = 0
+    for seed in range(40):
+        r = plan(table(values), test_share=0.5, validation_share=0.49, seed=seed).report
+        if r.better_seed is not None:
+            assert r.better_shares["train"] > 0
+            again = plan(table(values), test_share=0.5, validation_share=0.49, seed=r.better_seed).report
+            assert again.per_split["train"][1] > 0
+            suggested += 1
+    assert suggested
+
+
+def test_group_values_are_unicode_normalized_and_case_twins_are_named():
+    nfc, nfd = "Zo\u00eb", "Zoe\u0308"
+    result = plan(table([nfc, nfd, "A", "a", "b"]), test_share=0.0, validation_share=0.0)
+    r = result.report
+    assert r.groups == 4                                   # Zoë typed two ways is one speaker
+    assert r.case_twins == (("A", "a"),)
+    assert ("  warning: 1 set(s) of 'speaker' values differ only in case ('A' and 'a'); they are separate groups: "
+            "write them alike in the CSV if they are the same") in format_groups(r, 5)

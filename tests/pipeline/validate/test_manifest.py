@@ -113,3 +113,11 @@ def test_numbers_are_widened_not_refused(tmp_path: Path):
     write_manifest(frame, tmp_path)
     back = read_manifest(tmp_path)
     assert back.schema["duration"] == pl.Float64 and back.schema["channels"] == pl.Int64
+
+
+def test_split_names_are_read_as_the_csv_reads_them():
+    from whisper_tune.pipeline.validate.manifest import split_name
+
+    assert [split_name(v) for v in ("dev", " Val ", "VALID", "Test", "train", "")] == [
+        "validation", "validation", "validation", "test", "train", ""]
+    assert split_name("holdout") == "holdout"

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -36,9 +42,63 @@ def test_random_model_export_has_what_faster_whisper_needs(tiny_model, tmp_path)
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="already holds other files"):
+    with pytest.raises(ConfigError, match="which an export does not write"):
         ex.run_export(model=str(tiny_model), out_dir=foreign, quantization="int8", verify=False)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_export_never_deletes_what_is_not_its_own(tiny_model, tmp_path):
+    deploy = tmp_path / "deploy"
+    ex.run_export(model=str(tiny_model), out_dir=deploy, quantization="int8", verify=False)
+    (deploy / "NOTES.txt").write_text("mine")
+    shutil.copytree(tiny_model, deploy / "v2")
+    with pytest.raises(ConfigError) as caught:            # the source model lies inside the target
+        ex.run_export(model=str(deploy / "v2"), out_dir=deploy, quantization="int8", verify=False)
+    assert str(caught.value) == (f"export folder {deploy} holds the source model {deploy / 'v2'} (an export replaces "
+                                 "the whole folder); move the model out of it, or pass another folder as OUT")
+    with pytest.raises(ConfigError) as caught:            # a file an export does not write
+        ex.run_export(model=str(tiny_model), out_dir=deploy, quantization="int8", verify=False)
+    assert str(caught.value) == (f"export folder {deploy} holds NOTES.txt, v2/, which an export does not write (an "
+                                 "export replaces the whole folder); move them out, or pass a new or empty folder "
+                                 "as OUT")
+    assert (deploy / "NOTES.txt").read_text() == "mine" and (deploy / "v2" / "config.json").is_file()
+    res = CliRunner().invoke(app, ["export", str(deploy), "--model", str(deploy / "v2"), "--quantization", "int8"])
+    assert res.exit_code == 1 and "holds the source model" in res.output and "Traceback" not in res.output
+
+
+def test_an_export_sweeps_the_temporaries_of_killed_runs_only(tiny_model, tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "ct2"
+    stale, live = tmp_path / f".ct2.tmp-{dead.pid}", tmp_path / f".ct2.tmp-{os.getppid()}"
+    old = tmp_path / f".ct2.old-{dead.pid}"
+    for folder in (stale, live, old):
+        folder.mkdir()
+        (folder / "model.bin").write_bytes(b"\0" * 1000)
+    ex.run_export(model=str(tiny_model), out_dir=out, quantization="int8", verify=False)
+    assert not stale.exists() and not old.exists()
+    assert (live / "model.bin").is_file()                 # a running export's folder is left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["ct2", live.name])
+
+
+def test_sigterm_during_export_is_an_interruption_that_cleans_up(tiny_model, tmp_path, monkeypatch):
+    real_convert = ex.convert
+
+    def convert_then_term(source, folder, quantization):
+        real_convert(source, folder, quantization)        # the temporary folder now holds a whole model
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)                                    # the signal interrupts this at once
+        raise AssertionError("SIGTERM was not delivered")
+
+    monkeypatch.setattr(ex, "convert", convert_then_term)
+    before = signal.getsignal(signal.SIGTERM)
+    res = CliRunner().invoke(app, ["export", str(tmp_path / "out"), "--model", str(tiny_model), "--no-verify"])
+    assert res.exit_code == 143, res.output
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: interrupted (SIGTERM); nothing was written (the temporary folder was removed, OUT is as it was); "
+        "re-run the same command to export again from the start")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []          # no .out.tmp-<pid>, no out
+    assert signal.getsignal(signal.SIGTERM) == before                # the handler is the command's alone
 
 
 def test_128_mel_export_keeps_its_mel_bins(tiny_model_128, tmp_path):
