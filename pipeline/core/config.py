@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from whisper_tune.pipeline.core.constants import DEFAULT_MODEL, LR_SCHEDULERS, MAX_LABEL_TOKENS, PRECISIONS
+from whisper_tune.pipeline.core.constants import CHUNK_SECONDS, DEFAULT_MODEL, LR_SCHEDULERS, MAX_LABEL_TOKENS, PRECISIONS
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_text
 
@@ -45,6 +45,9 @@ class DataConfig:
     max_seconds: float = 30.0          # ... and shorter than this (Whisper's window)
     allow_outside: bool = False        # accept paths that leave the CSV's folder
     group_column: str = ""             # CSV column of speaker / session ids: each group goes to one split; "" = none
+    subtitles_column: str = ""         # "" = auto: subtitles, srt, vtt, captions (a CSV of recordings + SRT/VTT)
+    window_seconds: float = 30.0       # longest window cut from a recording along its cues (Whisper's 30 s input)
+    dataset_split: str = ""            # split of a `datasets` folder or hub id (--dataset); "" = its only one or "train"
 
 
 @dataclass(frozen=True)
@@ -247,6 +250,12 @@ def _validate(cfg: Config, source: str, origin: Mapping[str, str] | None = None)
         raise bad("data.group_column", d.group_column,
                   "the name of a CSV column of speaker or session ids (not 'split', no surrounding spaces), "
                   "e.g. \"speaker\", or \"\" for none")
+    if d.subtitles_column != d.subtitles_column.strip():
+        raise bad("data.subtitles_column", d.subtitles_column, "a CSV column name without surrounding spaces, "
+                  "or \"\" for the automatic choice")
+    if not 1.0 <= d.window_seconds <= CHUNK_SECONDS:
+        raise bad("data.window_seconds", d.window_seconds, f"1 to {CHUNK_SECONDS:g} seconds (Whisper reads "
+                  f"{CHUNK_SECONDS:g} s at most; --window-seconds)")
     if d.min_seconds < 0 or d.max_seconds <= d.min_seconds:
         raise bad("data.max_seconds", d.max_seconds, f"more than data.min_seconds ({d.min_seconds})")
     if a.variants < 1:

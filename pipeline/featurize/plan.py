@@ -98,9 +98,12 @@ def _usable_rows(work_dir: Path):
     import polars as pl
 
     from whisper_tune.pipeline.validate.leakage import COLUMNS, text_in_train
-    from whisper_tune.pipeline.validate.manifest import read_manifest
+    from whisper_tune.pipeline.validate.manifest import has_windows, read_manifest
 
     df = read_manifest(work_dir)
+    if has_windows(df):
+        raise ManifestError(f"{work_dir / 'manifest.parquet'} holds windows of long recordings (a CSV of subtitles "
+                            "or segments); features cannot cut windows yet: validate a CSV of clips for now")
     for col in ("id", "path", "text", "split", "status"):
         if col not in df.columns:
             raise ManifestError(f"{work_dir / 'manifest.parquet'} has no {col!r} column; "

@@ -39,8 +39,10 @@ class CsvTable:
         return len(self.rows)
 
 
-def read_table(path: Path | str, *, audio_column: str = "", text_column: str = "") -> CsvTable:
-    """Read the CSV; audio_column / text_column ("" = auto) are matched case-insensitively, spaces stripped."""
+def read_table(path: Path | str, *, audio_column: str = "", text_column: str = "",
+               text_columns: tuple[str, ...] = TEXT_COLUMNS, text_flag: str = "--text-column") -> CsvTable:
+    """Read the CSV; audio_column / text_column ("" = auto: the first of text_columns found) are matched
+    case-insensitively, spaces stripped. A CSV of recordings passes its subtitles column as the text column."""
     p = Path(path)
     text = _read_text(p)
     separator = _separator(text)
@@ -64,10 +66,11 @@ def read_table(path: Path | str, *, audio_column: str = "", text_column: str = "
         raise CsvError(f"CSV {p} has a header ({_names(columns)}) but no rows; add one row per clip")
 
     audio = _pick(p, columns, audio_column, AUDIO_COLUMNS, "audio", "--audio-column")
-    transcript = _pick(p, columns, text_column, TEXT_COLUMNS, "text", "--text-column")
+    kind = "text" if text_columns == TEXT_COLUMNS else text_flag.lstrip("-").removesuffix("-column")
+    transcript = _pick(p, columns, text_column, text_columns, kind, text_flag)
     if audio == transcript:
-        raise CsvError(f"CSV {p}: the audio and text columns are both '{audio}'; name them with "
-                       "--audio-column and --text-column")
+        raise CsvError(f"CSV {p}: the audio and {kind} columns are both '{audio}'; name them with "
+                       f"--audio-column and {text_flag}")
 
     def cells(name: str) -> tuple[str, ...]:
         values = frame[name].to_list()
@@ -82,6 +85,13 @@ def read_table(path: Path | str, *, audio_column: str = "", text_column: str = "
         texts=cells(transcript),
         extras={name: cells(name) for name in columns if name not in (audio, transcript)},
     )
+
+
+def column_names(path: Path | str) -> list[str]:
+    """The CSV's header names, cleaned as read_table cleans them (to tell which kind of CSV it is)."""
+    text = _read_text(Path(path))
+    header = next(csv.reader(io.StringIO(text.lstrip("\r\n"), newline=""), delimiter=_separator(text)), [])
+    return _clean_names(header)
 
 
 def _read_text(p: Path) -> str:

@@ -21,6 +21,22 @@ Columns (every later stage uses only rows with status == "ok"):
                         and every reader treats them as optional)
     ...                 the CSV's other columns, as text (renamed csv_<name> if the name is taken above)
 
+Windows of long recordings (a CSV of recordings + SRT/VTT, or of segments: pipeline/validate/recordings.py) are
+rows too, with the columns of WINDOW_SCHEMA besides (a manifest of clips has none of them):
+
+    recording    str    the recording's path relative to the CSV's folder: its group and long-form unit
+    subtitles    str    the subtitle file as written in the CSV ("" for a segments table)
+    start, end   f64    the window's range in the recording, seconds (duration = end - start); for a rejected
+                        cue its own times when readable
+    window_index i64    order of the window in its recording (null for rejected rows)
+    cue_starts   list[f64]  each cue's start and end relative to the window start, seconds on Whisper's 0.02 s
+    cue_ends     list[f64]  grid: the timestamp tokens of the label (windows.py)
+    cue_texts    list[str]  each cue's text; `text` is them joined by spaces
+    previous_text  str  the recording's text before this window (its last 2000 characters): the prompt
+    recording_seconds f64  the whole recording's duration
+
+A rejected cue is a row of its own (status "rejected", its reason), so nothing but the cue is lost.
+
 Rejected rows get a split too (the one they would have once fixed), so the column is never empty.
 """
 
@@ -53,6 +69,19 @@ SCHEMA: dict[str, pl.DataType] = {
 COLUMNS: tuple[str, ...] = tuple(SCHEMA)
 # Written by validate since the leakage report; optional when reading (older manifests lack them).
 OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio_in_train": pl.Boolean()}
+
+WINDOW_SCHEMA: dict[str, pl.DataType] = {
+    "recording": pl.String(),
+    "subtitles": pl.String(),
+    "start": pl.Float64(),
+    "end": pl.Float64(),
+    "window_index": pl.Int64(),
+    "cue_starts": pl.List(pl.Float64()),
+    "cue_ends": pl.List(pl.Float64()),
+    "cue_texts": pl.List(pl.String()),
+    "previous_text": pl.String(),
+    "recording_seconds": pl.Float64(),
+}
 
 STATUS_OK = "ok"
 STATUS_REJECTED = "rejected"
@@ -91,6 +120,22 @@ def split_at(position: float, *, test_share: float, validation_share: float) -> 
     if position < test_share:
         return "test"
     return "validation" if position < test_share + validation_share else "train"
+
+
+def with_extras(frame: pl.DataFrame, extras: dict[str, tuple[str, ...]] | dict[str, list[str]]) -> pl.DataFrame:
+    """The CSV's other columns added as text, each renamed csv_<name> while its name is taken."""
+    added: dict[str, pl.Series] = {}
+    for name, values in extras.items():
+        column = name
+        while column in frame.columns or column in SCHEMA or column in OPTIONAL_SCHEMA or column in added:
+            column = f"csv_{column}"
+        added[column] = pl.Series(column, list(values), dtype=pl.String)
+    return frame.with_columns(**added) if added else frame
+
+
+def has_windows(frame: pl.DataFrame) -> bool:
+    """Whether the manifest holds windows of long recordings (rows with a start time)."""
+    return "window_index" in frame.columns and frame["window_index"].is_not_null().any()
 
 
 def write_manifest(frame: pl.DataFrame, work_dir: Path | str) -> Path:

@@ -17,6 +17,7 @@ from whisper_tune.pipeline.validate.manifest import SPLITS, STATUS_OK
 from whisper_tune.pipeline.core.text import flatten_and_cut
 
 EXAMPLES_PER_PROBLEM = 3
+PLOT_NAME = "durations.png"
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,8 @@ class ValidateResult:
     groups: GroupReport | None = None          # with --group-column
     group_hint: GroupHint | None = None        # without it, when a column looks like one
     leakage: LeakageReport | None = None
+    unit: str = "clip"                         # what a manifest row is: "clip", or "window" of a long recording
+    recordings: int = 0                        # long recordings read (their windows and rejected cues are rows)
 
 
 def summarize(table: CsvTable, frame: pl.DataFrame, problems: Sequence[Sequence[Any]], out: Path, plot: Path,
@@ -78,11 +81,14 @@ def format_summary(result: ValidateResult) -> str:
         f"validated {r.csv_path} (audio column '{r.audio_column}', text column '{r.text_column}')",
         f"  rows: {r.rows}   kept: {r.kept}   rejected: {r.rejected}",
     ]
+    if r.unit != "clip":
+        lines.append(f"  recordings: {r.recordings}, cut into {r.kept} {r.unit}s of at most the window length "
+                     "(rows are windows and rejected cues)")
     shown = [s for s in SPLITS if s != "validation" or r.clips.get(s)]   # validation is optional: shown when used
     width = max(map(len, shown))
     for split in shown:
         count = r.clips.get(split, 0)
-        lines.append(f"  {split:{width}}: {count} clip{'s' if count != 1 else ''}, {format_duration(r.seconds.get(split, 0.0))}")
+        lines.append(f"  {split:{width}}: {count} {r.unit}{'s' if count != 1 else ''}, {format_duration(r.seconds.get(split, 0.0))}")
     empty = [split for split in ("train", "test") if r.kept and not r.clips.get(split)]
     if empty:
         lines.append(f"  note: no usable clip fell into the {empty[0]} split; add clips or change data.test_share "

@@ -113,3 +113,27 @@ def test_validation_share_flag_makes_a_validation_split(folder):
     assert result.exit_code == 0, result.output
     assert "validation: 2 clips" in result.output
     assert read_manifest(folder / "w")["split"].to_list() == ["validation", "validation"]
+
+
+def test_the_demo_recordings_validate_into_windows(tmp_path: Path):
+    import polars as pl
+
+    from whisper_tune.testing import REPO_ROOT
+
+    result = invoke("--csv", str(REPO_ROOT / "data/demo/recordings.csv"), "--work", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "recordings: 4, cut into" in result.output and "rejected: 0" in result.output
+    frame = read_manifest(tmp_path)
+    assert (frame["end"] - frame["start"]).max() <= 30.0
+    assert frame.group_by("recording").agg(pl.col("split").n_unique())["split"].max() == 1
+    srt = (REPO_ROOT / "data/demo/recordings/hand_00.srt").read_text().split("\n\n")
+    texts = [t for row in frame.filter(pl.col("recording") == "recordings/hand_00.mp3")["cue_texts"].to_list()
+             for t in row]
+    assert texts == [block.strip().split("\n", 2)[2] for block in srt]
+
+
+def test_dataset_and_csv_together_is_one_error_line(tmp_path: Path):
+    write_audio(tmp_path / "a.wav", tone(1.5))
+    (tmp_path / "c.csv").write_text(f"audios,transcription\na.wav,{GOOD}\n")
+    result = invoke("--csv", str(tmp_path / "c.csv"), "--dataset", str(tmp_path), "--work", str(tmp_path / "w"))
+    assert assert_one_line_error(result) == "error: validate needs exactly one input: --csv FILE or --dataset PATH"

@@ -1,4 +1,5 @@
-"""`whisper-tune validate`: CSV -> WORK/manifest.parquet (whisper_tune.pipeline.validate.stage.run_validate)."""
+"""`whisper-tune validate`: CSV or `datasets` folder -> WORK/manifest.parquet
+(whisper_tune.pipeline.validate.stage.run_validate)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,18 @@ FLAGS = (
     Flag("data.max_seconds", "Longest clip kept, seconds."),
     Flag("data.min_text_chars", "Transcripts must be longer than this."),
     Flag("data.group_column", "CSV column of speaker/session ids: all rows of a group go to the same split."),
+    Flag("data.subtitles_column", "Subtitles column of a CSV of recordings (default: subtitles, srt, vtt or captions)."),
+    Flag("data.window_seconds", "Longest window cut from a recording along its subtitle cues or segments, seconds."),
+    Flag("data.dataset_split", "Split of a --dataset with several (default: its only split, else train)."),
 )
 
 
 @with_config(*FLAGS)
 def validate(
-    csv: Annotated[Path, typer.Option("--csv", help="CSV with an audio-path column and a transcript column.")],
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="CSV of clips (audio, transcript), of recordings "
+                   "(audio, subtitles: SRT/VTT) or of segments (audio, start, end, transcript).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="A `datasets` folder (save_to_disk), "
+                       ".arrow/.parquet files, or a hub id, instead of --csv.")] = None,
     work: WorkOpt = Path("work"),
     model: Optional[str] = None,  # the --model flag (MODEL): its raw value says whether it was given
     *,
@@ -38,7 +45,7 @@ def validate(
     """Check every CSV row and write WORK/manifest.parquet with a status and reason per row."""
     from whisper_tune.pipeline.validate.stage import run_validate
 
-    result = run_validate(csv_path=csv, work_dir=work, cfg=cfg, use_model=model is not None)
+    result = run_validate(csv_path=csv, dataset=dataset, work_dir=work, cfg=cfg, use_model=model is not None)
     if result.kept == 0:
-        raise CsvError(f"no usable clip in {csv}: every row was rejected "
+        raise CsvError(f"no usable clip in {csv or dataset}: every row was rejected "
                        f"(see the reasons above and {work / 'manifest.parquet'})")

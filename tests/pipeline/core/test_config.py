@@ -100,3 +100,14 @@ def test_a_bad_setting_fails_before_torch_or_a_model_is_loaded(tmp_path):
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code, str(toml)], capture_output=True, text=True, timeout=60).stdout
     assert out.startswith(f"ConfigError {toml}: training.lr_scheduler = 'cosin' is not allowed") and "[]" in out
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("data.window_seconds", 45.0, "1 to 30 seconds (Whisper reads 30 s at most; --window-seconds)"),
+    ("data.window_seconds", 0.5, "1 to 30 seconds (Whisper reads 30 s at most; --window-seconds)"),
+    ("data.subtitles_column", " srt", "a CSV column name without surrounding spaces, or \"\" for the automatic choice"),
+])
+def test_window_and_subtitle_settings_are_checked(key: str, value, expected: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {key: value})
+    assert str(err.value) == f"defaults: {key} = {value!r} is not allowed; expected {expected}"

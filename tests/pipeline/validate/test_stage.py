@@ -351,9 +351,9 @@ def test_speech_is_kept(tmp_path):
 
 
 def test_threaded_checks_match_serial_ones(dataset, tmp_path, monkeypatch):
-    import whisper_tune.pipeline.validate.stage as stage
+    import whisper_tune.pipeline.validate.checks as checks
 
-    monkeypatch.setattr(stage, "PARALLEL_MIN_ROWS", 1)
+    monkeypatch.setattr(checks, "PARALLEL_MIN_ROWS", 1)
     validate(dataset[1].csv_path, tmp_path)
     assert read_manifest(tmp_path).equals(dataset[0])
 
