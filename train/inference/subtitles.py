@@ -20,11 +20,6 @@ SUBTITLE_SUFFIXES = {".srt": "srt", ".vtt": "vtt"}
 SHORTEST_S = 0.5                   # a cue without a usable end lasts this long
 
 
-def subtitle_format(path: Path | None) -> str | None:
-    """'srt' or 'vtt' from a file name's suffix, else None."""
-    return None if path is None else SUBTITLE_SUFFIXES.get(Path(path).suffix.lower())
-
-
 def clock(seconds: float, fmt: str) -> str:
     """'00:01:02,345' (srt) or '00:01:02.345' (vtt)."""
     ms = max(0, round(seconds * 1000))

@@ -40,7 +40,6 @@ from whisper_tune.pipeline.core.fileio import atomic_write_text
 from whisper_tune.train.inference.decode import Decoded, DecodeOptions, Segment, open_decoder
 from whisper_tune.train.inference.outputs import check_output_file
 
-OUTPUT_SUFFIXES = (".csv", ".jsonl", ".json")
 WHOLE_FILE_S = 120.0        # longer files are streamed and decoded piece by piece
 PIECE_S = 120.0             # piece length before its cut ...
 CUT_SEARCH_S = 10.0         # ... at the quietest CUT_FRAME_S of its last CUT_SEARCH_S
