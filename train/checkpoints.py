@@ -17,6 +17,7 @@ after a new one is fully written, so a failed save leaves the previous checkpoin
 
 from __future__ import annotations
 
+import logging
 import json
 import os
 import re
@@ -29,6 +30,8 @@ from typing import Any, Callable
 
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_json
+
+log = logging.getLogger(__name__)
 
 COMPLETE_MARKER = "whisper-tune-complete.json"
 PARTIAL_PREFIX = "partial-"
@@ -160,7 +163,7 @@ def plan_start(output_dir: Path, *, resume: bool, say: Callable[[str], None] | N
 
     resume=True: the newest complete checkpoint; ConfigError when there is none. resume=False: ConfigError when a
     complete checkpoint exists (a new run would mix with it); incomplete ones never block a fresh start."""
-    say = say or (lambda message: print(message, file=sys.stderr, flush=True))
+    say = say or log.info
     folders = checkpoint_folders(output_dir)
     complete: list[Path] = []
     skipped: list[str] = []

@@ -16,6 +16,7 @@ Writes to OUTPUT_DIR: the best model (by WER) with its generation config, the pr
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 from dataclasses import dataclass, replace
@@ -41,6 +42,8 @@ from whisper_tune.train.model import Precision, choose_precision, load_model
 from whisper_tune.train.packing import planned_epochs
 from whisper_tune.train.release import FINAL_SAVE_ADVICE, training_session
 from whisper_tune.train.report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
+
+log = logging.getLogger(__name__)
 
 FEW_STEPS = 30                   # fewer optimizer steps than this and warmup + schedule barely happen
 CONFIG_NAME = "whisper-tune.toml"
@@ -89,7 +92,7 @@ class StepPlan:
 
 
 def _warn(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    log.warning(message)
 
 
 def _tensorboard_available() -> bool:
@@ -259,15 +262,15 @@ def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch:
                 precision: Precision, plan: StepPlan) -> None:
     """The run's plan, before the first step: batch choice, data, precision, steps, trainable share, windows."""
     t = cfg.training
-    print(batch.describe(), flush=True)
+    log.info(batch.describe())
     if batch.note:
         _warn(batch.note)
     what = "windows" if t.pack else "clips"
-    print(f"train: {len(train_set)} {what} per epoch, eval: {len(eval_set)} clean clips of the {eval_split} split, "
-          f"precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
-          f"{plan.effective_batch})", flush=True)
-    print(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder), flush=True)
-    print(train_set.describe(), flush=True)
+    log.info(f"train: {len(train_set)} {what} per epoch, eval: {len(eval_set)} clean clips of the {eval_split} "
+             f"split, precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
+             f"{plan.effective_batch})")
+    log.info(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder))
+    log.info(train_set.describe())
     message = plan.warning()
     if message:
         _warn(message)

@@ -5,3 +5,5 @@
     whisper_tune.cli        the `whisper-tune` console script, above both sides
     whisper_tune.testing    builders for tests and benchmarks (tiny random Whisper models, small caches)
 """
+
+from whisper_tune.pipeline.core import log as _log  # noqa: E402,F401  (the one logging setup, installed once)

@@ -7,6 +7,7 @@
     fileio.py              atomic writes, full-disk errors
     hashing.py             stable hashes (clip ids, seeds, fingerprints)
     system.py              core count, peak memory
+    log.py                 the one logging setup (messages to stderr, results to stdout)
     text.py                the text normalizer shared by labels and metrics
     english_normalizer.py  Whisper's English normalizer, offline
 """

@@ -249,8 +249,8 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     writer = CacheWriter(work_dir / CACHE_DIRNAME, part)
     with writer.locked():
         previous, note = writer.read_previous()
-        if note and echo:
-            print(f"features: {note}")
+        if note:
+            log.info(f"features: {note}")
         meta, fps = fingerprints(cfg, part, previous.meta, tools)
         meta = replace(meta, usable=usable_counts(work_dir))
         if part is not None:

@@ -19,6 +19,7 @@ faster-whisper, replacing an earlier export) is whisper_tune.train.inference.exp
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -30,6 +31,8 @@ from whisper_tune.pipeline.core.fileio import atomic_write_json
 from whisper_tune.pipeline.core.hashing import file_digest, stable_hex
 from whisper_tune.pipeline.core.tokens import EOT, language_tokens
 from whisper_tune.pipeline.models.folder import is_multilingual, read_json
+
+log = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("int8", "int8_float16", "float16", "float32")
 WHISPER_SPACE_ID = 220        # Whisper's " " token: suppressed at the start of a transcript, with <|endoftext|>
@@ -110,7 +113,7 @@ def converted_folder(source: str, processor: Callable[[], Any], cache_dir: Path 
         raise ModelError(f"cannot write a CTranslate2 conversion under {root}: {err}; set {CACHE_ENV} to a "
                          "writable folder") from None
     try:
-        print(f"converting {source} to CTranslate2 once (cached in {out}) ...", flush=True)
+        log.info(f"converting {source} to CTranslate2 once (cached in {out}) ...")
         convert(source, tmp, CACHE_QUANTIZATION)
         write_support_files(source, tmp, processor())
         atomic_write_json(tmp / CONVERTED_MARKER, {"source": source, "quantization": CACHE_QUANTIZATION,

@@ -38,6 +38,8 @@ from whisper_tune.pipeline.core.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, l
 from whisper_tune.pipeline.models import (bundled_model_dir, is_ct2_folder, is_multilingual, load_processor, resolve_model,
                                           tokenizer_from_file)
 
+log = logging.getLogger(__name__)
+
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,7 @@ def open_decoder(spec: str, options: DecodeOptions = DecodeOptions(), backend: s
             except ModelError as err:
                 if backend == "ctranslate2":
                     raise
-                print(f"warning: {err}; decoding with transformers instead", file=sys.stderr, flush=True)
+                log.warning(f"warning: {err}; decoding with transformers instead")
                 return _logged(TransformersDecoder(spec, options))
         decoder = CT2Decoder(spec, folder, options)
     else:
@@ -165,7 +167,7 @@ def open_decoder(spec: str, options: DecodeOptions = DecodeOptions(), backend: s
 
 
 def _logged(decoder: Decoder) -> Decoder:
-    print(f"decoding {decoder.label} with the {decoder.backend} back end", file=sys.stderr, flush=True)
+    log.info(f"decoding {decoder.label} with the {decoder.backend} back end")
     return decoder
 
 

@@ -11,6 +11,7 @@ Scores, all in percent:
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections import Counter
@@ -36,6 +37,8 @@ from whisper_tune.train.inference.outputs import check_output_file
 from whisper_tune.train.inference.unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
 
 CLEAN_VARIANT = 0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -191,9 +194,9 @@ def decode_all(decoder: Decoder, batches: Iterable[np.ndarray], *, progress: boo
         hyps.extend(decoder.decode(batch))
         seconds += time.perf_counter() - start
         if progress and total:
-            print(f"\r  {decoder.label}: {len(hyps)}/{total} clips", end="", flush=True)
+            print(f"\r  {decoder.label}: {len(hyps)}/{total} clips", end="", file=sys.stderr, flush=True)
     if progress and total:
-        print()
+        print(file=sys.stderr)
     return hyps, seconds
 
 
@@ -260,7 +263,7 @@ def run_evaluate(settings: EvalSettings) -> EvalResult:
     if uncached and not clip_ids:
         raise CacheError(uncached)
     if uncached:
-        print(f"warning: {uncached}", file=sys.stderr, flush=True)
+        log.warning(f"warning: {uncached}")
     if not clip_ids:
         others = [s for s in SPLITS if s != split and cache.clip_ids(s)]
         share = "data.validation_share" if split == "validation" else "data.test_share"
@@ -272,7 +275,7 @@ def run_evaluate(settings: EvalSettings) -> EvalResult:
     refs = references(cache, clip_ids)
     options = DecodeOptions.from_config(cfg, settings.max_new_tokens)
     backend = cfg.decode.backend
-    print(f"evaluating {len(clip_ids)} clips of the {split} split (clean variant)")
+    log.info(f"evaluating {len(clip_ids)} clips of the {split} split (clean variant)")
     main = evaluate_model(model, cache, clip_ids, refs, options=options, batch_size=batch_size, backend=backend)
     base = None
     if baseline:

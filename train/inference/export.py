@@ -13,6 +13,7 @@ faster_whisper.WhisperModel and transcribes a short generated clip, verification
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from whisper_tune.pipeline.core.fileio import folder_tmp_name, replace_folder, s
 from whisper_tune.pipeline.models import load_processor, resolve_model
 from whisper_tune.pipeline.models.ct2_export import QUANTIZATIONS, convert, write_support_files
 from whisper_tune.pipeline.core.tokens import SOT
+
+log = logging.getLogger(__name__)
 
 TARGETS = ("ct2",)
 # Every file an export writes (ct2_export: the converter's model.bin, config.json and vocabulary, then
@@ -129,11 +132,11 @@ def run_export(*, model: str, out_dir: Path, to: str = "ct2", quantization: str 
     processor = load_processor(source)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in sweep_stale_folders(out_dir):
-        print(f"removed {stale}, left by an export that was killed")
+        log.info(f"removed {stale}, left by an export that was killed")
     tmp = folder_tmp_name(out_dir)
     if tmp.exists():
         shutil.rmtree(tmp)
-    print(f"converting {model} to CTranslate2 ({quantization}) ...")
+    log.info(f"converting {model} to CTranslate2 ({quantization}) ...")
     try:
         convert(source, tmp, quantization)
         write_support_files(source, tmp, processor)

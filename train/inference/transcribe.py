@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,6 +45,8 @@ WHOLE_FILE_S = 120.0        # longer files are streamed and decoded piece by pie
 PIECE_S = 120.0             # piece length before its cut ...
 CUT_SEARCH_S = 10.0         # ... at the quietest CUT_FRAME_S of its last CUT_SEARCH_S
 CUT_FRAME_S = 0.1
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -351,8 +354,8 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
         raise ConfigError(f"--output {output}: cannot write there ({err.strerror or err}); choose another --output") from None
     todo = [f for f in files if not sink.done(f)]
     if len(todo) < len(files):
-        print(f"skipping {len(files) - len(todo)} of {len(files)} inputs already transcribed in {output} "
-              "(delete it to transcribe them again)", file=sys.stderr)
+        log.info(f"skipping {len(files) - len(todo)} of {len(files)} inputs already transcribed in {output} "
+                 "(delete it to transcribe them again)")
     transcripts: list[Transcript] = []
     try:
         if todo:
@@ -363,7 +366,7 @@ def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: P
         sink.finish(files)
     except KeyboardInterrupt:
         sink.close()
-        print(f"interrupted: {sink.kept()}; re-run the same command to transcribe the rest", file=sys.stderr)
+        log.warning(f"interrupted: {sink.kept()}; re-run the same command to transcribe the rest")
         raise
     except OSError as err:          # writing the results (a full disk is already a DiskFullError)
         raise ConfigError(f"--output {output}: cannot write the results ({err.strerror or err}); "
@@ -428,7 +431,7 @@ def _raise_failures(failures: list[Failure], attempted: int) -> None:
         raise AudioError(_one_line(failures[0]))
     if failures:
         for f in failures:
-            print(f"error: {_one_line(f)}", file=sys.stderr)
+            log.error(f"error: {_one_line(f)}")
         raise AudioError(f"{len(failures)} of {attempted} inputs could not be transcribed (listed above)")
 
 

@@ -34,6 +34,7 @@ import typer
 from typer import rich_utils
 
 from whisper_tune.pipeline.core.errors import WhisperTuneError, worker_message
+from whisper_tune.pipeline.core.log import setup_logging
 from whisper_tune.cli import evaluate, export, features, import_model, train, transcribe, validate
 
 HELP_WIDTH = 120                       # --help when not on a terminal (a pipe, a log): no cut option names
@@ -47,20 +48,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def setup_logging(level: int = logging.INFO) -> None:
-    """The one logging setup: messages and progress of every stage (logger "whisper_tune") go to stderr as plain
-    lines; results (tables, paths) are printed to stdout by the stages. Safe to call again (replaces its handler)."""
-    logger = logging.getLogger("whisper_tune")
-    for handler in [h for h in logger.handlers if getattr(h, "_whisper_tune", False)]:
-        logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    handler._whisper_tune = True  # type: ignore[attr-defined]
-    logger.addHandler(handler)
-    logger.setLevel(level)
-    logger.propagate = False
 
 
 @app.callback()

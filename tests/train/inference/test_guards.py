@@ -109,8 +109,8 @@ def test_auto_converts_once_into_a_content_addressed_cache(tiny_model, tmp_path,
 
     first = convert()
     assert first.parent == tmp_path and first.name == conversion_key(str(tiny_model))
-    assert (first / "model.bin").is_file() and "converting" in capsys.readouterr().out
-    assert convert() == first and "converting" not in capsys.readouterr().out    # the second time: the cache
+    assert (first / "model.bin").is_file() and "converting" in capsys.readouterr().err
+    assert convert() == first and "converting" not in capsys.readouterr().err    # the second time: the cache
     decoder = open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=3), backend="auto")
     assert decoder.backend == "ctranslate2"
     assert "with the ctranslate2 back end" in capsys.readouterr().err
