@@ -61,8 +61,10 @@ SHORT_TEXT = "transcript too short"
 NO_WORDS = "transcript has no words"
 LONG_LABEL = "label too long"
 BAD_SPLIT = "unknown split"
+BAD_AUDIT = "unknown audit mark"
 KINDS = (NO_PATH, NOT_LOCAL, OUTSIDE, DUPLICATE, MISSING, EMPTY_FILE, BAD_TYPE, UNREADABLE, TOO_SHORT, TOO_LONG,
-         NO_TEXT, SHORT_TEXT, NO_WORDS, LONG_LABEL, BAD_SPLIT)
+         NO_TEXT, SHORT_TEXT, NO_WORDS, LONG_LABEL, BAD_SPLIT, BAD_AUDIT)
+AUDIT_COLUMN = "audit"          # optional CSV column: `ok` marks a row the audit flagged as fine
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+://")
 
@@ -232,7 +234,8 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
                                                       f"{MAX_LABEL_TOKENS}); split the clip")
 
     given, split_problem = given_splits(table)
-    problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i]) if p is not None]
+    audit_ok, audit_problem = audit_marks(table)
+    problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i], audit_problem[i]) if p is not None]
                 for i in range(n)]
     kept = [not p for p in problems]
     plan = plan_splits(table, [loc.relpath for loc in locations], given, kept, group_column=d.group_column,
@@ -240,7 +243,8 @@ def run_validate(*, csv_path: Path, work_dir: Path, cfg: Config, use_model: bool
     paths = [str(loc.path) if loc.path is not None else "" for loc in locations]
     leaks = find_leaks(texts=table.texts, paths=paths, splits=plan.splits, kept=kept, rows=table.rows)
     frame = _manifest_frame(table, locations, infos, problems, splits=plan.splits,
-                            flags={"text_in_train": leaks.text_in_train, "audio_in_train": leaks.audio_in_train})
+                            flags={"text_in_train": leaks.text_in_train, "audio_in_train": leaks.audio_in_train,
+                                   "audit_ok": audit_ok})
     with disk_full_as_error(work_dir):
         out = write_manifest(frame, work_dir)
         plot = write_duration_plot(frame, work_dir / PLOT_NAME)
@@ -315,6 +319,24 @@ def given_splits(table: CsvTable) -> tuple[list[str], list[Problem | None]]:
             BAD_SPLIT, f"unknown split {value!r} in column '{column}': use {', '.join(SPLITS)} "
                        "or leave it blank for the automatic split"))
     return given, problems
+
+
+def audit_marks(table: CsvTable) -> tuple[list[bool], list[Problem | None]]:
+    """An optional `audit` column (any case): `ok` marks a row that `whisper-tune audit` flagged as fine, so it is
+    never flagged again; a blank cell marks nothing. Any other value is a problem of its row, named in words."""
+    column = next((name for name in table.extras if name.strip().lower() == AUDIT_COLUMN), None)
+    n = len(table)
+    if column is None:
+        return [False] * n, [None] * n
+    marks: list[bool] = []
+    problems: list[Problem | None] = []
+    for value in table.extras[column]:
+        v = (value or "").strip().lower()
+        marks.append(v == "ok")
+        problems.append(None if v in ("ok", "") else Problem(
+            BAD_AUDIT, f"unknown audit mark {value!r} in column '{column}': write ok to keep a row the audit "
+                       "flagged, or leave it blank"))
+    return marks, problems
 
 
 def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[AudioInfo | None],
