@@ -78,3 +78,12 @@ def test_orphan_rows_with_the_wanted_fingerprint_are_adopted(tmp_path):
     plan = make_plan(_rows(tmp_path), CacheIndex(), FPS, {}, orphans)
     assert plan.adopted == {FEAT: SHARDS[FEAT]} and plan.clips["c1"].variants == {0: RowRef(FEAT, 4, job.variants[0][1])}
     assert [(j.clip_id, [v for v, _ in j.variants]) for j in plan.jobs] == [("c0", [0, 1, 2])]
+
+
+def test_the_audit_mark_is_planned_into_the_index_and_a_change_needs_no_audio_work(tmp_path):
+    marked = _rows(tmp_path).with_columns(pl.Series("audit_ok", [True, False]))
+    plan = make_plan(marked, CacheIndex(), FPS, {}, {})
+    assert [plan.clips[c].audit_ok for c in ("c0", "c1")] == [True, False]
+    previous = _stored(make_plan(_rows(tmp_path), CacheIndex(), FPS, {}, {}))
+    again = make_plan(marked, previous, FPS, SHARDS, {})
+    assert again.jobs == [] and again.labels_todo == [] and again.clips["c0"].audit_ok

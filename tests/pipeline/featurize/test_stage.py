@@ -226,3 +226,16 @@ def test_lock_held_and_bad_config_give_clear_errors(tmp_path, tiny_model):
     assert result.exit_code == 1 and f"pid {os.getpid()}" in result.output and "Traceback" not in result.output
     with pytest.raises(ConfigError, match=r"augment\.transforms\[0\]\.name = 'Nope'"):
         run(work, config(tiny_model, **{"augment.transforms": [{"name": "Nope"}]}))
+
+
+def test_the_audit_mark_reaches_the_cache_and_a_later_mark_needs_no_audio_work(tmp_path, tiny_model):
+    work, rows = make_work(tmp_path, n=3)
+    cfg = config(tiny_model, **{"augment.variants": 1})
+    run(work, cfg)
+    assert not any(open_cache(work).audit_ok(r["id"]) for r in rows)        # a manifest without the column
+    write_manifest(pl.DataFrame([{**r, "audit_ok": r["id"] == "clip02"} for r in rows]), work)
+    before = shard_bytes(work)
+    run(work, cfg)
+    cache = open_cache(work)
+    assert [cache.audit_ok(r["id"]) for r in rows] == [False, False, True]
+    assert shard_bytes(work) == before
