@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from typer.testing import CliRunner
 
-from whisper_tune.cli import app
 from whisper_tune.pipeline.cache import open_cache
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.core.text import normalize_text
@@ -37,36 +35,11 @@ def test_leave_out_keeps_the_order():
     assert leave_out(["a", "b", "c", "d"], {"b", "d", "x"}) == (["a", "c"], 2)
 
 
-class _Planned(Exception):
-    """Raised by the spy once train has built its datasets: what they hold is all this test needs."""
-
-
-def _planned_sets(work, model, monkeypatch, *flags) -> tuple[list[str], list[str], str]:
-    """(train clip ids, evaluation clip ids, printed text) of `whisper-tune train` up to its batch planning."""
-    from whisper_tune.train import trainer
-
-    def stop(t, model, cache, clip_ids, precision):
-        raise _Planned(list(clip_ids))
-
-    seen = {}
-    real = trainer.EvalDataset
-
-    def eval_spy(cache, split="test", max_clips=0):
-        seen["eval"] = real(cache, split=split, max_clips=max_clips)
-        return seen["eval"]
-
-    monkeypatch.setattr(trainer, "plan_batch", stop)
-    monkeypatch.setattr(trainer, "EvalDataset", eval_spy)
-    res = CliRunner().invoke(app, ["train", "--work", str(work), "--model", str(model),
-                                   "--output-dir", str(work / "out"), *flags])
-    assert isinstance(res.exception, _Planned), res.output
-    return res.exception.args[0], list(seen["eval"].clip_ids), res.output
-
-
-def test_train_skip_suspect_leaves_the_flagged_rows_out(tiny_model, audited, monkeypatch):
-    train_ids, eval_ids, _ = _planned_sets(audited, tiny_model, monkeypatch)
-    assert len(train_ids) == 5 and len(eval_ids) == 2
-    train_ids, eval_ids, printed = _planned_sets(audited, tiny_model, monkeypatch, "--skip-suspect")
+def test_train_skip_suspect_leaves_the_flagged_rows_out(tiny_model, audited, planned_train):
+    plain = planned_train(audited, tiny_model)
+    assert len(plain.train_ids) == 5 and len(plain.eval_ids) == 2
+    skipped = planned_train(audited, tiny_model, "--skip-suspect")
+    train_ids, eval_ids, printed = skipped.train_ids, skipped.eval_ids, skipped.output
     assert train_ids == ["clip0000.wav", "clip0002.wav", "clip0004.wav"] and eval_ids == ["clip0006.wav"]
     assert (f"--skip-suspect: left out 2 train and 1 validation clips that {audited / 'audit.parquet'} flags"
             in " ".join(printed.split()))
