@@ -53,6 +53,8 @@ REPEAT_TIMES = 3                    # a phrase said this many times in a row ...
 REPEAT_MAX_WORDS = 4                # ... of 1 to this many words
 CUT_MIN_CHARS = 10                  # cut clips: the longer side has at least this many characters more ...
 CUT_MATCH_CER = 10.0                # ... and the shorter one matches its start or end within this CER (percent)
+DECODE_FACTOR = 2                   # decoding stops at twice the longest label's tokens (+ DECODE_SLACK): a longer
+DECODE_SLACK = 16                   # transcript is a loop, flagged by its CER already, and only costs time
 
 SUSPECT, OK, MARKED_OK = "suspect", "ok", "marked ok"
 COLUMNS = ("row", "clip_id", "split", "label", "transcript", "seconds", "cer", "chars_per_second",
@@ -202,7 +204,7 @@ def run_audit(*, work_dir: Path, model: str, cfg: Config, batch_size: int = 16, 
               max_new_tokens: int | None = None) -> AuditResult:
     """Decode the clean variant of every cached train and validation clip with `model`, score the rows, write
     WORK/audit.parquet atomically and print the summary with the worst rows. max_new_tokens: per clip (default:
-    the decoder's whole context)."""
+    twice the longest label, see DECODE_FACTOR)."""
     from whisper_tune.pipeline.cache import open_cache
     from whisper_tune.train.inference.decode import DecodeOptions
     from whisper_tune.train.inference.evaluate import evaluate_model, references
@@ -218,8 +220,9 @@ def run_audit(*, work_dir: Path, model: str, cfg: Config, batch_size: int = 16, 
     labels = references(cache, ids)
     print(f"auditing {len(ids)} clips (train and validation, clean variant) with {model}", flush=True)
     options = DecodeOptions(language=cfg.model.language, task=cfg.model.task)
-    if max_new_tokens is not None:
-        options = replace(options, max_new_tokens=max_new_tokens)
+    longest = max(len(cache.get(cid, 0).labels) for cid in ids)
+    options = replace(options, max_new_tokens=max_new_tokens if max_new_tokens is not None else
+                      min(options.max_new_tokens, DECODE_FACTOR * longest + DECODE_SLACK))
     decoded = evaluate_model(model, cache, ids, labels, options=options, batch_size=batch_size)
     seconds = [cache.get(cid, 0).features.shape[1] * FRAME_SECONDS for cid in ids]
     rows, rules = score_rows(ids, labels, decoded.hypotheses, seconds,

@@ -168,9 +168,11 @@ def test_audit_needs_the_cache_alone_and_honours_its_ok_marks(tmp_path, monkeypa
     (work / "manifest.parquet").unlink()                     # the GPU box may have cache/ alone
     heard = list(SENTENCES)
     heard[2] = heard[3] = "completely unrelated words about the weather in spring"
+    asked = []
     monkeypatch.setattr("whisper_tune.train.inference.evaluate.open_decoder",
-                        lambda spec, options: ListDecoder(heard))
+                        lambda spec, options: asked.append(options) or ListDecoder(heard))
     result = audit.run_audit(work_dir=work, model="fake", cfg=load_config(), batch_size=1)
+    assert asked[0].max_new_tokens == 2 * 1 + 16         # twice the longest label (1 token here): loops cost no more
     verdicts = {r.clip_id: r.verdict for r in result.rows}
     assert verdicts["clip2"] == SUSPECT and verdicts["clip3"] == MARKED_OK
     assert [c for c, v in verdicts.items() if v == SUSPECT] == ["clip2"]
