@@ -83,6 +83,8 @@ def fail(message: str, code: int = 1) -> None:
 INTERRUPTED: dict[str, str] = {
     "validate": "nothing was written (an earlier manifest is kept as it was); re-run the same command",
     "features": "finished shards are kept; re-run the same command to resume, only the missing clips are computed",
+    "audit": "nothing was written (an earlier WORK/audit.parquet is kept as it was); re-run the same command to "
+             "audit again from the start",
     "train": "the complete checkpoint-* folders in --output-dir are kept; re-run the same command with --resume "
              "to continue from the newest (before the first checkpoint, re-run it without --resume)",
     "evaluate": "nothing was written and nothing is kept; re-run the same command to evaluate again from the start",
