@@ -8,7 +8,7 @@ The clean variant (0) of every cached train and validation clip is decoded with 
 GPU is. Each row is then scored against its own set, never against fixed limits (a domain set makes the base
 model wrong on every jargon word, so its CER is high everywhere):
 
-- CER between label and transcript (normalized text) above median + 3 x scaled MAD of the set's CERs (the median
+- CER between label and transcript (normalized text) above median + 2 x scaled MAD of the set's CERs (the median
   absolute deviation x 1.4826, which is the standard deviation for normal data; counted as at least 5 points, so a
   near-perfect model does not flag every small slip). A row labelled with another clip's sentence stands out there.
 - speaking rate (label characters, spaces excluded, per second of trimmed audio) more than 4 x scaled MAD of the
@@ -44,7 +44,7 @@ AUDIT_NAME = "audit.parquet"
 AUDITED_SPLITS = ("train", "validation")
 FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE_HZ     # one mel frame: 0.01 s
 MAD_SCALE = 1.4826                  # MAD x this = standard deviation, for normal data
-CER_K = 3.0                         # CER limit: median + CER_K x scaled MAD ...
+CER_K = 2.0                         # CER limit: median + CER_K x scaled MAD ...
 CER_MIN_SPREAD = 5.0                # ... with the scaled MAD counted as at least this many CER points
 RATE_K = 4.0                        # speaking rate: |log rate - median| above RATE_K x scaled MAD of log rates ...
 RATE_MIN_SPREAD = 0.15              # ... with that MAD counted as at least this (log units)

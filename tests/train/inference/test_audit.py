@@ -142,7 +142,7 @@ def test_audit_command_on_a_tiny_model_writes_the_table(tiny_model, audit_work, 
     cache = open_cache(audit_work)
     assert table["seconds"].to_list() == [cache.get(c, 0).features.shape[1] * 0.01 for c in table["clip_id"]]
     assert set(table["verdict"]) <= {OK, SUSPECT}
-    assert "audit of 8 rows (6 train, 2 validation)" in res.output and "median + 3 x scaled MAD" in res.output
+    assert "audit of 8 rows (6 train, 2 validation)" in res.output and "median + 2 x scaled MAD" in res.output
     assert f"wrote {audit_work / 'audit.parquet'}" in res.output
 
 
