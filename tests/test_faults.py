@@ -417,7 +417,7 @@ def test_evaluate_split_dev_means_validation_as_in_the_csv(tmp_path, monkeypatch
     clips = [("v1", tone(1.0), "held out words", "validation"), ("t1", tone(1.2), "test words", "test"),
              ("tr", tone(1.0, freq=300.0), "train words", "train")]
     work = write_work(tmp_path / "work", clips)
-    monkeypatch.setattr(ev, "open_decoder", lambda spec, options: Echo())
+    monkeypatch.setattr(ev, "open_decoder", lambda spec, options, backend="auto": Echo())
     result = cli("evaluate", "--model", "m", "--work", str(work), "--split", "dev", "--json", str(tmp_path / "e.json"))
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "e.json").read_text())

@@ -1,10 +1,13 @@
 """The model to fine-tune, set up as the guide does (with its bugs fixed), and the numeric precision to train in.
 
     precision = choose_precision("auto")            # bf16 / fp16 / fp32 from the hardware
-    model = load_model(resolved, language="", task="transcribe", gradient_checkpointing=True)
+    model = load_model(resolved, language="", task="transcribe", gradient_checkpointing=True,
+                       spec_augment=SpecAugment.of(cfg.training))
 
 Language and task go on the generation config (not forced_decoder_ids, which transformers no longer honours);
-suppress tokens are cleared as the guide does; the KV cache is off while training.
+suppress tokens are cleared as the guide does; the KV cache is off while training. SpecAugment is transformers'
+own for Whisper (`apply_spec_augment`, `mask_time_prob`, `mask_feature_prob` on the model config): the model
+masks its input features in forward() while training only, so evaluation and generate() see them unmasked.
 """
 
 from __future__ import annotations
@@ -17,6 +20,34 @@ from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_lin
 from whisper_tune.pipeline.models import is_multilingual
 from whisper_tune.pipeline.core.tokens import DEFAULT_LANGUAGE, is_english
 
+
+
+@dataclass(frozen=True)
+class SpecAugment:
+    """SpecAugment settings for the model config (training.spec_augment, mask_time_prob, mask_feature_prob)."""
+
+    on: bool = False
+    mask_time_prob: float = 0.05       # share of frames masked (spans of the config's mask_time_length, 10)
+    mask_feature_prob: float = 0.0     # share of mel bins masked (spans of mask_feature_length, 10)
+
+    @staticmethod
+    def of(training) -> "SpecAugment":
+        return SpecAugment(training.spec_augment, training.mask_time_prob, training.mask_feature_prob)
+
+    def describe(self) -> str:
+        if not self.on:
+            return "SpecAugment off"
+        return (f"SpecAugment on while training: {self.mask_time_prob:g} of the frames and "
+                f"{self.mask_feature_prob:g} of the mel bins masked (evaluation unmasked)")
+
+
+def set_spec_augment(net, spec: SpecAugment) -> None:
+    """Write the settings onto the model config, which Whisper's forward() reads (off: apply_spec_augment false,
+    whatever the checkpoint said)."""
+    net.config.apply_spec_augment = spec.on
+    if spec.on:
+        net.config.mask_time_prob = spec.mask_time_prob
+        net.config.mask_feature_prob = spec.mask_feature_prob
 
 
 @dataclass(frozen=True)
@@ -83,7 +114,8 @@ def choose_precision(requested: str = "auto", *, cuda: bool | None = None, cuda_
 
 
 def load_model(model: str, *, language: str = "", task: str = "transcribe", tokenizer=None,
-               gradient_checkpointing: bool = True, freeze_encoder: bool = False):
+               gradient_checkpointing: bool = True, freeze_encoder: bool = False,
+               spec_augment: SpecAugment = SpecAugment()):
     """WhisperForConditionalGeneration from a resolved model (hub id or transformers folder), ready to fine-tune,
     with PyTorch's scaled-dot-product attention (SDPA: fused kernels on CUDA).
 
@@ -97,11 +129,13 @@ def load_model(model: str, *, language: str = "", task: str = "transcribe", toke
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load a Whisper model from {model}: {first_line(err)}") from None
     return prepare_model(net, model, language=language, task=task, tokenizer=tokenizer,
-                         gradient_checkpointing=gradient_checkpointing, freeze_encoder=freeze_encoder)
+                         gradient_checkpointing=gradient_checkpointing, freeze_encoder=freeze_encoder,
+                         spec_augment=spec_augment)
 
 
 def prepare_model(net, model: str, *, language: str = "", task: str = "transcribe", tokenizer=None,
-                  gradient_checkpointing: bool = True, freeze_encoder: bool = False):
+                  gradient_checkpointing: bool = True, freeze_encoder: bool = False,
+                  spec_augment: SpecAugment = SpecAugment()):
     """Set up a loaded (or freshly built) Whisper for fine-tuning as the guide does; `model` names it in errors."""
     gen = net.generation_config
     gen.forced_decoder_ids = None
@@ -121,6 +155,7 @@ def prepare_model(net, model: str, *, language: str = "", task: str = "transcrib
     # gradient-accumulation steps and multiply by the number of DDP processes, inflating gradients and the logged
     # loss by grad_accum x world_size. Declaring no loss kwargs restores the plain mean over micro-batches.
     net.accepts_loss_kwargs = False
+    set_spec_augment(net, spec_augment)
     set_checkpointing(net, gradient_checkpointing)
     if freeze_encoder:
         net.freeze_encoder()

@@ -2,7 +2,8 @@
 
     result = run_train(work_dir=Path("work"), output_dir=Path("work/model"), cfg=load_config(None), resume=False)
 
-Reads the feature cache (features, labels, split) and nothing else: no audio file, no audio library. Runs on a
+Reads the feature cache (features, labels, split) and nothing else (with data.skip_suspect also WORK/audit.parquet,
+see train/suspects.py): no audio file, no audio library. Runs on a
 CPU, one GPU, or several under `torchrun --nproc_per_node N` / `accelerate launch` (DDP: accelerate shards the
 epoch's shuffled batches so every rank reads distinct clips).
 
@@ -38,9 +39,10 @@ from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch,
 from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
 from whisper_tune.train.data import Collator, EvalDataset, training_dataset
 from whisper_tune.train.loop import compute_metrics_fn, training_classes
-from whisper_tune.train.model import Precision, choose_precision, load_model
+from whisper_tune.train.model import Precision, SpecAugment, choose_precision, load_model
 from whisper_tune.train.packing import planned_epochs
 from whisper_tune.train.release import FINAL_SAVE_ADVICE, training_session
+from whisper_tune.train.suspects import skip_suspects
 from whisper_tune.train.report import CURVES_NAME, METRICS_NAME, TrainResult, draw_curves, epoch_records, write_metrics
 
 log = logging.getLogger(__name__)
@@ -171,6 +173,9 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     work_dir, output_dir = Path(work_dir), check_output_folder(output_dir, "--output-dir")
     _check_not_the_base(cfg.model.name, output_dir)
     cache = open_cache(work_dir)
+    if cfg.data.skip_suspect:
+        cache, note = skip_suspects(cache, work_dir)
+        print(note, flush=True)
     eval_split, eval_set = _eval_data(cache, work_dir, t.eval_max_clips)
     start = plan_start(output_dir, resume=resume)      # the newest complete checkpoint; partial ones set aside
     resume_from = str(start) if start is not None else None
@@ -181,7 +186,8 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     processor = load_processor(resolved, cfg.model.language, cfg.model.task)
     tokenizer = processor.tokenizer
     model = load_model(resolved, language=cfg.model.language, task=cfg.model.task, tokenizer=tokenizer,
-                       gradient_checkpointing=False, freeze_encoder=t.freeze_encoder)
+                       gradient_checkpointing=False, freeze_encoder=t.freeze_encoder,
+                       spec_augment=SpecAugment.of(t))
     _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, work_dir / CACHE_DIRNAME)
     train_set = training_dataset(cache, tokenizer, seed=t.seed, pack=t.pack, timestamp_prob=t.timestamp_prob,
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
@@ -271,6 +277,8 @@ def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch:
              f"{plan.effective_batch})")
     log.info(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder))
     log.info(train_set.describe())
+    if t.spec_augment:
+        log.info(SpecAugment.of(t).describe())
     message = plan.warning()
     if message:
         _warn(message)

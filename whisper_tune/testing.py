@@ -404,8 +404,10 @@ def train_config(model, **training):
     return load_config(None, {"model.name": str(model), **{f"training.{k}": v for k, v in base.items()}})
 
 
-def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels: int = 80) -> Path:
-    """A work folder with a manifest and a cache holding the clean variant of each (id, audio, text, split)."""
+def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels: int = 80,
+               audit_ok: Sequence[str] = ()) -> Path:
+    """A work folder with a manifest and a cache holding the clean variant of each (id, audio, text, split);
+    `audit_ok`: clip ids the CSV's `audit` column marks ok."""
     from transformers import WhisperFeatureExtractor
 
     fe = WhisperFeatureExtractor(feature_size=n_mels)
@@ -419,12 +421,13 @@ def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels
 
     leaks = text_in_train([c[2] for c in clips], [c[3] for c in clips], [True] * len(clips))   # as validate finds
     write_examples(work / "cache", examples, transcripts={c[0]: c[2] for c in clips},
-                   text_in_train={c[0] for c, leak in zip(clips, leaks) if leak})
+                   text_in_train={c[0] for c, leak in zip(clips, leaks) if leak}, audit_ok=set(audit_ok))
     n = len(clips)
     write_manifest(pl.DataFrame({
         "id": [c[0] for c in clips], "path": [f"/data/{c[0]}.wav" for c in clips],
         "source": [f"{c[0]}.wav" for c in clips], "text": [c[2] for c in clips],
         "duration": [len(c[1]) / 16_000 for c in clips], "sample_rate": [16_000] * n, "channels": [1] * n,
         "split": [c[3] for c in clips], "status": ["ok"] * n, "reason": [""] * n, "csv_row": list(range(1, n + 1)),
+        "audit_ok": [c[0] in audit_ok for c in clips],
     }), work)
     return work

@@ -29,6 +29,7 @@ INDEX_FORMAT = "whisper-tune-cache"
 INDEX_VERSION = 2
 META_MUST_AGREE = ("n_mels", "feature_fingerprint", "tokenizer_fingerprint")
 LEAK_FLAGS = ("text_in_train", "audio_in_train")   # optional in a clip record (absent = False)
+CLIP_FLAGS = (*LEAK_FLAGS, "audit_ok")               # every optional per-clip flag, written only when True
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ClipEntry:
     variants: Mapping[int, RowRef] = field(default_factory=dict)
     text_in_train: bool = False             # held-out clip whose normalized transcript a train clip says (validate)
     audio_in_train: bool = False            # held-out clip whose audio a train clip has (validate)
+    audit_ok: bool = False                  # the CSV's `audit` column says ok: the audit never flags it
 
     @property
     def complete(self) -> bool:
@@ -137,7 +139,7 @@ def _clip_json(entry: ClipEntry) -> dict[str, Any]:
     out = {"split": entry.split, "text": entry.text, "source": _plain(entry.source),
            "labels": ref(entry.labels) if entry.labels else None,
            "variants": {str(v): ref(r) for v, r in sorted(entry.variants.items())}}
-    for flag in LEAK_FLAGS:
+    for flag in CLIP_FLAGS:
         if getattr(entry, flag):
             out[flag] = True
     return out
@@ -232,7 +234,7 @@ def _clip(cid: str, d: Any, shards: Mapping[str, ShardInfo]) -> ClipEntry:
             raise _Bad(f"{where}.variants has key {quote(key)}, expected a variant number")
         variants[int(key)] = _row_ref(ref, f"{where}.variants[{key}]", shards)
     flags = {}
-    for flag in LEAK_FLAGS:
+    for flag in CLIP_FLAGS:
         if flag in d:
             if not isinstance(d[flag], bool):
                 raise _Bad(f"{where}.{flag} must be true or false, got {quote(d[flag])}")

@@ -183,6 +183,10 @@ class FeatureCache:
         """Whether a train clip says this held-out clip's sentence (validate's leakage flag, recorded here)."""
         return self._entry(clip_id).text_in_train
 
+    def audit_ok(self, clip_id: str) -> bool:
+        """Whether the CSV's `audit` column marks this clip ok (validate's audit_ok, recorded here)."""
+        return self._entry(clip_id).audit_ok
+
     def split_of(self, clip_id: str) -> str:
         return self._entry(clip_id).split
 

@@ -250,11 +250,12 @@ class CacheWriter:
 def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model: str = "in-memory",
                    tokenizer_fingerprint: str = "in-memory", text_normalization: str = "basic",
                    shard_max_mb: float = 64.0, transcripts: Mapping[str, str] | None = None,
-                   text_in_train: Collection[str] = ()) -> FeatureCache:
+                   text_in_train: Collection[str] = (), audit_ok: Collection[str] = ()) -> FeatureCache:
     """Write CachedExample objects (any number of variants per clip; variant 0 required) as a complete cache in
     cache_dir (replacing what is there), and return a reader on it. The labels and text of a clip are taken
     from its variant-0 example; features may be float16 or float32 (stored as float16). `transcripts`: clip id ->
-    the transcript as a CSV has it; `text_in_train`: held-out clip ids whose sentence a train clip says."""
+    the transcript as a CSV has it; `text_in_train`: held-out clip ids whose sentence a train clip says;
+    `audit_ok`: clip ids the CSV's `audit` column marks ok."""
     by_clip: dict[str, dict[int, CachedExample]] = {}
     for ex in examples:
         by_clip.setdefault(ex.clip_id, {})[int(ex.variant)] = ex
@@ -276,7 +277,7 @@ def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model:
         labels = np.asarray(vs[0].labels, np.int32)
         lab_rows.append(LabelRow(cid, labels, vs[0].text, stable_hex("labels", cid, vs[0].text, labels.tobytes())))
         clips[cid] = ClipEntry(split=vs[0].split, text=(transcripts or {}).get(cid, ""),
-                               text_in_train=cid in text_in_train)
+                               text_in_train=cid in text_in_train, audit_ok=cid in audit_ok)
         for v in sorted(vs):
             f16 = np.ascontiguousarray(vs[v].features, dtype=np.float16)
             fp = stable_hex("features", cid, v, f16.tobytes(), repr(float(vs[v].floor)))

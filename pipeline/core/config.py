@@ -48,6 +48,7 @@ class DataConfig:
     subtitles_column: str = ""         # "" = auto: subtitles, srt, vtt, captions (a CSV of recordings + SRT/VTT)
     window_seconds: float = 30.0       # longest window cut from a recording along its cues (Whisper's 30 s input)
     dataset_split: str = ""            # split of a `datasets` folder or hub id (--dataset); "" = its only one or "train"
+    skip_suspect: bool = False         # train leaves out the rows WORK/audit.parquet flags (whisper-tune audit)
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,9 @@ class TrainingConfig:
     lora_targets: str = LORA_DEFAULT_TARGETS  # comma-separated projections that get adapters
     pack: bool = False                 # pack several clips into each 30 s window (train/packing.py)
     timestamp_prob: float = 0.2        # share of training windows labelled with timestamps (distil-whisper's 0.2)
+    spec_augment: bool = False         # SpecAugment masks on the encoder input while training (transformers' own)
+    mask_time_prob: float = 0.05       # with spec_augment: share of frames masked in spans of 10 (transformers' default)
+    mask_feature_prob: float = 0.0     # with spec_augment: share of mel bins masked in spans of 10 (transformers' default)
 
 
 BACKENDS = ("auto", "transformers", "ctranslate2")
@@ -274,6 +278,7 @@ def _validate(cfg: Config, source: str, origin: Mapping[str, str] | None = None)
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if not 0.0 <= t.timestamp_prob <= 1.0:
         raise bad("training.timestamp_prob", t.timestamp_prob, "a probability in [0, 1], e.g. 0.2 (--timestamp-prob)")
+    _check_spec_augment(t, bad)
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')
     _check_language(cfg.model.language, bad)
@@ -307,6 +312,18 @@ def _validate_decode(c: DecodeConfig, bad) -> None:
 
 
 MAX_SEED = 2**32 - 1              # numpy and torch seeds are 32-bit
+
+
+def _check_spec_augment(t: TrainingConfig, bad: Any) -> None:
+    """SpecAugment's mask shares are probabilities; turned on, it must mask something."""
+    for key in ("mask_time_prob", "mask_feature_prob"):
+        value = getattr(t, key)
+        if not 0.0 <= value < 1.0:
+            flag = key.replace("_", "-")
+            raise bad(f"training.{key}", value, f"a share in [0, 1), e.g. 0.05 (--{flag})")
+    if t.spec_augment and t.mask_time_prob == 0 and t.mask_feature_prob == 0:
+        raise bad("training.mask_time_prob", t.mask_time_prob, "above 0 (or training.mask_feature_prob above 0) "
+                  "while training.spec_augment is on; or turn it off with --no-spec-augment")
 
 
 def _check_language(language: str, bad: Any) -> None:

@@ -39,3 +39,11 @@ def flatten_and_cut(text: str, limit: int) -> str:
     """`text` on one line (whitespace runs become one space), cut to `limit` characters with "..."."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's repetition measure: bytes of the text over bytes of its zlib compression; 0 for no text."""
+    import zlib
+
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from whisper_tune.pipeline.cache.index import LEAK_FLAGS
+from whisper_tune.pipeline.cache.index import CLIP_FLAGS
 from whisper_tune.pipeline.cache import CacheIndex, ClipEntry, RowRef, ShardInfo, SkipEntry, SourceRecord, file_checksum
 from whisper_tune.pipeline.cache.writer import Orphans
 from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
@@ -79,7 +79,7 @@ def part_of(clip_id: str, n_parts: int) -> int:
 
 def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
     """The manifest's status == "ok" rows of this part's share (polars DataFrame, sorted by id), with the
-    leakage flags (text_in_train, audio_in_train) that the cache records per clip."""
+    leakage flags (text_in_train, audio_in_train) and the audit mark (audit_ok) that the cache records per clip."""
     import polars as pl
 
     df = _usable_rows(work_dir)
@@ -97,7 +97,7 @@ def usable_counts(work_dir: Path) -> dict[str, int]:
 def _usable_rows(work_dir: Path):
     import polars as pl
 
-    from whisper_tune.pipeline.validate.leakage import COLUMNS, text_in_train
+    from whisper_tune.pipeline.validate.leakage import text_in_train
     from whisper_tune.pipeline.validate.manifest import has_windows, read_manifest
 
     df = read_manifest(work_dir)
@@ -112,7 +112,7 @@ def _usable_rows(work_dir: Path):
         kept = [s == "ok" for s in df["status"].to_list()]
         flags = text_in_train(df["text"].cast(str).to_list(), df["split"].cast(str).to_list(), kept)
         df = df.with_columns(pl.Series("text_in_train", flags, pl.Boolean))
-    for col in COLUMNS:
+    for col in CLIP_FLAGS:                   # leakage flags and the audit mark (absent in older manifests)
         df = df.with_columns(pl.col(col).fill_null(False)) if col in df.columns else \
             df.with_columns(pl.lit(False).alias(col))
     return df.filter(pl.col("status") == "ok").sort("id")
@@ -243,8 +243,8 @@ def make_plan(rows: Any, previous: CacheIndex, fps: Fingerprints, shards: Mappin
               orphans: Orphans) -> Plan:
     """rows: the usable manifest (id, path, text, split) -> what to keep, adopt and compute."""
     planner = _Planner(previous, fps, shards, orphans)
-    flags = {c: rows[c].to_list() if c in rows.columns else [False] * rows.height for c in LEAK_FLAGS}
+    flags = {c: rows[c].to_list() if c in rows.columns else [False] * rows.height for c in CLIP_FLAGS}
     for i, (cid, path, text, split) in enumerate(zip(rows["id"].to_list(), rows["path"].to_list(),
                                                      rows["text"].to_list(), rows["split"].to_list())):
-        planner.add(cid, path, text, split, {c: bool(flags[c][i]) for c in LEAK_FLAGS})
+        planner.add(cid, path, text, split, {c: bool(flags[c][i]) for c in CLIP_FLAGS})
     return planner.plan

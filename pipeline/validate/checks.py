@@ -38,8 +38,10 @@ SHORT_TEXT = "transcript too short"
 NO_WORDS = "transcript has no words"
 LONG_LABEL = "label too long"
 BAD_SPLIT = "unknown split"
+BAD_AUDIT = "unknown audit mark"
 KINDS = (NO_PATH, NOT_LOCAL, OUTSIDE, DUPLICATE, MISSING, EMPTY_FILE, BAD_TYPE, UNREADABLE, TOO_SHORT, TOO_LONG,
-         NO_TEXT, SHORT_TEXT, NO_WORDS, LONG_LABEL, BAD_SPLIT)
+         NO_TEXT, SHORT_TEXT, NO_WORDS, LONG_LABEL, BAD_SPLIT, BAD_AUDIT)
+AUDIT_COLUMN = "audit"          # optional CSV column: `ok` marks a row the audit flagged as fine
 
 PARALLEL_MIN_ROWS = 64          # below this, threads cost more than they save
 MAX_THREADS = 8                 # header reads are I/O bound; MP3 decoding releases the GIL
@@ -194,3 +196,21 @@ def _quiet_native_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def audit_marks(table: CsvTable) -> tuple[list[bool], list[Problem | None]]:
+    """An optional `audit` column (any case): `ok` marks a row that `whisper-tune audit` flagged as fine, so it is
+    never flagged again; a blank cell marks nothing. Any other value is a problem of its row, named in words."""
+    column = next((name for name in table.extras if name.strip().lower() == AUDIT_COLUMN), None)
+    n = len(table)
+    if column is None:
+        return [False] * n, [None] * n
+    marks: list[bool] = []
+    problems: list[Problem | None] = []
+    for value in table.extras[column]:
+        v = (value or "").strip().lower()
+        marks.append(v == "ok")
+        problems.append(None if v in ("ok", "") else Problem(
+            BAD_AUDIT, f"unknown audit mark {value!r} in column '{column}': write ok to keep a row the audit "
+                       "flagged, or leave it blank"))
+    return marks, problems

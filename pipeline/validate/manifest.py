@@ -19,6 +19,8 @@ Columns (every later stage uses only rows with status == "ok"):
     audio_in_train bool  a usable validation/test clip with the same file bytes as a usable train clip
                         (both False for train and rejected rows; manifests written before them lack both columns,
                         and every reader treats them as optional)
+    audit_ok     bool   the CSV's optional `audit` column says `ok`: `whisper-tune audit` never flags the row
+                        (optional too: older manifests lack it)
     ...                 the CSV's other columns, as text (renamed csv_<name> if the name is taken above)
 
 Windows of long recordings (a CSV of recordings + SRT/VTT, or of segments: pipeline/validate/recordings.py) are
@@ -68,7 +70,8 @@ SCHEMA: dict[str, pl.DataType] = {
 }
 COLUMNS: tuple[str, ...] = tuple(SCHEMA)
 # Written by validate since the leakage report; optional when reading (older manifests lack them).
-OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio_in_train": pl.Boolean()}
+OPTIONAL_SCHEMA: dict[str, pl.DataType] = {"text_in_train": pl.Boolean(), "audio_in_train": pl.Boolean(),
+                                           "audit_ok": pl.Boolean()}
 
 WINDOW_SCHEMA: dict[str, pl.DataType] = {
     "recording": pl.String(),

@@ -45,7 +45,7 @@ from whisper_tune.pipeline.validate.report import (PLOT_NAME, ValidateResult, fo
 from whisper_tune.pipeline.validate.checks import (  # noqa: F401  (the kinds and checks, named here as before)
     BAD_SPLIT, BAD_TYPE, DUPLICATE, EMPTY_FILE, KINDS, LONG_LABEL, MISSING, NO_PATH, NO_TEXT, NO_WORDS, NOT_LOCAL,
     OUTSIDE, SHORT_TEXT, TOO_LONG, TOO_SHORT, UNREADABLE, AudioCheck, Location, Problem, check_audio, check_text,
-    check_all, given_splits, locate)
+    check_all, given_splits, locate, audit_marks, AUDIT_COLUMN, BAD_AUDIT)
 
 
 def label_lengths(tokenizer, texts: Sequence[str], normalization: str) -> list[int]:
@@ -160,7 +160,8 @@ def _validate_clips(table: CsvTable, locations: list[Location], work_dir: Path, 
                                                       f"{MAX_LABEL_TOKENS}); split the clip")
 
     given, split_problem = given_splits(table)
-    problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i]) if p is not None]
+    audit_ok, audit_problem = audit_marks(table)
+    problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i], audit_problem[i]) if p is not None]
                 for i in range(n)]
     kept = [not p for p in problems]
     plan = plan_splits(table, [loc.relpath for loc in locations], given, kept, group_column=d.group_column,
@@ -168,7 +169,8 @@ def _validate_clips(table: CsvTable, locations: list[Location], work_dir: Path, 
     paths = [str(loc.path) if loc.path is not None else "" for loc in locations]
     leaks = find_leaks(texts=table.texts, paths=paths, splits=plan.splits, kept=kept, rows=table.rows)
     frame = _manifest_frame(table, locations, infos, problems, splits=plan.splits,
-                            flags={"text_in_train": leaks.text_in_train, "audio_in_train": leaks.audio_in_train})
+                            flags={"text_in_train": leaks.text_in_train, "audio_in_train": leaks.audio_in_train,
+                                   "audit_ok": audit_ok})
     with disk_full_as_error(work_dir):
         out = write_manifest(frame, work_dir)
         plot = write_duration_plot(frame, work_dir / PLOT_NAME)

@@ -16,6 +16,7 @@ from whisper_tune.cli import INTERRUPTED, app
 COMMANDS = {
     "validate": ("whisper_tune.pipeline.validate.stage.run_validate", ["--csv", "x.csv"]),
     "features": ("whisper_tune.pipeline.featurize.stage.run_features", ["--model", "bundled:tiny.en"]),
+    "audit": ("whisper_tune.train.inference.audit.run_audit", ["--model", "bundled:tiny.en"]),
     "train": ("whisper_tune.train.trainer.run_train", ["--model", "bundled:tiny.en"]),
     "evaluate": ("whisper_tune.train.inference.evaluate.run_evaluate", ["--model", "bundled:tiny.en"]),
     "transcribe": ("whisper_tune.train.inference.transcribe.run_transcribe", ["--model", "bundled:tiny.en", "a.wav"]),

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -34,6 +33,7 @@ from whisper_tune.pipeline.core.config import Config, temperatures
 from whisper_tune.pipeline.core.constants import BUNDLED_MODEL, MAX_LABEL_TOKENS, N_FRAMES, N_SAMPLES, SAMPLE_RATE_HZ
 from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.core.system import usable_cores
+from whisper_tune.pipeline.core.text import compression_ratio
 from whisper_tune.pipeline.core.tokens import NO_TIMESTAMPS, SOT, TASK_TOKENS, language_code, language_token, language_tokens
 from whisper_tune.pipeline.models import (bundled_model_dir, is_ct2_folder, is_multilingual, load_processor, resolve_model,
                                           tokenizer_from_file)
@@ -115,12 +115,6 @@ class Decoder(Protocol):
     def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
         """Text (and, when timed, segments) for mono 16 kHz clips of any length, in order."""
         ...
-
-
-def compression_ratio(text: str) -> float:
-    """Whisper's repetition measure: bytes of the text over bytes of its zlib compression."""
-    data = text.encode("utf-8")
-    return len(data) / len(zlib.compress(data)) if data else 0.0
 
 
 # ---------------------------------------------------------------------------------------------- choosing the back end

@@ -1,11 +1,11 @@
 """The `whisper-tune` console script: the typer app, one thin module per command.
 
-    validate.py  features.py  train.py  evaluate.py  transcribe.py  export.py  import_model.py   one command each
+    validate.py  features.py  audit.py  train.py  evaluate.py  transcribe.py  export.py  import_model.py   one each
     flags.py     config flags derived from pipeline/config.py's dataclasses (`Flag`, `with_config`)
 
 Each command only turns flags into a Config and calls its stage's plain function. The stage is imported inside
 the command, when it runs: this package imports nothing from train/ (nor audio libraries) at import time, and
-dispatches lazily to train/ (`train`, `evaluate`, `export`), so `whisper-tune train` never loads librosa and
+dispatches lazily to train/ (`audit`, `train`, `evaluate`, `export`), so `whisper-tune train` never loads librosa and
 `pipeline` never depends on `train` (the layering test allows this package alone to name it).
 
 This module is the one place that turns a WhisperTuneError into `error: <one line>` on stderr and its exit code;
@@ -35,7 +35,7 @@ from typer import rich_utils
 
 from whisper_tune.pipeline.core.errors import WhisperTuneError, worker_message
 from whisper_tune.pipeline.core.log import setup_logging
-from whisper_tune.cli import evaluate, export, features, import_model, train, transcribe, validate
+from whisper_tune.cli import audit, evaluate, export, features, import_model, train, transcribe, validate
 
 HELP_WIDTH = 120                       # --help when not on a terminal (a pipe, a log): no cut option names
 if rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
@@ -70,6 +70,8 @@ def fail(message: str, code: int = 1) -> None:
 INTERRUPTED: dict[str, str] = {
     "validate": "nothing was written (an earlier manifest is kept as it was); re-run the same command",
     "features": "finished shards are kept; re-run the same command to resume, only the missing clips are computed",
+    "audit": "nothing was written (an earlier WORK/audit.parquet is kept as it was); re-run the same command to "
+             "audit again from the start",
     "train": "the complete checkpoint-* folders in --output-dir are kept; re-run the same command with --resume "
              "to continue from the newest (before the first checkpoint, re-run it without --resume)",
     "evaluate": "nothing was written and nothing is kept; re-run the same command to evaluate again from the start",
@@ -130,7 +132,7 @@ def user_errors(fn: Callable[..., Any], command: str = "") -> Callable[..., Any]
 
 
 COMMANDS: dict[str, Callable[..., Any]] = {
-    "validate": validate.validate, "features": features.features, "train": train.train,
+    "validate": validate.validate, "features": features.features, "audit": audit.audit, "train": train.train,
     "evaluate": evaluate.evaluate, "transcribe": transcribe.transcribe, "export": export.export,
     "import-model": import_model.import_model,
 }

@@ -4,6 +4,7 @@ in one line naming the file and the command that rebuilds it."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -30,6 +31,16 @@ def test_round_trip(tmp_path):
     assert data["format"] == "whisper-tune-cache" and data["version"] == INDEX_VERSION
     assert load_index(tmp_path / "index.json") == _index()
     assert _index().referenced_shards() == {FEAT, LAB} and _index().clips["c"].complete
+
+
+def test_the_audit_mark_round_trips_and_is_written_only_when_set(tmp_path):
+    index = _index()
+    marked = replace(index, clips={"c": replace(index.clips["c"], audit_ok=True)})
+    save_index(tmp_path / "index.json", marked)
+    assert json.loads((tmp_path / "index.json").read_text())["clips"]["c"]["audit_ok"] is True
+    assert load_index(tmp_path / "index.json") == marked
+    assert "audit_ok" not in index.to_json()["clips"]["c"]
+    assert 'audit_ok must be true or false, got "ok"' in _broken(tmp_path, lambda d: d["clips"]["c"].update(audit_ok="ok"))
 
 
 def _broken(tmp_path, change) -> str:

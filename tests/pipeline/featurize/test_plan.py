@@ -96,3 +96,12 @@ def test_slurm_array_variables_choose_the_part():
         run_part(None, {"SLURM_ARRAY_TASK_ID": "14", "SLURM_ARRAY_TASK_COUNT": "8", "SLURM_ARRAY_TASK_MIN": "0"})
     with pytest.raises(ConfigError, match="expected whole numbers; or give --part i/N"):
         run_part(None, {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "8"})
+
+
+def test_the_audit_mark_is_planned_into_the_index_and_a_change_needs_no_audio_work(tmp_path):
+    marked = _rows(tmp_path).with_columns(pl.Series("audit_ok", [True, False]))
+    plan = make_plan(marked, CacheIndex(), FPS, {}, {})
+    assert [plan.clips[c].audit_ok for c in ("c0", "c1")] == [True, False]
+    previous = _stored(make_plan(_rows(tmp_path), CacheIndex(), FPS, {}, {}))
+    again = make_plan(marked, previous, FPS, SHARDS, {})
+    assert again.jobs == [] and again.labels_todo == [] and again.clips["c0"].audit_ok

@@ -275,3 +275,16 @@ def test_a_slurm_array_task_runs_its_part_and_says_so(tmp_path, tiny_model):
     assert result.exit_code == 0, result.output
     assert "features: Slurm array task 1 of 2 (SLURM_ARRAY_TASK_MIN 0): running part 2/2" in result.output
     assert (work / "cache" / "index.part-2-of-2.json").is_file() and not (work / "cache" / "index.json").exists()
+
+
+def test_the_audit_mark_reaches_the_cache_and_a_later_mark_needs_no_audio_work(tmp_path, tiny_model):
+    work, rows = make_work(tmp_path, n=3)
+    cfg = config(tiny_model, **{"augment.variants": 1})
+    run(work, cfg)
+    assert not any(open_cache(work).audit_ok(r["id"]) for r in rows)        # a manifest without the column
+    write_manifest(pl.DataFrame([{**r, "audit_ok": r["id"] == "clip02"} for r in rows]), work)
+    before = shard_bytes(work)
+    run(work, cfg)
+    cache = open_cache(work)
+    assert [cache.audit_ok(r["id"]) for r in rows] == [False, False, True]
+    assert shard_bytes(work) == before

@@ -137,7 +137,8 @@ def test_transcripts_are_kept_intact(dataset, csv_row, text):
 
 def test_extra_columns_and_bom(dataset):
     manifest = dataset[0]
-    assert list(manifest.columns) == [*COLUMNS, "text_in_train", "audio_in_train", "speaker"]   # no BOM in a header
+    assert list(manifest.columns) == [*COLUMNS, "text_in_train", "audio_in_train", "audit_ok", "speaker"]  # no BOM
+    assert not any(manifest["audit_ok"].to_list())                     # no audit column: nothing marked
     assert row(manifest, 9)["speaker"] == "x, y"
     assert row(manifest, 3)["speaker"] == ""
     assert manifest["csv_row"].to_list() == list(range(1, 23))
@@ -385,3 +386,17 @@ def test_split_column_is_honoured(tmp_path):
     again = write_csv(tmp_path / "e.csv", [r[:2] for r in rows[2:4]])
     validate(again, tmp_path / "w2")
     assert read_manifest(tmp_path / "w2")["split"].to_list() == m["split"].to_list()[2:4]
+
+
+def test_audit_column_ok_marks_rows_and_other_values_are_named(tmp_path):
+    for i in range(5):
+        write_audio(tmp_path / f"c{i}.wav", tone(2.0, seed=i))
+    rows = [[f"c{i}.wav", GOOD, mark] for i, mark in enumerate(["ok", " OK ", "", "yes", "Ok"])]
+    csv_path = write_csv(tmp_path / "d.csv", rows, header=["audios", "transcription", "Audit"])
+    result = validate(csv_path, tmp_path / "w")
+    m = read_manifest(tmp_path / "w")
+    assert m["audit_ok"].to_list() == [True, True, False, False, True]
+    assert m["status"].to_list() == ["ok", "ok", "ok", "rejected", "ok"]
+    assert m["reason"][3] == ("unknown audit mark 'yes' in column 'Audit': write ok to keep a row the audit "
+                              "flagged, or leave it blank")
+    assert "unknown audit mark" in format_summary(result)
