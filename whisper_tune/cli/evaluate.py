@@ -1,4 +1,4 @@
-"""`whisper-tune evaluate`: WER/CER on the cached clean clips (train.evaluate.run_evaluate, imported when run)."""
+"""`whisper-tune evaluate`: WER/CER on the cached clean clips (whisper_tune.train.inference.evaluate.run_evaluate, imported when run)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`whisper-tune export`: a model -> a CTranslate2 / faster-whisper folder (train.export.run_export, imported when run)."""
+"""`whisper-tune export`: a model -> a CTranslate2 / faster-whisper folder (whisper_tune.train.inference.export.run_export, imported when run)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`whisper-tune features`: manifest -> WORK/cache/ (whisper_tune.pipeline.featurize.run_features)."""
+"""`whisper-tune features`: manifest -> WORK/cache/ (whisper_tune.pipeline.featurize.stage.run_features)."""
 
 from __future__ import annotations
 

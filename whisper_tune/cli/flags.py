@@ -1,4 +1,4 @@
-"""Command-line flags derived from the settings dataclasses of pipeline/config.py.
+"""Command-line flags derived from the settings dataclasses of pipeline/core/config.py.
 
 A flag that sets a config value is one `Flag` line in its command's FLAGS table:
 

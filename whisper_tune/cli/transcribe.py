@@ -1,4 +1,4 @@
-"""`whisper-tune transcribe`: audio files -> text (train.inference.transcribe.run_transcribe, imported when run)."""
+"""`whisper-tune transcribe`: audio files -> text (whisper_tune.train.inference.transcribe.run_transcribe, imported when run)."""
 
 from __future__ import annotations
 
