@@ -38,7 +38,7 @@ def run_arm(data: Path, root: Path, model: Path, variants: int, batch_clips: int
     cfg = load_config(None, {"model.name": str(model), "augment.variants": variants, "features.jobs": jobs,
                              "features.batch_clips": batch_clips, "features.scheduler": scheduler})
     start = time.perf_counter()
-    result = run_features(work_dir=work, cfg=cfg, echo=False)
+    result = run_features(work_dir=work, cfg=cfg, echo=None)
     return time.perf_counter() - start, result.client_cpu_s, result
 
 

@@ -125,10 +125,10 @@ def ours(work: Path, model: Path, variants: int, jobs: int) -> tuple[float, floa
     cfg = load_config(None, {"model.name": str(model), "augment.variants": variants, "features.jobs": jobs})
     shutil.rmtree(work / "cache", ignore_errors=True)
     start, cpu = time.perf_counter(), _cpu()
-    result = run_features(work_dir=work, cfg=cfg, echo=False)
+    result = run_features(work_dir=work, cfg=cfg, echo=None)
     full, full_cpu = time.perf_counter() - start, _cpu() - cpu
     start = time.perf_counter()
-    again = run_features(work_dir=work, cfg=cfg, echo=False)
+    again = run_features(work_dir=work, cfg=cfg, echo=None)
     rerun = time.perf_counter() - start
     if again.clips_decoded != 0:
         raise SystemExit(f"no-change re-run decoded {again.clips_decoded} clips")

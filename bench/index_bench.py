@@ -50,7 +50,7 @@ def seed_cache(root: Path, n_seed: int, variants: int):
     fb.make_data(root, n_seed, 1.0)
     model = fb.make_model(root / "model", 80)
     cfg = load_config(None, {"model.name": str(model), "augment.variants": variants, "features.jobs": 1})
-    run_features(work_dir=root / "work", cfg=cfg, echo=False)
+    run_features(work_dir=root / "work", cfg=cfg, echo=None)
     return root / "work", cfg, read_manifest(root / "work")
 
 
@@ -106,7 +106,7 @@ def main() -> None:
         built = time.perf_counter() - start
         index_mb = sum(p.stat().st_size for p in (work / "cache").glob("index*")) / 2**20
         start = time.perf_counter()
-        res = run_features(work_dir=work, cfg=cfg, echo=False)
+        res = run_features(work_dir=work, cfg=cfg, echo=None)
         rerun = time.perf_counter() - start
         if res.clips_decoded or res.clips_total != args.clips:
             raise SystemExit(f"the no-change run decoded {res.clips_decoded} of {res.clips_total} clips")

@@ -62,7 +62,7 @@ def build_real_cache(root: Path, model: Path, clips: int, seconds: float, varian
     paths, texts = make_data(root, clips, seconds)
     work = root / "work"
     cfg = load_config(None, {"model.name": str(model), "augment.variants": variants})
-    run_features(work_dir=work, cfg=cfg, echo=False)
+    run_features(work_dir=work, cfg=cfg, echo=None)
     return paths, texts, work
 
 

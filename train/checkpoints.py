@@ -158,12 +158,12 @@ def set_aside(folder: Path) -> Path:
     return target
 
 
-def plan_start(output_dir: Path, *, resume: bool, say: Callable[[str], None] | None = None) -> Path | None:
+def plan_start(output_dir: Path, *, resume: bool, echo: Callable[[str], None] | None = None) -> Path | None:
     """The checkpoint to resume from (None: start fresh), after setting incomplete ones aside and saying why.
 
     resume=True: the newest complete checkpoint; ConfigError when there is none. resume=False: ConfigError when a
     complete checkpoint exists (a new run would mix with it); incomplete ones never block a fresh start."""
-    say = say or log.info
+    say = echo or log.info                        # messages: the train stage's log lines
     folders = checkpoint_folders(output_dir)
     complete: list[Path] = []
     skipped: list[str] = []

@@ -344,7 +344,7 @@ def features_config(model: Path, **over):
 
 
 def run(work: Path, cfg, part=None):
-    return run_features(work_dir=work, cfg=cfg, part=part, echo=False)
+    return run_features(work_dir=work, cfg=cfg, part=part, echo=None)
 
 
 def snapshot(work: Path) -> dict:

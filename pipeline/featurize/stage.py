@@ -21,6 +21,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -236,7 +237,7 @@ def compute(writer: CacheWriter, plan: Plan, labels: LabelWork, settings: Worker
 
 
 def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = None,
-                 echo: bool = True) -> FeaturesResult:
+                 echo: Callable[[str], None] | None = print) -> FeaturesResult:
     """Bring WORK/cache up to date with the manifest and config (see the module doc)."""
     from whisper_tune.pipeline.featurize.cluster import scheduler_address
     from whisper_tune.pipeline.models import resolve_model
@@ -277,8 +278,8 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "")
     result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
     result = replace(result, message=summary(result, final))
-    if echo:
-        report(result)
+    if echo is not None:
+        echo(format_report(result))
     return result
 
 
@@ -295,13 +296,14 @@ def summary(res: FeaturesResult, index: CacheIndex) -> str:
             f"{res.clips_decoded / max(seconds, 1e-9):.1f} clips/s)")
 
 
-def report(res: FeaturesResult) -> None:
-    print(res.message)
+def format_report(res: FeaturesResult) -> str:
+    """The stage's result as printed: the summary line, then every skipped clip with its reason."""
+    lines = [res.message]
     if res.skipped:
-        print(f"features: skipped {len(res.skipped)} clips:")
+        lines.append(f"features: skipped {len(res.skipped)} clips:")
         names = res.skipped_where or tuple(cid for cid, _ in res.skipped)
-        for name, (_, reason) in zip(names, res.skipped):
-            print(f"  {name}: {reason}")
+        lines += [f"  {name}: {reason}" for name, (_, reason) in zip(names, res.skipped)]
+    return "\n".join(lines)
 
 
 def skipped_names(rows, clip_ids: list[str]) -> tuple[str, ...]:

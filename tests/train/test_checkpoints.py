@@ -39,7 +39,7 @@ def test_a_file_or_link_named_like_the_partial_is_left_alone(tmp_path, kind):
         os.symlink(tmp_path / "gone", taken)
     incomplete(tmp_path)
     said = []
-    assert plan_start(tmp_path, resume=False, say=said.append) is None
+    assert plan_start(tmp_path, resume=False, echo=said.append) is None
     assert said == ["train: skipping checkpoint-3: incomplete (no trainer_state.json; its save was interrupted); "
                     "set aside as partial-checkpoint-3.1"]
     assert (tmp_path / "partial-checkpoint-3.1" / "optimizer.pt").read_bytes() == b"half"
@@ -51,5 +51,5 @@ def test_a_file_or_link_named_like_the_partial_is_left_alone(tmp_path, kind):
 def test_an_empty_rank_variable_is_the_main_process(tmp_path, monkeypatch):
     monkeypatch.setenv("RANK", "")                   # exported but empty, as some job scripts leave it
     incomplete(tmp_path)
-    plan_start(tmp_path, resume=False, say=lambda message: None)
+    plan_start(tmp_path, resume=False, echo=lambda message: None)
     assert (tmp_path / "partial-checkpoint-3").is_dir()

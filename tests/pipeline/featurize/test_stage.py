@@ -249,7 +249,7 @@ def test_parts_built_with_different_settings_are_refused(tmp_path, tiny_model):
 
 
 def test_skipped_clips_are_named_by_file_and_csv_row(tmp_path, tiny_model, capsys):
-    from whisper_tune.pipeline.featurize.stage import report
+    from whisper_tune.pipeline.featurize.stage import format_report
 
     work, rows = make_work(tmp_path, n=2)
     silent = write_audio(tmp_path / "audio" / "silent.wav", np.zeros(16_000, np.float32))
@@ -258,8 +258,7 @@ def test_skipped_clips_are_named_by_file_and_csv_row(tmp_path, tiny_model, capsy
     write_manifest(pl.DataFrame(rows), work)
     res = run(work, config(tiny_model))
     assert res.skipped_where == ("audio/silent.wav (CSV row 7)",)
-    report(res)
-    out = capsys.readouterr().out
+    out = format_report(res)
     assert "  audio/silent.wav (CSV row 7): silent" in out and "46774ad9d265ea49" not in out
 
 
