@@ -147,21 +147,28 @@ def _clean_names(names: list[str]) -> list[str]:
     return out
 
 
-def _pick(p: Path, columns: list[str], wanted: str, candidates: tuple[str, ...], kind: str, flag: str) -> str:
+def pick_column(columns: list[str], wanted: str, candidates: tuple[str, ...], *, what: str, kind: str, flag: str,
+                error: type[Exception] = CsvError) -> str:
+    """The column `wanted` names (any case; the first of equal names), else the first of `candidates` present;
+    `error` naming `what` (the CSV, the dataset), the columns found and the flag that names one, when neither is."""
     by_lower: dict[str, str] = {}
     for name in columns:
         by_lower.setdefault(name.lower(), name)
     if wanted.strip():
         found = by_lower.get(wanted.strip().lower())
         if found is None:
-            raise CsvError(f"CSV {p} has no column '{wanted.strip()}' (given with {flag}); "
-                           f"columns found: {_names(columns)}")
+            raise error(f"{what} has no column '{wanted.strip()}' (given with {flag}); "
+                        f"columns found: {_names(columns)}")
         return found
     for candidate in candidates:
         if candidate in by_lower:
             return by_lower[candidate]
-    raise CsvError(f"CSV {p} has no {kind} column: expected one of {', '.join(candidates)}, "
-                   f"found {_names(columns)}; name yours with {flag} NAME")
+    raise error(f"{what} has no {kind} column: expected one of {', '.join(candidates)}, "
+                f"found {_names(columns)}; name yours with {flag} NAME")
+
+
+def _pick(p: Path, columns: list[str], wanted: str, candidates: tuple[str, ...], kind: str, flag: str) -> str:
+    return pick_column(columns, wanted, candidates, what=f"CSV {p}", kind=kind, flag=flag)
 
 
 def _names(columns: list[str], limit: int = 10) -> str:

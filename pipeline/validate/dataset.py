@@ -25,7 +25,7 @@ from whisper_tune.pipeline.core.constants import AUDIO_EXTENSIONS
 from whisper_tune.pipeline.core.errors import CsvError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_write_bytes
 from whisper_tune.pipeline.core.hashing import stable_hex
-from whisper_tune.pipeline.validate.csvfile import AUDIO_COLUMNS, TEXT_COLUMNS, CsvTable
+from whisper_tune.pipeline.validate.csvfile import AUDIO_COLUMNS, TEXT_COLUMNS, CsvTable, pick_column
 from whisper_tune.pipeline.validate.checks import NO_PATH, Location, Problem
 
 AUDIO_FOLDER = "dataset-audio"
@@ -137,18 +137,8 @@ def _check_hub(repo_id: str) -> None:
 
 
 def _pick(where: str, columns: list[str], wanted: str, candidates: tuple[str, ...], kind: str, flag: str) -> str:
-    by_lower = {c.lower(): c for c in reversed(columns)}
-    if wanted.strip():
-        found = by_lower.get(wanted.strip().lower())
-        if found is None:
-            raise DatasetError(f"--dataset {where} has no column '{wanted.strip()}' (given with {flag}); "
-                               f"columns found: {', '.join(columns)}")
-        return found
-    found = next((by_lower[c] for c in candidates if c in by_lower), None)
-    if found is None:
-        raise DatasetError(f"--dataset {where} has no {kind} column: expected one of {', '.join(candidates)}, "
-                           f"found {', '.join(columns)}; name yours with {flag} NAME")
-    return found
+    return pick_column(columns, wanted, candidates, what=f"--dataset {where}", kind=kind, flag=flag,
+                       error=DatasetError)
 
 
 def _is_scalar(feature) -> bool:

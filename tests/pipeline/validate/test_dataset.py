@@ -90,7 +90,7 @@ def test_missing_columns_and_paths_are_one_line(clips: Path) -> None:
     with pytest.raises(DatasetError) as err:
         read_dataset(saved(clips), clips / "w", text_column="words")
     assert str(err.value) == (f"--dataset {clips / 'saved'} has no column 'words' (given with --text-column); "
-                              "columns found: audio, transcription, speaker")
+                              "columns found: 'audio', 'transcription', 'speaker'")
     (clips / "empty").mkdir()
     with pytest.raises(DatasetError, match="is neither a `datasets` folder"):
         read_dataset(clips / "empty", clips / "w")
