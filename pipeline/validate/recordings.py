@@ -106,7 +106,7 @@ def validate_recordings(table: CsvTable, work_dir: Path, cfg, *, segments: tuple
     with disk_full_as_error(work_dir):
         out = write_manifest(frame, work_dir)
         plot = write_duration_plot(frame, work_dir / PLOT_NAME)
-    result = replace(summarize(view, frame, [r.problems for r in records], out, plot, KINDS), groups=plan.report,
+    result = replace(summarize(view, records, frame, out, plot, KINDS), groups=plan.report,
                      group_hint=plan.hint, leakage=leaks, unit="window", recordings=len(recordings))
     if echo is not None:
         echo(format_summary(result))

@@ -144,7 +144,7 @@ def _validate_clips(table: CsvTable, locations: list[Location], work_dir: Path, 
     with disk_full_as_error(work_dir):
         out = write_manifest(frame, work_dir)
         plot = write_duration_plot(frame, work_dir / PLOT_NAME)
-    result = replace(summarize(table, frame, [r.problems for r in records], out, plot, KINDS), groups=plan.report,
+    result = replace(summarize(table, records, frame, out, plot, KINDS), groups=plan.report,
                      group_hint=plan.hint, leakage=leaks)
     if echo is not None:
         echo(format_summary(result))
