@@ -1,8 +1,8 @@
 """Splits by group: every clip of a speaker, session or client goes to the same split (`--group-column NAME`).
 
-    plan = plan_splits(table, relpaths, given, kept, group_column="speaker", seed=42, test_share=0.1,
-                       validation_share=0.0)
-    plan.splits, plan.report, plan.hint
+    plan = plan_splits(table, records, SplitSettings(group_column="speaker", seed=42, test_share=0.1,
+                                                     validation_share=0.0))
+    [r.split for r in records], plan.report, plan.hint      # records: rows.Record, one per table row
 
 Where a row goes, first rule that applies:
 1. its own `split` cell (the CSV's pinned split always wins for its row);
@@ -30,6 +30,7 @@ from whisper_tune.pipeline.validate.csvfile import CsvTable
 from whisper_tune.pipeline.core.errors import CsvError
 from whisper_tune.pipeline.core.hashing import stable_unit
 from whisper_tune.pipeline.validate.manifest import SPLITS, assign_split, split_at, split_position
+from whisper_tune.pipeline.validate.rows import Record, SplitSettings
 
 SEED_TRIALS = 200               # seeds tried when the shares are far off
 SEED_SEARCH_MAX_GROUPS = 5000   # above this the search costs more than it is worth (and is rarely needed)
@@ -89,7 +90,8 @@ class GroupHint:
 
 @dataclass(frozen=True)
 class SplitPlan:
-    splits: list[str]
+    """What plan_splits says besides the records' splits."""
+
     report: GroupReport | None = None
     hint: GroupHint | None = None
 
@@ -127,54 +129,59 @@ def case_twins(values: Sequence[str]) -> tuple[tuple[str, ...], ...]:
     return tuple(sorted(tuple(sorted(vs)) for vs in by_fold.values() if len(vs) > 1))
 
 
-def plan_splits(table: CsvTable, relpaths: Sequence[str], given: Sequence[str], kept: Sequence[bool], *,
-                group_column: str, seed: int, test_share: float, validation_share: float) -> SplitPlan:
-    """Each row's split (see the module docstring), with a report of the groups or a hint to use them."""
-    shares = {"test_share": test_share, "validation_share": validation_share}
-    if not group_column.strip():
-        splits = [g or assign_split(rel, seed=seed, **shares) for rel, g in zip(relpaths, given)]
-        return SplitPlan(splits, hint=suggest_group_column(table, splits, kept))
-    column, values = group_values(table, group_column)
-    keys = [v if v else f"\0{rel}" for v, rel in zip(values, relpaths)]     # empty cell: a group of its own
+def plan_splits(table: CsvTable, records: Sequence[Record], settings: SplitSettings) -> SplitPlan:
+    """Set each record's split (see the module docstring), with its group cell under a group column; a report of
+    the groups or a hint to use them. `table` is the CSV the records were read from (one record per row)."""
+    shares = settings.shares
+    if not settings.group_column.strip():
+        for r in records:
+            r.split = r.given or assign_split(r.relpath, seed=settings.seed, **shares)
+        return SplitPlan(hint=suggest_group_column(table, records))
+    column, values = group_values(table, settings.group_column)
+    for r, value in zip(records, values):
+        r.group = value
     pinned: dict[str, set[str]] = defaultdict(set)
-    for key, g in zip(keys, given):
-        if g:
-            pinned[key].add(g)
-    positions = {key: _position(key, seed) for key in set(keys)}
-    splits, by_hash = [], []
-    for key, g in zip(keys, given):
+    for r in records:
+        if r.given:
+            pinned[group_key(r)].add(r.given)
+    positions = {key: _position(key, settings.seed) for key in {group_key(r) for r in records}}
+    for r in records:
+        key = group_key(r)
         follow = pinned.get(key, set())
-        hashed = not g and len(follow) != 1
-        by_hash.append(hashed)
-        splits.append(g or (next(iter(follow)) if len(follow) == 1 else split_at(positions[key], **shares)))
-    report = _report(column, keys, values, splits, by_hash, kept, pinned, seed=seed, **shares)
-    return SplitPlan(splits, report=report)
+        r.by_hash = not r.given and len(follow) != 1
+        r.split = r.given or (next(iter(follow)) if len(follow) == 1 else split_at(positions[key], **shares))
+    return SplitPlan(report=_report(column, records, pinned, settings))
 
 
-def _report(column: str, keys: list[str], values: Sequence[str], splits: list[str], by_hash: list[bool],
-            kept: Sequence[bool], pinned: dict[str, set[str]], *, seed: int, test_share: float,
-            validation_share: float) -> GroupReport:
-    ok = [i for i, k in enumerate(kept) if k]
+def group_key(record: Record) -> str:
+    """The record's group: its group cell, or "\0" + its path when the cell is empty (a group of its own)."""
+    return record.group if record.group else f"\0{record.relpath}"
+
+
+def _report(column: str, records: Sequence[Record], pinned: dict[str, set[str]],
+            settings: SplitSettings) -> GroupReport:
+    ok = [r for r in records if r.kept]
     groups_of: dict[str, set[str]] = defaultdict(set)
     clips: Counter[str] = Counter()
     hashed: Counter[str] = Counter()
-    for i in ok:
-        groups_of[splits[i]].add(keys[i])
-        clips[splits[i]] += 1
-        hashed[splits[i]] += by_hash[i]
+    for r in ok:
+        groups_of[r.split].add(group_key(r))
+        clips[r.split] += 1
+        hashed[r.split] += r.by_hash
+    test_share, validation_share = settings.test_share, settings.validation_share
     targets = {"test": test_share, "validation": validation_share, "train": 1.0 - test_share - validation_share}
     report = GroupReport(
-        column=column, groups=len({keys[i] for i in ok}), empty=sum(1 for i in ok if not values[i]),
+        column=column, groups=len({group_key(r) for r in ok}), empty=sum(1 for r in ok if not r.group),
         per_split={s: (len(groups_of[s]), clips[s]) for s in SPLITS}, hashed={s: hashed[s] for s in SPLITS},
         targets=targets, straddling=tuple(sorted(k for k, s in pinned.items() if len(s) > 1))[:EXAMPLES * 10],
-        case_twins=case_twins([values[i] for i in ok]),
+        case_twins=case_twins([r.group for r in ok]),
     )
-    sizes = Counter(keys[i] for i in ok if by_hash[i])
+    sizes = Counter(group_key(r) for r in ok if r.by_hash)
     if len(sizes) < len(report.wanted()):
         return replace(report, placed=tuple(sorted(sizes)))       # no seed helps: say so instead
     if not report.far_off():
         return report
-    found = better_seed(sizes, seed=seed, test_share=test_share, validation_share=validation_share)
+    found = better_seed(sizes, seed=settings.seed, **settings.shares)
     if found is None:
         return report
     return replace(report, better_seed=found[0], better_shares=found[1])
@@ -220,9 +227,10 @@ def _words(name: str) -> set[str]:
     return set(spaced.lower().replace("_", " ").replace("-", " ").replace(".", " ").split())
 
 
-def suggest_group_column(table: CsvTable, splits: Sequence[str], kept: Sequence[bool]) -> GroupHint | None:
-    """The first extra column whose name looks like a speaker / session id and whose values repeat."""
-    ok = [i for i, k in enumerate(kept) if k]
+def suggest_group_column(table: CsvTable, records: Sequence[Record]) -> GroupHint | None:
+    """The first extra column whose name looks like a speaker / session id and whose values repeat (the table's
+    rows are the records')."""
+    ok = [i for i, r in enumerate(records) if r.kept]
     for name, cells in table.extras.items():
         if name.strip().lower() == "split" or not (_words(name) & HINT_WORDS):
             continue
@@ -230,8 +238,8 @@ def suggest_group_column(table: CsvTable, splits: Sequence[str], kept: Sequence[
         present = [v for v in values if v]
         if not present or len(set(present)) == len(present):
             continue                                   # every value unique: a clip id, not a group
-        in_train = {cells[i].strip() for i in ok if splits[i] == "train"} - {""}
-        held = {s: [i for i in ok if splits[i] == s] for s in ("test", "validation")}
+        in_train = {cells[i].strip() for i in ok if records[i].split == "train"} - {""}
+        held = {s: [i for i in ok if records[i].split == s] for s in ("test", "validation")}
         return GroupHint(column=name, values=len(set(present)), clips=len(present),
                          shared={s: sum(1 for i in rows if cells[i].strip() in in_train) for s, rows in held.items()},
                          held_out={s: len(rows) for s, rows in held.items()})

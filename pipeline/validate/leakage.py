@@ -1,7 +1,7 @@
 """Leakage: held-out clips (test, validation) that repeat training material, found by `validate`.
 
-    report = find_leaks(texts=..., paths=..., splits=..., kept=..., rows=...)
-    report.text_in_train, report.audio_in_train     # one flag per row, written to the manifest
+    report = find_leaks(records)                     # rows.Record, splits set by plan_splits
+    report.text_in_train, report.audio_in_train     # one flag per record, written to the manifest
 
 Two kinds, both counted per held-out split over usable clips only:
 - same text: the clip's normalized transcript (normalize_text "basic", as WER scores it) is also the transcript of
@@ -21,6 +21,7 @@ from typing import Sequence
 
 from whisper_tune.pipeline.core.hashing import file_digest
 from whisper_tune.pipeline.core.text import normalize_text, flatten_and_cut
+from whisper_tune.pipeline.validate.rows import Record
 
 HELD_OUT = ("test", "validation")
 EXAMPLES = 3
@@ -55,60 +56,59 @@ def text_in_train(texts: Sequence[str], splits: Sequence[str], kept: Sequence[bo
     return [bool(k and s in HELD_OUT and normalize_text(t) in train) for t, s, k in zip(texts, splits, kept)]
 
 
-def _first_train_row(keys: Sequence[object], splits: Sequence[str], kept: Sequence[bool],
-                     rows: Sequence[int]) -> dict[object, int]:
+def _first_train_row(records: Sequence[Record], keys: Sequence[object]) -> dict[object, int]:
+    """key -> CSV row of the first usable train record with that key (keys one per record, None for none)."""
     first: dict[object, int] = {}
-    for key, s, k, row in zip(keys, splits, kept, rows):
-        if k and s == "train" and key is not None:
-            first.setdefault(key, row)
+    for r, key in zip(records, keys):
+        if r.kept and r.split == "train" and key is not None:
+            first.setdefault(key, r.csv_row)
     return first
 
 
-def audio_keys(paths: Sequence[str], splits: Sequence[str], kept: Sequence[bool]) -> list[str | None]:
+def audio_keys(records: Sequence[Record]) -> list[str | None]:
     """Content digest of each usable file whose size occurs on both sides (train and held out); None otherwise."""
     sizes: list[int | None] = []
-    for p, k in zip(paths, kept):
+    for r in records:
         try:
-            sizes.append(os.stat(p).st_size if k and p else None)
+            sizes.append(os.stat(r.path).st_size if r.kept and r.path else None)
         except OSError:
             sizes.append(None)
     sides: dict[int, set[bool]] = defaultdict(set)
-    for size, s in zip(sizes, splits):
+    for size, r in zip(sizes, records):
         if size is not None:
-            sides[size].add(s == "train")
+            sides[size].add(r.split == "train")
     out: list[str | None] = []
-    for p, size in zip(paths, sizes):
+    for r, size in zip(records, sizes):
         both = size is not None and len(sides[size]) == 2
         try:
-            out.append(f"{size}:{file_digest(p)}" if both else None)
+            out.append(f"{size}:{file_digest(r.path)}" if both else None)
         except OSError:
             out.append(None)
     return out
 
 
-def find_leaks(*, texts: Sequence[str], paths: Sequence[str], splits: Sequence[str], kept: Sequence[bool],
-               rows: Sequence[int]) -> LeakageReport:
-    """Count and flag held-out clips that repeat a train clip's text or audio bytes."""
-    norm = [normalize_text(t) if k else None for t, k in zip(texts, kept)]
-    digests = audio_keys(paths, splits, kept)
-    text_row = _first_train_row(norm, splits, kept, rows)
-    audio_row = _first_train_row(digests, splits, kept, rows)
-    same_text = [bool(k and s in HELD_OUT and n in text_row) for n, s, k in zip(norm, splits, kept)]
-    same_audio = [bool(k and s in HELD_OUT and d is not None and d in audio_row)
-                  for d, s, k in zip(digests, splits, kept)]
+def find_leaks(records: Sequence[Record]) -> LeakageReport:
+    """Count and flag held-out records that repeat a train record's text or audio bytes (splits already set)."""
+    norm = [normalize_text(r.text) if r.kept else None for r in records]
+    digests = audio_keys(records)
+    text_row = _first_train_row(records, norm)
+    audio_row = _first_train_row(records, digests)
+    held = [r.kept and r.split in HELD_OUT for r in records]
+    same_text = [bool(h and n in text_row) for h, n in zip(held, norm)]
+    same_audio = [bool(h and d is not None and d in audio_row) for h, d in zip(held, digests)]
 
     def examples(flags: list[bool], keys: Sequence[object], first: dict[object, int]) -> dict[str, tuple[Leak, ...]]:
         out: dict[str, list[Leak]] = {s: [] for s in HELD_OUT}
-        for i, flag in enumerate(flags):
-            if flag and len(out[splits[i]]) < EXAMPLES:
-                out[splits[i]].append(Leak(rows[i], first[keys[i]], texts[i]))
+        for r, flag, key in zip(records, flags, keys):
+            if flag and len(out[r.split]) < EXAMPLES:
+                out[r.split].append(Leak(r.csv_row, first[key], r.text))
         return {s: tuple(v) for s, v in out.items()}
 
     def count(flags: list[bool]) -> dict[str, int]:
-        return {s: sum(1 for f, sp in zip(flags, splits) if f and sp == s) for s in HELD_OUT}
+        return {s: sum(1 for f, r in zip(flags, records) if f and r.split == s) for s in HELD_OUT}
 
     return LeakageReport(
-        held_out={s: sum(1 for sp, k in zip(splits, kept) if k and sp == s) for s in HELD_OUT},
+        held_out={s: sum(1 for r in records if r.kept and r.split == s) for s in HELD_OUT},
         same_text=count(same_text), same_audio=count(same_audio),
         text_examples=examples(same_text, norm, text_row), audio_examples=examples(same_audio, digests, audio_row),
         text_in_train=tuple(same_text), audio_in_train=tuple(same_audio),

@@ -37,6 +37,7 @@ from whisper_tune.pipeline.featurize.audio import AudioInfo
 from whisper_tune.pipeline.validate.csvfile import CsvTable
 from whisper_tune.pipeline.validate.grouping import plan_splits
 from whisper_tune.pipeline.validate.leakage import find_leaks
+from whisper_tune.pipeline.validate.rows import Record, SplitSettings
 from whisper_tune.pipeline.validate.manifest import (OPTIONAL_SCHEMA, SCHEMA, STATUS_OK, STATUS_REJECTED,
                                                      WINDOW_SCHEMA, clip_id, with_extras, write_manifest)
 from whisper_tune.pipeline.validate.checks import (DUPLICATE, KINDS as CLIP_KINDS, Location, Problem, check_all,
@@ -93,20 +94,20 @@ def validate_recordings(table: CsvTable, work_dir: Path, cfg, *, segments: tuple
     rows.sort(key=lambda r: r.table_index)
     view = _row_table(table, rows)
     given, split_problem = given_splits(view)
-    problems = [[p for p in (row.problem, split_problem[i]) if p is not None] for i, row in enumerate(rows)]
-    kept = [not p for p in problems]
-    relpaths = [row.recording.location.relpath for row in rows]
-    plan = plan_splits(view, relpaths, given, kept, group_column=d.group_column, seed=d.seed,
-                       test_share=d.test_share, validation_share=d.validation_share)
-    paths = [str(r.recording.location.path or "") for r in rows]
-    leaks = find_leaks(texts=view.texts, paths=paths, splits=plan.splits, kept=kept, rows=view.rows)
-    frame = _frame(table, rows, problems, splits=plan.splits, segments=segments,
+    records = [Record(csv_row=csv_row, source=source, text=text, relpath=row.recording.location.relpath,
+                      path=str(row.recording.location.path or ""), given=pin,
+                      problems=[p for p in (row.problem, bad_split) if p is not None])
+               for row, csv_row, source, text, pin, bad_split in zip(rows, view.rows, view.sources, view.texts,
+                                                                     given, split_problem)]
+    plan = plan_splits(view, records, SplitSettings.of(d))
+    leaks = find_leaks(records)
+    frame = _frame(table, rows, records, segments=segments,
                    flags={"text_in_train": leaks.text_in_train, "audio_in_train": leaks.audio_in_train})
     with disk_full_as_error(work_dir):
         out = write_manifest(frame, work_dir)
         plot = write_duration_plot(frame, work_dir / PLOT_NAME)
-    result = replace(summarize(view, frame, problems, out, plot, KINDS), groups=plan.report, group_hint=plan.hint,
-                     leakage=leaks, unit="window", recordings=len(recordings))
+    result = replace(summarize(view, records, frame, out, plot, KINDS), groups=plan.report,
+                     group_hint=plan.hint, leakage=leaks, unit="window", recordings=len(recordings))
     if echo is not None:
         echo(format_summary(result))
     return result
@@ -197,7 +198,7 @@ def _text(row: Row) -> str:
     return row.cue.text if row.cue is not None else ""
 
 
-def _frame(table: CsvTable, rows: Sequence[Row], problems: Sequence[Sequence[Problem]], *, splits: Sequence[str],
+def _frame(table: CsvTable, rows: Sequence[Row], records: Sequence[Record], *,
            segments: tuple[str, str] | None, flags: dict[str, Sequence[bool]]) -> pl.DataFrame:
     ids: list[str] = []
     seen: set[str] = set()
@@ -219,9 +220,9 @@ def _frame(table: CsvTable, rows: Sequence[Row], problems: Sequence[Sequence[Pro
                      for r, (s, e) in zip(rows, spans)],
         "sample_rate": [i.sample_rate if i else None for i in info],
         "channels": [i.channels if i else None for i in info],
-        "split": list(splits),
-        "status": [STATUS_REJECTED if p else STATUS_OK for p in problems],
-        "reason": ["; ".join(x.detail for x in p) for p in problems],
+        "split": [r.split for r in records],
+        "status": [STATUS_OK if r.kept else STATUS_REJECTED for r in records],
+        "reason": ["; ".join(x.detail for x in r.problems) for r in records],
         "csv_row": [table.rows[r.table_index] for r in rows],
         "recording": [r.recording.location.relpath for r in rows],
         "subtitles": [r.recording.subtitles for r in rows],

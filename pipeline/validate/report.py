@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import polars as pl
 
@@ -14,6 +14,7 @@ from whisper_tune.pipeline.core.fileio import atomic_path
 from whisper_tune.pipeline.validate.grouping import GroupHint, GroupReport, format_groups, format_hint
 from whisper_tune.pipeline.validate.leakage import LeakageReport, format_leakage
 from whisper_tune.pipeline.validate.manifest import SPLITS, STATUS_OK
+from whisper_tune.pipeline.validate.rows import Record
 from whisper_tune.pipeline.core.text import flatten_and_cut
 
 EXAMPLES_PER_PROBLEM = 3
@@ -48,24 +49,25 @@ class ValidateResult:
     recordings: int = 0                        # long recordings read (their windows and rejected cues are rows)
 
 
-def summarize(table: CsvTable, frame: pl.DataFrame, problems: Sequence[Sequence[Any]], out: Path, plot: Path,
+def summarize(table: CsvTable, records: Sequence[Record], frame: pl.DataFrame, out: Path, plot: Path,
               kinds: Sequence[str]) -> ValidateResult:
-    """The result record; `problems` per row (each with .kind and .detail), `kinds` the order reasons are listed in."""
+    """The result record: `records` one per manifest row (the table's rows), `kinds` the order reasons are listed
+    in."""
     reasons: Counter[str] = Counter()
     examples: dict[str, list[Example]] = {}
-    for row, source, row_problems in zip(table.rows, table.sources, problems):
-        for p in row_problems:
+    for r in records:
+        for p in r.problems:
             reasons[p.kind] += 1
             shown = examples.setdefault(p.kind, [])
             if len(shown) < EXAMPLES_PER_PROBLEM:
-                shown.append(Example(row, source, p.detail))
+                shown.append(Example(r.csv_row, r.source, p.detail))
     ok = frame.filter(pl.col("status") == STATUS_OK)
     clips = {s: ok.filter(pl.col("split") == s).height for s in SPLITS}
     seconds = {s: float(ok.filter(pl.col("split") == s)["duration"].sum() or 0.0) for s in SPLITS}
     kept = ok.height
     return ValidateResult(
-        csv_path=table.path, manifest_path=out, plot_path=plot, rows=len(table), kept=kept,
-        rejected=len(table) - kept,
+        csv_path=table.path, manifest_path=out, plot_path=plot, rows=len(records), kept=kept,
+        rejected=len(records) - kept,
         reasons={k: reasons[k] for k in kinds if reasons[k]},
         clips=clips, seconds=seconds,
         examples={k: tuple(v) for k, v in examples.items()},

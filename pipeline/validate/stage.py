@@ -29,7 +29,6 @@ from typing import Callable, Sequence
 
 import polars as pl
 
-from whisper_tune.pipeline.featurize.audio import AudioInfo
 from whisper_tune.pipeline.core.config import Config, check_output_folder
 from whisper_tune.pipeline.core.constants import MAX_LABEL_TOKENS
 from whisper_tune.pipeline.validate.csvfile import CsvTable, column_names, read_table
@@ -37,6 +36,7 @@ from whisper_tune.pipeline.core.errors import ConfigError, ModelError, WhisperTu
 from whisper_tune.pipeline.core.fileio import disk_full_as_error
 from whisper_tune.pipeline.validate.grouping import group_values, plan_splits
 from whisper_tune.pipeline.validate.leakage import find_leaks
+from whisper_tune.pipeline.validate.rows import Record, SplitSettings
 from whisper_tune.pipeline.validate.manifest import (OPTIONAL_SCHEMA, SCHEMA, STATUS_OK, STATUS_REJECTED, clip_id,
                        with_extras, write_manifest)
 from whisper_tune.pipeline.core.text import normalize_text
@@ -126,59 +126,66 @@ def _validate_clips(table: CsvTable, locations: list[Location], work_dir: Path, 
                     echo: Callable[[str], None] | None, hint_dir: Path | None = None) -> ValidateResult:
     """One clip per row: the checks of the module docstring, the splits, the manifest and the summary."""
     d = cfg.data
-    n = len(table)
-    audio_problem: list[Problem | None] = [None] * n
-    infos: list[AudioInfo | None] = [None] * n
-
-    first_row: dict[Path, int] = {}
-    to_read: list[int] = []
-    for i, loc in enumerate(locations):
-        if loc.problem is not None or loc.path is None:
-            audio_problem[i] = loc.problem
-            continue
-        if loc.path in first_row:
-            audio_problem[i] = Problem(DUPLICATE, f"duplicate path: same file as row {first_row[loc.path]} "
-                                                  "(the first row naming a file is the one kept)")
-            continue
-        first_row[loc.path] = table.rows[i]
-        to_read.append(i)
-
-    checks = check_all([locations[i].path for i in to_read if locations[i].path], min_seconds=d.min_seconds,
-                        max_seconds=d.max_seconds)
-    for i, check in zip(to_read, checks):
-        infos[i] = check.info
-        audio_problem[i] = _with_cwd_hint(check.problem, table.sources[i], hint_dir) if hint_dir else check.problem
-
-    norm = cfg.features.text_normalization
-    text_problem = [check_text(t, min_chars=d.min_text_chars, normalization=norm) for t in table.texts]
-    if tokenizer is not None:
-        todo = [i for i in range(n) if text_problem[i] is None]
-        for i, length in zip(todo, label_lengths(tokenizer, [table.texts[i] for i in todo], norm)):
-            if length > MAX_LABEL_TOKENS:
-                text_problem[i] = Problem(LONG_LABEL, f"label too long: {length} tokens with the model's prefix "
-                                                      f"and end tokens (the decoder takes at most "
-                                                      f"{MAX_LABEL_TOKENS}); split the clip")
-
     given, split_problem = given_splits(table)
     audit_ok, audit_problem = audit_marks(table)
-    problems = [[p for p in (audio_problem[i], text_problem[i], split_problem[i], audit_problem[i]) if p is not None]
-                for i in range(n)]
-    kept = [not p for p in problems]
-    plan = plan_splits(table, [loc.relpath for loc in locations], given, kept, group_column=d.group_column,
-                       seed=d.seed, test_share=d.test_share, validation_share=d.validation_share)
-    paths = [str(loc.path) if loc.path is not None else "" for loc in locations]
-    leaks = find_leaks(texts=table.texts, paths=paths, splits=plan.splits, kept=kept, rows=table.rows)
-    frame = _manifest_frame(table, locations, infos, problems, splits=plan.splits,
+    records = [Record(csv_row=row, source=source, text=text, relpath=loc.relpath, given=pin, audit_ok=mark,
+                      path=str(loc.path) if loc.path is not None else "")
+               for row, source, text, loc, pin, mark in zip(table.rows, table.sources, table.texts, locations, given,
+                                                            audit_ok)]
+    audio_problem = _check_clips(records, locations, d, hint_dir)
+    text_problem = _check_texts(records, cfg, tokenizer)
+    for r, *found in zip(records, audio_problem, text_problem, split_problem, audit_problem):
+        r.problems = [p for p in found if p is not None]
+    plan = plan_splits(table, records, SplitSettings.of(d))
+    leaks = find_leaks(records)
+    frame = _manifest_frame(records, table.extras,
                             flags={"text_in_train": leaks.text_in_train, "audio_in_train": leaks.audio_in_train,
-                                   "audit_ok": audit_ok})
+                                   "audit_ok": [r.audit_ok for r in records]})
     with disk_full_as_error(work_dir):
         out = write_manifest(frame, work_dir)
         plot = write_duration_plot(frame, work_dir / PLOT_NAME)
-    result = replace(summarize(table, frame, problems, out, plot, KINDS), groups=plan.report, group_hint=plan.hint,
-                     leakage=leaks)
+    result = replace(summarize(table, records, frame, out, plot, KINDS), groups=plan.report,
+                     group_hint=plan.hint, leakage=leaks)
     if echo is not None:
         echo(format_summary(result))
     return result
+
+
+def _check_clips(records: list[Record], locations: list[Location], d, hint_dir: Path | None) -> list[Problem | None]:
+    """Each record's audio problem (located, not a duplicate, readable, long enough); sets record.info."""
+    problems: list[Problem | None] = [None] * len(records)
+    first_row: dict[Path, int] = {}
+    to_read: list[int] = []
+    for i, (r, loc) in enumerate(zip(records, locations)):
+        if loc.problem is not None or loc.path is None:
+            problems[i] = loc.problem
+            continue
+        if loc.path in first_row:
+            problems[i] = Problem(DUPLICATE, f"duplicate path: same file as row {first_row[loc.path]} "
+                                             "(the first row naming a file is the one kept)")
+            continue
+        first_row[loc.path] = r.csv_row
+        to_read.append(i)
+    checks = check_all([locations[i].path for i in to_read if locations[i].path], min_seconds=d.min_seconds,
+                       max_seconds=d.max_seconds)
+    for i, check in zip(to_read, checks):
+        records[i].info = check.info
+        problems[i] = _with_cwd_hint(check.problem, records[i].source, hint_dir) if hint_dir else check.problem
+    return problems
+
+
+def _check_texts(records: list[Record], cfg: Config, tokenizer) -> list[Problem | None]:
+    """Each record's transcript problem (empty, short, no words; with a tokenizer: label too long)."""
+    norm = cfg.features.text_normalization
+    problems = [check_text(r.text, min_chars=cfg.data.min_text_chars, normalization=norm) for r in records]
+    if tokenizer is not None:
+        todo = [i for i, p in enumerate(problems) if p is None]
+        for i, length in zip(todo, label_lengths(tokenizer, [records[i].text for i in todo], norm)):
+            if length > MAX_LABEL_TOKENS:
+                problems[i] = Problem(LONG_LABEL, f"label too long: {length} tokens with the model's prefix "
+                                                  f"and end tokens (the decoder takes at most "
+                                                  f"{MAX_LABEL_TOKENS}); split the clip")
+    return problems
 
 
 def _with_cwd_hint(problem: Problem | None, source: str, csv_dir: Path) -> Problem | None:
@@ -192,33 +199,32 @@ def _with_cwd_hint(problem: Problem | None, source: str, csv_dir: Path) -> Probl
                             f"{s} exists relative to the current folder instead)")
 
 
-def _manifest_frame(table: CsvTable, locations: list[Location], infos: list[AudioInfo | None],
-                    problems: list[list[Problem]], *, splits: list[str],
+def _manifest_frame(records: list[Record], extras: dict[str, tuple[str, ...]], *,
                     flags: dict[str, Sequence[bool]]) -> pl.DataFrame:
     ids: list[str] = []
     seen: set[str] = set()
-    for loc, row in zip(locations, table.rows):
-        cid = clip_id(loc.relpath)
+    for r in records:
+        cid = clip_id(r.relpath)
         if cid in seen:                   # a later duplicate (rejected): keep ids unique within the manifest
-            cid = f"{cid}-r{row}"
+            cid = f"{cid}-r{r.csv_row}"
         seen.add(cid)
         ids.append(cid)
     data = {
         "id": ids,
-        "path": [str(loc.path) if loc.path is not None else "" for loc in locations],
-        "source": list(table.sources),
-        "text": list(table.texts),
-        "duration": [info.duration if info else None for info in infos],
-        "sample_rate": [info.sample_rate if info else None for info in infos],
-        "channels": [info.channels if info else None for info in infos],
-        "split": splits,
-        "status": [STATUS_REJECTED if p else STATUS_OK for p in problems],
-        "reason": ["; ".join(x.detail for x in p) for p in problems],
-        "csv_row": list(table.rows),
+        "path": [r.path for r in records],
+        "source": [r.source for r in records],
+        "text": [r.text for r in records],
+        "duration": [r.info.duration if r.info else None for r in records],
+        "sample_rate": [r.info.sample_rate if r.info else None for r in records],
+        "channels": [r.info.channels if r.info else None for r in records],
+        "split": [r.split for r in records],
+        "status": [STATUS_OK if r.kept else STATUS_REJECTED for r in records],
+        "reason": ["; ".join(x.detail for x in r.problems) for r in records],
+        "csv_row": [r.csv_row for r in records],
     }
     frame = pl.DataFrame(data, schema=SCHEMA).with_columns(
         pl.Series(name, list(values), dtype=OPTIONAL_SCHEMA[name]) for name, values in flags.items())
-    return with_extras(frame, table.extras)
+    return with_extras(frame, extras)
 
 
 __all__ = ["ValidateResult", "run_validate", "locate", "check_audio", "check_text", "format_summary",

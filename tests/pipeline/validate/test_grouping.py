@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from whisper_tune.cli import app
 from whisper_tune.pipeline.core.config import load_config
 from whisper_tune.pipeline.validate.csvfile import CsvTable
 from whisper_tune.pipeline.core.errors import ConfigError, CsvError
-from whisper_tune.pipeline.validate.grouping import format_groups, format_hint, plan_splits
+from whisper_tune.pipeline.validate.checks import NO_TEXT, Problem
+from whisper_tune.pipeline.validate.grouping import GroupHint, GroupReport, format_groups, format_hint, plan_splits
+from whisper_tune.pipeline.validate.rows import Record, SplitSettings
 from whisper_tune.pipeline.validate.manifest import assign_split, read_manifest
 from whisper_tune.pipeline.validate.stage import format_summary, run_validate
 
@@ -29,11 +32,23 @@ def table(groups: list[str], *, column: str = "speaker", pins: list[str] | None 
                     sources=tuple(f"clips/{i}.wav" for i in range(n)), texts=("words",) * n, extras=extras)
 
 
+@dataclass(frozen=True)
+class Planned:
+    splits: list[str]                 # the records' splits, in row order
+    report: GroupReport | None
+    hint: GroupHint | None
+
+
 def plan(t: CsvTable, *, given=None, kept=None, group_column="speaker", seed=42, test_share=0.1,
-         validation_share=0.05):
+         validation_share=0.05) -> Planned:
     n = len(t)
-    return plan_splits(t, list(t.sources), given or [""] * n, kept or [True] * n, group_column=group_column,
-                       seed=seed, test_share=test_share, validation_share=validation_share)
+    records = [Record(csv_row=row, source=source, text=text, relpath=source, given=pin,
+                      problems=[] if ok else [Problem(NO_TEXT, "rejected")])
+               for row, source, text, pin, ok in zip(t.rows, t.sources, t.texts, given or [""] * n, kept or [True] * n)]
+    settings = SplitSettings(group_column=group_column, seed=seed, test_share=test_share,
+                             validation_share=validation_share)
+    result = plan_splits(t, records, settings)
+    return Planned([r.split for r in records], result.report, result.hint)
 
 
 def random_rows(rng: random.Random, n: int, groups: int) -> tuple[list[str], list[str]]:

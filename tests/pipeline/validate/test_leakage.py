@@ -8,7 +8,9 @@ import polars as pl
 
 from whisper_tune.testing import tone, write_audio
 from whisper_tune.pipeline.core.config import load_config
+from whisper_tune.pipeline.validate.checks import NO_TEXT, Problem
 from whisper_tune.pipeline.validate.leakage import find_leaks, text_in_train
+from whisper_tune.pipeline.validate.rows import Record
 from whisper_tune.pipeline.validate.manifest import COLUMNS, read_manifest, write_manifest
 from whisper_tune.pipeline.validate.stage import format_summary, run_validate
 
@@ -51,13 +53,20 @@ def test_counts_are_exact_on_a_constructed_csv(tmp_path):
     assert "measures memory" in summary and "identical audio" in summary
 
 
+def records(texts: list[str], splits: list[str], kept: list[bool]) -> list[Record]:
+    """Records without files, their splits already set, rows numbered from 1."""
+    return [Record(csv_row=i, source="", text=t, relpath=f"{i}.wav", split=s,
+                   problems=[] if k else [Problem(NO_TEXT, "rejected")])
+            for i, (t, s, k) in enumerate(zip(texts, splits, kept), start=1)]
+
+
 def test_no_leak_says_so_and_flags_match_the_pure_helper():
     texts = ["one two", "One, two!", "three four", "five six"]
     splits = ["train", "test", "test", "train"]
     kept = [True, True, True, False]
-    report = find_leaks(texts=texts, paths=["", "", "", ""], splits=splits, kept=kept, rows=[1, 2, 3, 4])
+    report = find_leaks(records(texts, splits, kept))
     assert list(report.text_in_train) == text_in_train(texts, splits, kept) == [False, True, False, False]
-    clean = find_leaks(texts=texts[2:], paths=["", ""], splits=["test", "train"], kept=[True, True], rows=[1, 2])
+    clean = find_leaks(records(texts[2:], ["test", "train"], [True, True]))
     assert not clean.any and clean.same_text == {"test": 0, "validation": 0}
 
 
