@@ -80,18 +80,26 @@ def part_of(clip_id: str, n_parts: int) -> int:
 def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
     """The manifest's status == "ok" rows of this part's share (polars DataFrame, sorted by id), with the
     leakage flags (text_in_train, audio_in_train) and the audit mark (audit_ok) that the cache records per clip."""
-    import polars as pl
-
-    df = _usable_rows(work_dir)
-    if part is not None:
-        df = df.filter([part_of(c, part[1]) == part[0] for c in df["id"].to_list()])
-    return df
+    return part_share(_usable_rows(work_dir), part)
 
 
-def usable_counts(work_dir: Path) -> dict[str, int]:
-    """Usable clips per split of the whole manifest (what a complete cache holds; the index records it)."""
-    counts = _usable_rows(work_dir)["split"].value_counts()
+def part_share(usable, part: tuple[int, int] | None):
+    """The rows of the usable manifest that belong to `part` (all of them for None)."""
+    if part is None:
+        return usable
+    return usable.filter([part_of(c, part[1]) == part[0] for c in usable["id"].to_list()])
+
+
+def usable_counts(usable) -> dict[str, int]:
+    """Usable clips per split of the whole usable manifest (what a complete cache holds; the index records it)."""
+    counts = usable["split"].value_counts()
     return {str(s): int(n) for s, n in zip(counts["split"].to_list(), counts["count"].to_list())}
+
+
+def read_usable(work_dir: Path, part: tuple[int, int] | None):
+    """The manifest read once: (this part's usable rows, usable clips per split of the whole manifest)."""
+    usable = _usable_rows(work_dir)
+    return part_share(usable, part), usable_counts(usable)
 
 
 def _usable_rows(work_dir: Path):

@@ -2,7 +2,7 @@
 
     result = run_features(work_dir=Path("work"), cfg=cfg, part=parse_part("2/8"))
 
-1. Read the manifest's usable rows of this part's share (plan.read_usable_manifest).
+1. Read the manifest once: its usable rows of this part's share and the usable clips per split (plan.read_usable).
 2. Work out every item's fingerprint and what is already stored (plan.make_plan); the cache writer checks the
    stored shards first (a damaged one is deleted and its clips planned again) and offers orphan shards of a
    killed run for adoption.
@@ -30,7 +30,7 @@ from whisper_tune.pipeline.core.config import Config
 from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
-                   part_of, read_usable_manifest, usable_counts)
+                   part_of, read_usable)
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
 
 log = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     started, cpu_started = time.perf_counter(), time.process_time()
     work_dir = Path(work_dir)
     scheduler = scheduler_address(cfg)
-    rows = read_usable_manifest(work_dir, part)
+    rows, usable = read_usable(work_dir, part)
     tools = Tools(cfg, resolve_model(cfg.model.name))
     writer = CacheWriter(work_dir / CACHE_DIRNAME, part)
     with writer.locked():
@@ -253,7 +253,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         if note:
             log.info(f"features: {note}")
         meta, fps = fingerprints(cfg, part, previous.meta, tools)
-        meta = replace(meta, usable=usable_counts(work_dir))
+        meta = replace(meta, usable=usable)
         if part is not None:
             check_parts_agree(meta, index_metas(writer.cache_dir), writer.index_path.name)
         shards, dropped = writer.trusted_shards(previous)
