@@ -357,6 +357,9 @@ def _add_language_tables(gen, tokenizer) -> None:
 
 # ---------------------------------------------------------------------------------------------- CTranslate2
 
+SAMPLING_SEED = 0                  # CTranslate2's sampler (temperature fallback) is seeded per call
+
+
 class CT2Decoder:
     backend = "ctranslate2"
 
@@ -389,6 +392,7 @@ class CT2Decoder:
         """One window per clip, batched; Whisper's guards per clip (fallback re-decodes only the clips that need it)."""
         import ctranslate2
 
+        ctranslate2.set_random_seed(SAMPLING_SEED)   # a fallback's sampling gives the same text on every run
         feats = _check_features(features, self.n_mels, self.label)
         if feats.shape[2] != N_FRAMES:
             raise ModelError(f"CTranslate2 decodes one {N_FRAMES}-frame window at a time, got {feats.shape[2]} frames")
@@ -458,6 +462,9 @@ class CT2Decoder:
 
     def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
         """Each clip through faster-whisper's transcribe (long-form, guards, prompt, VAD, word times)."""
+        import ctranslate2
+
+        ctranslate2.set_random_seed(SAMPLING_SEED)   # the same fallback samples on every run
         o = self.options
         out = []
         for clip in clips:
