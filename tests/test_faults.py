@@ -22,7 +22,7 @@ from whisper_tune.pipeline.core.config import load_config
 from whisper_tune.pipeline.core.errors import AudioError, CacheError, ConfigError, DiskFullError, ModelError
 from whisper_tune.pipeline.validate.manifest import write_manifest
 from whisper_tune.pipeline.models import bundled_model_dir, load_processor, resolve_model, tokenizer_from_file
-from whisper_tune.pipeline.validate.stage import check_audio
+from whisper_tune.pipeline.validate.checks import check_audio
 from whisper_tune.train.checkpoints import COMPLETE_MARKER, checkpoint_folders, checkpoint_problem
 from whisper_tune.train.trainer import run_train
 

@@ -42,10 +42,8 @@ from whisper_tune.pipeline.validate.manifest import (OPTIONAL_SCHEMA, SCHEMA, ST
 from whisper_tune.pipeline.core.text import normalize_text
 from whisper_tune.pipeline.validate.report import (PLOT_NAME, ValidateResult, format_summary, summarize,
                                                   write_duration_plot)
-from whisper_tune.pipeline.validate.checks import (  # noqa: F401  (the kinds and checks, named here as before)
-    BAD_SPLIT, BAD_TYPE, DUPLICATE, EMPTY_FILE, KINDS, LONG_LABEL, MISSING, NO_PATH, NO_TEXT, NO_WORDS, NOT_LOCAL,
-    OUTSIDE, SHORT_TEXT, TOO_LONG, TOO_SHORT, UNREADABLE, AudioCheck, Location, Problem, check_audio, check_text,
-    check_all, given_splits, locate, audit_marks, AUDIT_COLUMN, BAD_AUDIT)
+from whisper_tune.pipeline.validate.checks import (DUPLICATE, KINDS, LONG_LABEL, MISSING, Location, Problem,
+                                                  audit_marks, check_all, check_text, given_splits, locate)
 
 
 def label_lengths(tokenizer, texts: Sequence[str], normalization: str) -> list[int]:
@@ -227,5 +225,4 @@ def _manifest_frame(records: list[Record], extras: dict[str, tuple[str, ...]], *
     return with_extras(frame, extras)
 
 
-__all__ = ["ValidateResult", "run_validate", "locate", "check_audio", "check_text", "format_summary",
-           "write_duration_plot"]
+__all__ = ["ValidateResult", "run_validate"]

@@ -20,7 +20,8 @@ from whisper_tune.pipeline.validate.checks import NO_TEXT, Problem
 from whisper_tune.pipeline.validate.grouping import GroupHint, GroupReport, format_groups, format_hint, plan_splits
 from whisper_tune.pipeline.validate.rows import Record, SplitSettings
 from whisper_tune.pipeline.validate.manifest import assign_split, read_manifest
-from whisper_tune.pipeline.validate.stage import format_summary, run_validate
+from whisper_tune.pipeline.validate.report import format_summary
+from whisper_tune.pipeline.validate.stage import run_validate
 
 
 def table(groups: list[str], *, column: str = "speaker", pins: list[str] | None = None) -> CsvTable:

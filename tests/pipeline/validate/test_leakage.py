@@ -12,7 +12,8 @@ from whisper_tune.pipeline.validate.checks import NO_TEXT, Problem
 from whisper_tune.pipeline.validate.leakage import find_leaks, text_in_train
 from whisper_tune.pipeline.validate.rows import Record
 from whisper_tune.pipeline.validate.manifest import COLUMNS, read_manifest, write_manifest
-from whisper_tune.pipeline.validate.stage import format_summary, run_validate
+from whisper_tune.pipeline.validate.report import format_summary
+from whisper_tune.pipeline.validate.stage import run_validate
 
 
 def test_counts_are_exact_on_a_constructed_csv(tmp_path):

@@ -14,8 +14,10 @@ from whisper_tune.testing import espeak_available, speak, tone, write_audio
 from whisper_tune.pipeline.core.config import load_config
 from whisper_tune.pipeline.core.errors import CsvError, ModelError
 from whisper_tune.pipeline.validate.manifest import COLUMNS, read_manifest
-from whisper_tune.pipeline.validate.stage import (DUPLICATE, EMPTY_FILE, MISSING, OUTSIDE, TOO_LONG, TOO_SHORT, UNREADABLE,
-                               check_audio, format_summary, run_validate)
+from whisper_tune.pipeline.validate.checks import (DUPLICATE, EMPTY_FILE, MISSING, OUTSIDE, TOO_LONG, TOO_SHORT,
+                                                  UNREADABLE, check_audio)
+from whisper_tune.pipeline.validate.report import format_summary
+from whisper_tune.pipeline.validate.stage import run_validate
 
 ARABIC = "مرحبا، كيف حالك اليوم؟"
 FRENCH = "Ça a été une très belle journée, n'est-ce pas ?"
