@@ -328,7 +328,7 @@ def plan_batch(t: TrainingConfig, model, cache, clip_ids: Sequence[str], precisi
         model.to(device)
         if shape is None:
             labels = min(longest_label(cache, clip_ids), int(model.config.max_target_positions))
-            if t.pack:   # packed windows: labels up to the decoder's limit
+            if t.pack or t.prompt_prob > 0:   # packed windows, prompts: the decoder's limit
                 labels = int(model.config.max_target_positions)
             shape = ProbeShape(n_mels=int(model.config.num_mel_bins), label_tokens=labels)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.name)

@@ -16,37 +16,14 @@ from whisper_tune.pipeline.core.constants import MAX_LABEL_TOKENS, MAX_PROMPT_TO
 from whisper_tune.pipeline.featurize import audio
 from whisper_tune.pipeline.featurize import windows as fwindows
 from whisper_tune.pipeline.validate.stage import run_validate
-from whisper_tune.testing import features_config, run, tone, write_audio
+from whisper_tune.testing import cue_recording, cue_times, features_config, run, write_srt
 
-SR_FILE = 44_100                       # resampled to 16 kHz block by block
-CUES = [(0.6 + 3.5 * i, 2.6 + 3.5 * i, f"Word{i}a word{i}b.") for i in range(20)]   # 0.6 .. 69.1 s
-
-
-def clock(seconds: float) -> str:
-    ms = round(seconds * 1000)
-    s, ms = divmod(ms, 1000)
-    m, s = divmod(s, 60)
-    return f"00:{m:02d}:{s:02d},{ms:03d}"
-
-
-def write_srt(path: Path, cues) -> None:
-    path.write_text("\n".join(f"{i}\n{clock(a)} --> {clock(b)}\n{t}\n" for i, (a, b, t) in enumerate(cues, 1)),
-                    encoding="utf-8")
-
-
-def recording_audio(seconds: float = 72.0) -> np.ndarray:
-    """Quiet noise, with a tone of its own pitch during each cue."""
-    rng = np.random.default_rng(0)
-    x = 0.005 * rng.standard_normal(int(seconds * SR_FILE)).astype(np.float32)
-    for i, (a, b, _) in enumerate(CUES):
-        part = tone(b - a, sr=SR_FILE, freq=200 + 25 * i, amp=0.3, seed=i)
-        x[int(a * SR_FILE): int(a * SR_FILE) + part.size] += part
-    return x
+CUES = cue_times(20)                   # 0.6 .. 69.1 s, a cue of 2 s every 3.5 s
 
 
 @pytest.fixture
 def talk(tmp_path: Path) -> Path:
-    write_audio(tmp_path / "talk.flac", recording_audio(), sr=SR_FILE)
+    cue_recording(tmp_path / "talk.flac", CUES, 72.0)
     write_srt(tmp_path / "talk.srt", CUES)
     (tmp_path / "talks.csv").write_text("audios,subtitles\ntalk.flac,talk.srt\n")
     return tmp_path
