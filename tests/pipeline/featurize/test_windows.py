@@ -147,3 +147,18 @@ def test_editing_one_cue_recomputes_only_its_window(talk: Path, tiny_model: Path
     assert (res.clips_decoded, res.recordings_decoded, len(decodes)) == (1, 1, 1)
     assert res.variants_reused == sum(len(open_cache(talk / "work").variants(c)) for c in rows["id"].to_list()) - \
         len(open_cache(talk / "work").variants(rows["id"][second]))
+
+
+def test_a_segment_table_gives_the_windows_and_features_of_the_subtitles(talk: Path, tiny_model: Path) -> None:
+    from whisper_tune.testing import snapshot
+
+    validate(talk, tiny_model)
+    rows = [f"talk.flac,{a:.3f},{b:.3f},{t}" for a, b, t in CUES]
+    (talk / "segments.csv").write_text("audios,start,end,transcription\n" + "\n".join(rows) + "\n")
+    cfg = load_config(None, {"model.name": str(tiny_model), "data.test_share": 0.0})
+    run_validate(csv_path=talk / "segments.csv", work_dir=talk / "seg", cfg=cfg, use_model=False, echo=None)
+    features = features_config(tiny_model)
+    run(talk / "work", features)
+    res = run(talk / "seg", features)
+    assert res.recordings_decoded == 1 and res.windows_total == res.clips_total > 1
+    assert snapshot(talk / "seg") == snapshot(talk / "work")
