@@ -67,7 +67,7 @@ def cut_spans(path: str, spans: Sequence[tuple[float, float]], block_s: float = 
         for i in [i for i in pending if bounds[i][1] <= reached]:
             pending.remove(i)
             yield i, kept[bounds[i][0] - origin: bounds[i][1] - origin].copy()
-        keep_from = min((bounds[i][0] for i in pending), default=reached)
+        keep_from = min([bounds[i][0] for i in pending] + [reached])
         if keep_from > origin:
             kept = kept[keep_from - origin:]
             origin = keep_from

@@ -60,6 +60,19 @@ def tokenizer_of(model: Path):
     return load_processor(str(model), "", "transcribe").tokenizer
 
 
+@pytest.mark.parametrize("block_s", [3.0, 10.0])
+def test_cut_spans_give_the_samples_of_the_whole_decode(tmp_path: Path, block_s: float) -> None:
+    path = cue_recording(tmp_path / "long.flac", cue_times(40), 150.0)
+    whole = audio.load(path)
+    for spans in ([(0.1, 30.0), (40.0, 70.0), (100.0, 129.0), (129.0, 135.5), (149.0, 150.3)],   # gaps, the end
+                  [(100.0, 129.0)], [(60.0, 61.0), (20.0, 45.0)]):                               # a seek; any order
+        got = dict(fwindows.cut_spans(str(path), spans, block_s=block_s))
+        assert sorted(got) == list(range(len(spans)))
+        for i, (a, b) in enumerate(spans):
+            ref = whole[round(a * 16_000): round(b * 16_000)]
+            assert got[i].size == ref.size and np.abs(got[i] - ref).max() <= 1e-5
+
+
 def test_windows_are_cut_from_one_decode_with_their_cues_and_features(talk: Path, tiny_model: Path,
                                                                       decodes: list[str]) -> None:
     from transformers import WhisperFeatureExtractor
