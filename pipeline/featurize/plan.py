@@ -91,10 +91,20 @@ def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
 
 
 def part_share(usable, part: tuple[int, int] | None):
-    """The rows of the usable manifest that belong to `part` (all of them for None)."""
+    """The rows of the usable manifest that belong to `part` (all of them for None): a clip by its id, a window of
+    a long recording by its recording, so that all of a recording's windows are one part's (decoded once)."""
     if part is None:
         return usable
-    return usable.filter([part_of(c, part[1]) == part[0] for c in usable["id"].to_list()])
+    return usable.filter([part_of(k, part[1]) == part[0] for k in part_keys(usable)])
+
+
+def part_keys(usable) -> list[str]:
+    """What decides a row's part: its id, or for a window its recording's path."""
+    ids = usable["id"].to_list()
+    if "window_index" not in usable.columns:
+        return ids
+    return [path if w is not None else cid
+            for cid, path, w in zip(ids, usable["path"].to_list(), usable["window_index"].to_list())]
 
 
 def usable_counts(usable) -> dict[str, int]:
@@ -104,9 +114,10 @@ def usable_counts(usable) -> dict[str, int]:
 
 
 def read_usable(work_dir: Path, part: tuple[int, int] | None):
-    """The manifest read once: (this part's usable rows, usable clips per split of the whole manifest)."""
+    """The manifest read once: (this part's usable rows, usable clips per split of the whole manifest, the ids
+    of every usable row)."""
     usable = _usable_rows(work_dir)
-    return part_share(usable, part), usable_counts(usable)
+    return part_share(usable, part), usable_counts(usable), set(usable["id"].to_list())
 
 
 def _usable_rows(work_dir: Path):

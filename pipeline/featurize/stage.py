@@ -258,7 +258,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     started, cpu_started = time.perf_counter(), time.process_time()
     work_dir = Path(work_dir)
     scheduler = scheduler_address(cfg)
-    rows, usable = read_usable(work_dir, part)
+    rows, usable, usable_ids = read_usable(work_dir, part)
     tools = Tools(cfg, resolve_model(cfg.model.name))
     writer = CacheWriter(work_dir / CACHE_DIRNAME, part)
     with writer.locked():
@@ -280,7 +280,9 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         counts = compute(writer, plan, labels, settings, cfg, scheduler)
         work_cpu = time.process_time() - work_cpu
         final = writer.finish()
-    own_before = {c for c in previous.clips if part is None or part_of(c, part[1]) == part[0]}
+    share = set(rows["id"].to_list())      # clips gone from the manifest count for the part their id falls in
+    own_before = {c for c in previous.clips if part is None or c in share
+                  or (c not in usable_ids and part_of(c, part[1]) == part[0])}
     result = FeaturesResult(
         clips_total=rows.height, clips_cached=sum(1 for c in final.clips if c not in plan.audio_skip_fps),
         clips_decoded=counts.decoded, variants_computed=counts.computed, variants_aliased=counts.aliased,

@@ -175,3 +175,24 @@ def test_a_segment_table_gives_the_windows_and_features_of_the_subtitles(talk: P
     res = run(talk / "seg", features)
     assert res.recordings_decoded == 1 and res.windows_total == res.clips_total > 1
     assert snapshot(talk / "seg") == snapshot(talk / "work")
+
+
+def test_parts_take_whole_recordings(tmp_path: Path, tiny_model: Path, decodes: list[str]) -> None:
+    from whisper_tune.testing import snapshot
+
+    cues = cue_times(10)
+    names = [f"r{i}" for i in range(4)]
+    for i, name in enumerate(names):
+        cue_recording(tmp_path / f"{name}.flac", cues, 36.0, seed=i)
+        write_srt(tmp_path / f"{name}.srt", cues)
+    (tmp_path / "talks.csv").write_text("audios,subtitles\n" + "".join(f"{n}.flac,{n}.srt\n" for n in names))
+    cfg = load_config(None, {"model.name": str(tiny_model), "data.test_share": 0.0})
+    for work in ("whole", "parts"):
+        run_validate(csv_path=tmp_path / "talks.csv", work_dir=tmp_path / work, cfg=cfg, use_model=False, echo=None)
+    features = features_config(tiny_model, **{"augment.variants": 1})
+    run(tmp_path / "whole", features)
+    decodes.clear()
+    results = [run(tmp_path / "parts", features, part=(i, 2)) for i in (1, 2)]
+    assert sorted(decodes) == sorted(str(tmp_path / f"{n}.flac") for n in names)     # each recording once
+    assert sum(r.clips_total for r in results) == results[0].windows_total + results[1].windows_total
+    assert snapshot(tmp_path / "parts") == snapshot(tmp_path / "whole")
