@@ -125,6 +125,26 @@ def test_timestamped_window_labels_put_each_cue_between_its_times(work: Path, to
         assert tokenizer.decode(it.labels, skip_special_tokens=True).split() == ex.text.split()
 
 
+def test_windows_of_recordings_are_never_packed_with_clips(work: Path, tokenizer, tmp_path: Path) -> None:
+    from whisper_tune.testing import synthetic_examples
+
+    cache = open_cache(work)
+    windows = [cache.get(c, v) for c in cache.clip_ids() for v in cache.variants(c)]
+    clips = synthetic_examples(tokenizer, n_train=12, n_test=0, variants=2, frames=(150, 400))
+    mixed = write_examples(tmp_path / "cache", windows + clips)
+    ds = training_dataset(mixed, tokenizer, seed=1, pack=True, timestamp_prob=1.0, planned_epochs=1,
+                          prompt_prob=1.0)
+    pieces = [p.clip_id for w in ds.windows(0) for p in w]
+    assert sorted(pieces) == sorted(mixed.clip_ids("train"))                   # every clip and window once
+    for w in ds.windows(0):
+        assert len(w) == 1 or not any(mixed.get(p.clip_id, 0).is_window for p in w)   # a window stands alone
+    assert any(len(w) > 1 for w in ds.windows(0))                              # the clips are packed
+    items = [ds[i] for i in range(len(ds))]
+    assert {it.clip_id for it in items if it.prompt is not None} <= {c for c in mixed.clip_ids("train")
+                                                                     if mixed.get(c, 0).is_window}
+    assert any(it.prompt is not None for it in items)
+
+
 def test_a_prompt_is_cut_to_fit_the_decoder(tmp_path: Path, tokenizer) -> None:
     sot, eot = token_id(tokenizer, SOT), token_id(tokenizer, "<|endoftext|>")
     labels = np.array([sot, 50362, *([262] * 300), eot], np.int32)
