@@ -6,8 +6,8 @@ normalization + transcript. A window of a long recording is an item of its own (
 fingerprints cover the recording's content hash (hashed once per run however many windows it has) and the window's
 range [start, end); its labels' fingerprint covers its cues' texts and times and its previous text (the prompt).
 So editing one cue of a subtitle file changes the labels of its window (and the prompts of later windows) and,
-when the cue's times move the window's range, that window's features alone. Train clips get every variant; validation and test clips, which are only ever
-scored, get the clean variant 0 alone. An item whose fingerprint the index (or an orphan shard of a killed run)
+when the cue's times move the window's range, that window's features alone. Train clips get every variant;
+validation and test clips, which are only ever scored, get the clean variant 0 alone. An item whose fingerprint the index (or an orphan shard of a killed run)
 already has is kept; the rest becomes a job (audio) or a label to compute.
 """
 

@@ -120,7 +120,8 @@ def test_timestamped_window_labels_put_each_cue_between_its_times(work: Path, to
         stamps = [j for j, t in enumerate(ids) if t > tokens.no_timestamps]
         assert len(stamps) == 2 * len(ex.cue_tokens) and tokens.no_timestamps not in ids
         for c, (a, b) in enumerate(zip(stamps[::2], stamps[1::2])):
-            assert ids[a] == tokens.timestamp(float(ex.cue_starts[c])) and ids[b] == tokens.timestamp(float(ex.cue_ends[c]))
+            assert ids[a] == tokens.timestamp(float(ex.cue_starts[c]))
+            assert ids[b] == tokens.timestamp(float(ex.cue_ends[c]))
             assert b - a - 1 == int(ex.cue_tokens[c])
         assert tokenizer.decode(it.labels, skip_special_tokens=True).split() == ex.text.split()
 
