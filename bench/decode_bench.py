@@ -29,7 +29,7 @@ SR = 16_000
 
 def demo_work(work: Path):
     demo = load_script(REPO_ROOT / "data" / "demo" / "run_demo.py")
-    cfg = demo.demo_config(demo.DemoSettings())
+    cfg = demo.demo_config()
     if not (work / "cache").is_dir():
         demo._validate_and_featurize(REPO_ROOT / "data" / "demo" / demo.DOMAIN_CSV, work, cfg)
     return cfg

@@ -40,7 +40,8 @@ from whisper_tune.pipeline.models import (bundled_model_dir, is_ct2_folder, is_m
 
 log = logging.getLogger(__name__)
 
-
+WINDOW_TOKENS = MAX_LABEL_TOKENS // 2   # new tokens per 30 s window at most: Whisper's sample_len (n_text_ctx // 2),
+                                        # CTranslate2's and faster-whisper's default too
 
 @dataclass(frozen=True)
 class Word:
@@ -69,7 +70,7 @@ class DecodeOptions:
     language: str = ""            # multilingual models only; "" = tokens.DEFAULT_LANGUAGE
     task: str = "transcribe"      # or "translate"
     device: str = "auto"          # auto (cuda when available), cpu, cuda (no command sets it: always auto there)
-    max_new_tokens: int = MAX_LABEL_TOKENS - 4
+    max_new_tokens: int = WINDOW_TOKENS                 # per 30 s window, in both back ends
     beam_size: int = 1
     temperatures: tuple[float, ...] = (0.0,)             # more than one: fallback while a guard rejects the text
     compression_ratio_threshold: float | None = None     # None = that guard off
@@ -87,7 +88,7 @@ class DecodeOptions:
         guards = d.guards
         return cls(
             language=cfg.model.language, task=cfg.model.task,
-            max_new_tokens=MAX_LABEL_TOKENS - 4 if max_new_tokens is None else max_new_tokens,
+            max_new_tokens=WINDOW_TOKENS if max_new_tokens is None else max_new_tokens,
             beam_size=d.beam_size,
             temperatures=temperatures(d.temperature) if guards else (0.0,),
             compression_ratio_threshold=d.compression_ratio_threshold or None if guards else None,
@@ -339,6 +340,7 @@ def generation_kwargs(model, tokenizer, options: DecodeOptions) -> dict:
 
         ids = tokenizer.get_prompt_ids(options.prompt, return_tensors="np")
         kwargs["prompt_ids"] = torch.from_numpy(np.asarray(ids)).to(model.device)
+        kwargs["max_new_tokens"] = min(options.max_new_tokens, MAX_LABEL_TOKENS - len(ids) - 4)   # the context's end
     if is_multilingual(tokenizer):
         if not getattr(gen, "lang_to_id", None) or not getattr(gen, "task_to_id", None):
             _add_language_tables(gen, tokenizer)
@@ -384,7 +386,6 @@ class CT2Decoder:
         self.compute_type = self.model.compute_type
         self.n_mels = int(self.model.n_mels)
         self.prompt = ct2_prompt(self.model.is_multilingual, options)
-        self.max_length = MAX_LABEL_TOKENS
         self.max_new_tokens = options.max_new_tokens
         self._whisper = None
 
@@ -398,7 +399,7 @@ class CT2Decoder:
             raise ModelError(f"CTranslate2 decodes one {N_FRAMES}-frame window at a time, got {feats.shape[2]} frames")
         o = self.options
         prompt = self._prompt_ids()
-        max_length = min(self.max_length, len(prompt) + self.max_new_tokens)
+        max_length = ct2_max_length(len(prompt), self.max_new_tokens)
         texts = [""] * feats.shape[0]
         tried: dict[int, list[tuple[bool, float, str]]] = {}
         pending = list(range(feats.shape[0]))
@@ -457,6 +458,7 @@ class CT2Decoder:
             except (RuntimeError, ValueError, OSError) as err:
                 raise ModelError(f"faster-whisper cannot load {self.folder}: {err}") from None
             self.model = whisper.model              # one copy of the weights
+            whisper.model = NewTokenLimit(whisper.model, self.max_new_tokens)
             self._whisper = whisper
         return self._whisper
 
@@ -478,8 +480,7 @@ class CT2Decoder:
                 compression_ratio_threshold=o.compression_ratio_threshold, log_prob_threshold=o.logprob_threshold,
                 no_speech_threshold=o.no_speech_threshold, condition_on_previous_text=o.condition_on_previous_text,
                 initial_prompt=o.prompt or None, word_timestamps=o.word_timestamps, vad_filter=o.vad,
-                without_timestamps=not timed and clip.size <= N_SAMPLES, max_new_tokens=None if o.max_new_tokens >= MAX_LABEL_TOKENS - 4 else o.max_new_tokens,
-                suppress_blank=True, suppress_tokens=[-1],
+                without_timestamps=not timed and clip.size <= N_SAMPLES, suppress_blank=True, suppress_tokens=[-1],
             )
             segs = tuple(
                 Segment(float(s.start), float(s.end), s.text,
@@ -487,6 +488,28 @@ class CT2Decoder:
                 for s in segments)
             out.append(Decoded("".join(s.text for s in segs).strip(), segs))
         return out
+
+
+def ct2_max_length(prompt_tokens: int, new_tokens: int) -> int:
+    """CTranslate2's Whisper `max_length` for `new_tokens` new tokens after a prompt of `prompt_tokens`: its
+    generate decodes max_length // 2 new tokens (Whisper's sample_len rule applied to the value given), so the
+    value is twice the new tokens wanted, which stop where the decoder context (prompt included) ends."""
+    return 2 * max(1, min(new_tokens, MAX_LABEL_TOKENS - prompt_tokens))
+
+
+class NewTokenLimit:
+    """faster-whisper's CTranslate2 model, generating `new_tokens` new tokens per window as the transformers back
+    end does (faster-whisper passes max_length = prompt + max_new_tokens, which CTranslate2 halves)."""
+
+    def __init__(self, model, new_tokens: int) -> None:
+        self._model, self._new_tokens = model, new_tokens
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+    def generate(self, features, prompts, **kwargs):
+        kwargs["max_length"] = ct2_max_length(max(len(p) for p in prompts), self._new_tokens)
+        return self._model.generate(features, prompts, **kwargs)
 
 
 def ct2_prompt(multilingual: bool, options: DecodeOptions) -> list[str]:

@@ -11,8 +11,6 @@ bench = load_script("bench/decode_bench.py")
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="measured greedy: transformers 105.57 %, CTranslate2 101.74 % on the demo test split "
-                          "(3.83 points apart); the cause is not found yet (bench/README.md)", strict=False)
 def test_both_back_ends_agree_on_the_demo_test_split(tmp_path_factory):
     """Greedy decoding (guards off): the same weights give the same WER within 0.5 points. With the guards on, a
     window that falls back is sampled, and each back end samples its own way (README gives both figures)."""

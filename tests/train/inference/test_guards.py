@@ -35,7 +35,7 @@ FALLBACK = (0.0, 0.5, 1.0)          # a short fallback list keeps the test quick
 def test_compression_ratio_rule_cuts_a_repetition_loop(tiny_model, features, backend):
     """The random model repeats one token at temperature 0 (a loop that compresses far beyond 2.4); with the rule
     and the temperature fallback the text is decoded again and the loop is gone."""
-    tokens = 30 if backend == "transformers" else 100     # CTranslate2 also spends steps on the random model's timestamps
+    tokens = 30
     plain = open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=tokens), backend=backend).decode(features[:1])
     assert all(compression_ratio(t) > 2.4 for t in plain), plain
     guarded = open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=tokens, temperatures=FALLBACK,
@@ -58,10 +58,30 @@ def test_beam_search_in_both_back_ends(tiny_model, features):
     opts = DecodeOptions(max_new_tokens=8, beam_size=4)
     texts = {b: open_decoder(str(tiny_model), opts, backend=b).decode(features) for b in BACKENDS}
     assert all(texts["transformers"]) and all(texts["ctranslate2"]), texts
-    for a, b in zip(texts["transformers"], texts["ctranslate2"]):        # the back ends count lengths differently
-        assert a.startswith(b) or b.startswith(a), texts
+    assert texts["transformers"] == texts["ctranslate2"]
     tr = open_decoder(str(tiny_model), opts, backend="transformers")
     assert tr.generate_kwargs["num_beams"] == 4
+
+
+@pytest.mark.parametrize("tokens", [12, 40])
+def test_both_back_ends_stop_after_the_same_number_of_new_tokens(tiny_model, features, tokens):
+    """The random model never ends a window by itself, so max_new_tokens decides where its text stops: the same
+    place in both back ends (CTranslate2's generate decodes max_length // 2 new tokens; decode.py asks it for
+    twice as many), for cached features and on the transcribe path (faster-whisper's loop)."""
+    texts = {b: open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=tokens), backend=b).decode(features)
+             for b in BACKENDS}
+    assert all(texts["transformers"]) and texts["transformers"] == texts["ctranslate2"], texts
+    clip = np.random.default_rng(1).standard_normal(16_000 * 5).astype(np.float32) * 0.1
+    heard = {b: open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=20), backend=b).transcribe([clip])[0].text
+             for b in BACKENDS}
+    assert heard["transformers"] and heard["transformers"] == heard["ctranslate2"], heard
+
+
+def test_ct2_max_length_is_twice_the_new_tokens_within_the_context():
+    from whisper_tune.train.inference.decode import WINDOW_TOKENS, ct2_max_length
+
+    assert ct2_max_length(2, 64) == 128 and ct2_max_length(2, WINDOW_TOKENS) == 448
+    assert ct2_max_length(400, WINDOW_TOKENS) == 2 * 48          # a long prompt leaves 48 positions
 
 
 def test_transcribe_path_gives_timed_segments_in_both_back_ends(tiny_model):
