@@ -97,21 +97,30 @@ def usable_counts(usable) -> dict[str, int]:
 
 
 def read_usable(work_dir: Path, part: tuple[int, int] | None):
-    """The manifest read once: (this part's usable rows, usable clips per split of the whole manifest)."""
-    usable = _usable_rows(work_dir)
-    return part_share(usable, part), usable_counts(usable)
+    """The manifest read once: (this part's usable clip rows, usable clips per split of the whole manifest, the
+    manifest itself, whose test recordings featurize/recordings.py stores whole). A manifest of windows gives no
+    clip rows yet: the stage stores its test recordings, then refuses the windows (windows_refusal)."""
+    from whisper_tune.pipeline.validate.manifest import has_windows, read_manifest
+
+    frame = read_manifest(work_dir)
+    usable = _usable_rows(work_dir, frame.clear() if has_windows(frame) else frame)
+    return part_share(usable, part), usable_counts(usable), frame
 
 
-def _usable_rows(work_dir: Path):
+def windows_refusal(work_dir: Path) -> str:
+    return (f"{work_dir / 'manifest.parquet'} holds windows of long recordings (a CSV of subtitles or segments); "
+            "features cannot cut windows yet: validate a CSV of clips for now")
+
+
+def _usable_rows(work_dir: Path, df=None):
     import polars as pl
 
     from whisper_tune.pipeline.validate.leakage import text_in_train
     from whisper_tune.pipeline.validate.manifest import has_windows, read_manifest
 
-    df = read_manifest(work_dir)
+    df = read_manifest(work_dir) if df is None else df
     if has_windows(df):
-        raise ManifestError(f"{work_dir / 'manifest.parquet'} holds windows of long recordings (a CSV of subtitles "
-                            "or segments); features cannot cut windows yet: validate a CSV of clips for now")
+        raise ManifestError(windows_refusal(work_dir))
     for col in ("id", "path", "text", "split", "status"):
         if col not in df.columns:
             raise ManifestError(f"{work_dir / 'manifest.parquet'} has no {col!r} column; "

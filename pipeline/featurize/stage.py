@@ -10,7 +10,9 @@
 3. Labels (cheap) are computed in a thread of this process; audio work runs in worker processes or on a Dask
    cluster (work.run_tasks, featurize/cluster.py). Each task writes its own shards and returns their index
    records, which the writer lists as they come, so a kill loses at most the tasks in flight.
-4. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
+4. The whole log-mel of each test recording (a manifest of windows) is stored once for long-form evaluation
+   (featurize/recordings.py).
+5. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import numpy as np
 
 from whisper_tune.pipeline.cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow, index_metas
 from whisper_tune.pipeline.core.config import Config
-from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
+from whisper_tune.pipeline.core.errors import ConfigError, ManifestError, ModelError, first_line
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
-                   part_of, read_usable)
+                   part_of, read_usable, windows_refusal)
+from whisper_tune.pipeline.featurize.recordings import RecordingsResult, store_recordings, test_recordings
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
 
 log = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class FeaturesResult:
     work_cpu_s: float = 0.0          # ... of it while the tasks ran (labels, recording results, the Dask client)
     scheduler: str = ""              # the Dask scheduler the audio work ran on; "" = this machine
     skipped_where: tuple[str, ...] = ()   # per skipped clip: its file and CSV row, as the CSV has them
+    recordings: RecordingsResult = RecordingsResult(0, 0)   # test recordings stored whole (long-form evaluation)
 
     @property
     def no_audio_work(self) -> bool:
@@ -245,7 +249,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     started, cpu_started = time.perf_counter(), time.process_time()
     work_dir = Path(work_dir)
     scheduler = scheduler_address(cfg)
-    rows, usable = read_usable(work_dir, part)
+    rows, usable, manifest = read_usable(work_dir, part)
     tools = Tools(cfg, resolve_model(cfg.model.name))
     writer = CacheWriter(work_dir / CACHE_DIRNAME, part)
     with writer.locked():
@@ -259,6 +263,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
+        recordings = store_recordings(writer, test_recordings(manifest, part), previous, tools, cfg)
         labels = LabelWork(tools, plan.labels_todo, fps, meta.tokenizer_fingerprint)
         settings = worker_settings(cfg, tools, fps, writer) if plan.jobs else None
         if scheduler and plan.jobs:
@@ -275,9 +280,13 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         shards_adopted=len(plan.adopted), shards_dropped=dropped,
         clips_removed=len(own_before - set(rows["id"].to_list())), skipped=tuple(plan.skipped + counts.skipped),
         seconds=time.perf_counter() - started, cache_dir=writer.cache_dir,
-        client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "")
+        client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "",
+        recordings=recordings)
     result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
     result = replace(result, message=summary(result, final))
+    if "window_index" in manifest.columns and rows.height == 0:   # windows: only their test recordings so far
+        raise ManifestError(f"features: stored the whole log-mel of {recordings.stored} test recordings for "
+                            f"long-form evaluation, but {windows_refusal(work_dir)}")
     if echo is not None:
         echo(format_report(result))
     return result
@@ -299,6 +308,9 @@ def summary(res: FeaturesResult, index: CacheIndex) -> str:
 def format_report(res: FeaturesResult) -> str:
     """The stage's result as printed: the summary line, then every skipped clip with its reason."""
     lines = [res.message]
+    if res.recordings.stored:
+        lines.append(f"features: {res.recordings.stored} test recordings stored whole for long-form evaluation "
+                     f"({res.recordings.computed} computed this run)")
     if res.skipped:
         lines.append(f"features: skipped {len(res.skipped)} clips:")
         names = res.skipped_where or tuple(cid for cid, _ in res.skipped)
