@@ -236,6 +236,11 @@ class ProbeShape:
     frames: int = N_FRAMES
 
 
+def has_prompts(cache, clip_ids) -> bool:
+    """Whether any train example has a previous-text prompt (windows of long recordings after the first)."""
+    return any(len(getattr(cache.get(cid, 0), "prompt", ())) for cid in clip_ids)
+
+
 def longest_label(cache, clip_ids: Sequence[str]) -> int:
     """Tokens of the longest label among the clips (what the collator keeps: without <|startoftranscript|>)."""
     return max((len(cache.get(cid, 0).labels) - 1 for cid in clip_ids), default=1)
@@ -328,7 +333,7 @@ def plan_batch(t: TrainingConfig, model, cache, clip_ids: Sequence[str], precisi
         model.to(device)
         if shape is None:
             labels = min(longest_label(cache, clip_ids), int(model.config.max_target_positions))
-            if t.pack:   # packed windows: labels up to the decoder's limit
+            if t.pack or (t.prompt_prob > 0 and has_prompts(cache, clip_ids)):   # packed, prompted: the limit
                 labels = int(model.config.max_target_positions)
             shape = ProbeShape(n_mels=int(model.config.num_mel_bins), label_tokens=labels)
         dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.name)

@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
-from whisper_tune.pipeline.core.constants import N_FRAMES
+from whisper_tune.pipeline.core.constants import MAX_LABEL_TOKENS, N_FRAMES
 from whisper_tune.pipeline.core.errors import CacheError, ConfigError
 from whisper_tune.pipeline.core.hashing import stable_int, stable_unit
 
-from whisper_tune.train.packing import (LabelTokens, Piece, epoch_windows, padding_share, split_to, window_features,
-                                        window_labels)
+from whisper_tune.train.packing import (CueSpan, LabelTokens, Piece, cue_texts, epoch_windows, padding_share,
+                                        split_to, window_features, window_labels)
 
 LABEL_PAD = -100                     # ignored by the cross-entropy loss
 FLOOR_KEY = "input_floor"            # compact batches (see Collator): each clip's floor value
@@ -82,6 +82,7 @@ class Item:
     features: np.ndarray   # float16 (n_mels, T), T <= 3000
     floor: float           # value of every frame past T
     labels: np.ndarray     # int32 token ids as stored (may start with <|startoftranscript|>)
+    prompt: np.ndarray | None = None   # previous-text ids the decoder sees after <|startofprev|> (never learned)
 
 
 class _ReopensCache:
@@ -135,17 +136,19 @@ class TrainDataset(_ReopensCache, Dataset):
     """
 
     def __init__(self, cache: CacheReader, seed: int, *, pack: bool = False, timestamp_prob: float = 0.0,
-                 tokens: LabelTokens | None = None, planned_epochs: int = 1, split: str = "train") -> None:
+                 tokens: LabelTokens | None = None, planned_epochs: int = 1, split: str = "train",
+                 prompt_prob: float = 0.0) -> None:
         self.cache = cache
         self.seed = seed
         self.pack = pack
         self.timestamp_prob = float(timestamp_prob)
+        self.prompt_prob = float(prompt_prob)
         self.tokens = tokens
         if pack or self.timestamp_prob > 0:
             self._label_tokens()
         self.clip_ids = cache.clip_ids(split)
         self._trace = _Trace()
-        self._sizes: dict[tuple[str, int], tuple[int, int]] = {}
+        self._sizes: dict[tuple[str, int], tuple[int, int, bool]] = {}
         self._plans: dict[int, list[tuple[Piece, ...]]] = {}
         self.examples_per_epoch = len(self.clip_ids)
         if pack:
@@ -164,6 +167,11 @@ class TrainDataset(_ReopensCache, Dataset):
         """Whether example `index` of `epoch` has timestamped labels (never when timestamp_prob is 0)."""
         return stable_unit("timestamps", self.seed, epoch, index) < self.timestamp_prob
 
+    def uses_prompt(self, epoch: int, index: int) -> bool:
+        """Whether example `index` of `epoch`, if it is a window of a recording with earlier text, gets its
+        previous-text prompt (never when prompt_prob is 0)."""
+        return stable_unit("prompt", self.seed, epoch, index) < self.prompt_prob
+
     def windows(self, epoch: int) -> list[tuple[Piece, ...]]:
         """The epoch's examples as windows of clips (one clip each when unpacked); memoized, since a worker
         asks for each epoch many times."""
@@ -179,14 +187,11 @@ class TrainDataset(_ReopensCache, Dataset):
         epoch, i = divmod(int(index), self.examples_per_epoch)
         if not self.pack:
             _, clip_id, variant = self.locate(index)
-            self._trace(epoch, clip_id, variant)
-            item = _item(self.cache, clip_id, variant)
-            if not self.uses_timestamps(epoch, i):
-                return item
-            piece = Piece(clip_id, variant, 0, int(item.features.shape[1]), 0)
-            return replace(item, labels=self._labels([item.labels], (piece,), True))
+            return self._single(epoch, i, clip_id, variant)
         windows = self.windows(epoch)
         pieces = windows[i % len(windows)]
+        if len(pieces) == 1:     # a clip alone, or a window of a recording (never packed with others)
+            return self._single(epoch, i, pieces[0].clip_id, pieces[0].variant)
         examples = [self.cache.get(p.clip_id, p.variant) for p in pieces]
         for p in pieces:
             self._trace(epoch, p.clip_id, p.variant)
@@ -195,14 +200,41 @@ class TrainDataset(_ReopensCache, Dataset):
         return Item(clip_id="+".join(p.clip_id for p in pieces), variant=pieces[0].variant, features=features,
                     floor=floor, labels=labels)
 
+    def _single(self, epoch: int, i: int, clip_id: str, variant: int) -> Item:
+        """Example i of the epoch holding one clip or one window of a recording: its features as cached, its
+        labels as stored or timestamped, and (a window with earlier text, in a prompt_prob share) its prompt."""
+        self._trace(epoch, clip_id, variant)
+        ex = self.cache.get(clip_id, variant)
+        labels = ex.labels
+        if self.uses_timestamps(epoch, i):
+            labels = self._timed(ex)
+        prompt = getattr(ex, "prompt", None)
+        keep = MAX_LABEL_TOKENS - len(labels)      # the decoder takes prompt + labels: the prompt is cut first
+        use = prompt is not None and len(prompt) > 0 and keep > 0 and self.uses_prompt(epoch, i)
+        return Item(clip_id=clip_id, variant=variant, features=ex.features, floor=float(ex.floor), labels=labels,
+                    prompt=np.asarray(prompt[-keep:], np.int32) if use else None)
+
+    def _timed(self, ex) -> np.ndarray:
+        """An example's labels with timestamps: a window's cues each between its own times, a clip's text
+        between 0 and its end."""
+        tokens = self._label_tokens()
+        if not getattr(ex, "is_window", False):
+            piece = Piece(ex.clip_id, ex.variant, 0, int(ex.features.shape[1]), 0)
+            return self._labels([ex.labels], (piece,), True)
+        prefix, text = tokens.split(ex.labels, ex.clip_id)
+        spans = [CueSpan(float(a), float(b)) for a, b in zip(ex.cue_starts, ex.cue_ends)]
+        return window_labels(tokens, prefix, cue_texts(text, ex.cue_tokens), spans, True)
+
     def describe(self) -> str:
         """One line for the train stage's log: what an epoch feeds the encoder."""
+        prompts = f", previous-text prompts in {self.prompt_prob:.0%} of windows of recordings" \
+            if self.prompt_prob > 0 else ""
         if not self.pack and self.timestamp_prob <= 0:
-            return f"training examples: one clip per 30 s window ({len(self)} per epoch), no timestamps"
+            return f"training examples: one clip per 30 s window ({len(self)} per epoch), no timestamps{prompts}"
         windows = self.windows(0)
         return (f"training examples: {len(windows)} windows per epoch of {len(self.clip_ids)} clips "
                 f"({'packed' if self.pack else 'one clip each'}), {padding_share(windows):.0%} of encoder frames "
-                f"padding, timestamps in {self.timestamp_prob:.0%} of labels")
+                f"padding, timestamps in {self.timestamp_prob:.0%} of labels{prompts}")
 
     def _labels(self, stored: Sequence[np.ndarray], pieces: Sequence[Piece], timestamps: bool) -> np.ndarray:
         """The labels of a window of these clips (their stored labels), in Whisper's format."""
@@ -216,40 +248,45 @@ class TrainDataset(_ReopensCache, Dataset):
                              "(or build the dataset with training_dataset)")
         return self.tokens
 
-    def _size(self, clip_id: str, variant: int) -> tuple[int, int]:
-        """(frames, text tokens) of one clip variant, read once."""
+    def _size(self, clip_id: str, variant: int) -> tuple[int, int, bool]:
+        """(frames, text tokens, whether a window of a recording) of one clip variant, read once."""
         key = (clip_id, variant)
         if key not in self._sizes:
             ex = self.cache.get(clip_id, variant)
             _, text = self._label_tokens().split(ex.labels, clip_id)
-            self._sizes[key] = (int(ex.features.shape[1]), int(text.size))
+            self._sizes[key] = (int(ex.features.shape[1]), int(text.size), bool(getattr(ex, "is_window", False)))
         return self._sizes[key]
 
-    def _scheduled(self, epoch: int) -> list[tuple[str, int, int, int]]:
-        """(clip id, scheduled variant, frames, text tokens) of every train clip, in clip order."""
+    def _scheduled(self, epoch: int, windows: bool | None = None) -> list[tuple[str, int, int, int]]:
+        """(clip id, scheduled variant, frames, text tokens) of every train clip, in clip order; `windows`:
+        only the windows of recordings (True) or only the plain clips (False)."""
         out = []
         for clip_id in self.clip_ids:
             variant = scheduled_variant(self.seed, epoch, clip_id, self.cache.variants(clip_id))
-            out.append((clip_id, variant, *self._size(clip_id, variant)))
+            frames, tokens, is_window = self._size(clip_id, variant)
+            if windows is None or windows == is_window:
+                out.append((clip_id, variant, frames, tokens))
         return out
 
     def _packed(self, epoch: int) -> list[tuple[Piece, ...]]:
-        return epoch_windows(self._scheduled(epoch), self.seed, epoch)
+        """Plain clips packed; each window of a recording a window of its own (it is one already)."""
+        alone = [(Piece(c, v, 0, f, t),) for c, v, f, t in self._scheduled(epoch, windows=True)]
+        return epoch_windows(self._scheduled(epoch, windows=False), self.seed, epoch) + alone
 
 
 def training_dataset(cache: CacheReader, tokenizer, *, seed: int, pack: bool, timestamp_prob: float,
-                     planned_epochs: int, vocab_size: int | None = None) -> TrainDataset:
+                     planned_epochs: int, vocab_size: int | None = None, prompt_prob: float = 0.0) -> TrainDataset:
     """The train-split dataset for these settings. ConfigError when timestamps are asked for but the model's
     vocabulary (vocab_size, when given) ends before <|30.00|>."""
     if not pack and timestamp_prob <= 0:
-        return TrainDataset(cache, seed=seed)
+        return TrainDataset(cache, seed=seed, prompt_prob=prompt_prob)
     tokens = LabelTokens.from_tokenizer(tokenizer)
     if timestamp_prob > 0 and vocab_size is not None and tokens.timestamp(30.0) >= vocab_size:
         raise ConfigError(f"training.timestamp_prob = {timestamp_prob:g} but the model's vocabulary has "
                           f"{vocab_size} tokens, no timestamp tokens after <|notimestamps|> "
                           f"({tokens.no_timestamps}); train with --timestamp-prob 0")
     return TrainDataset(cache, seed=seed, pack=pack, timestamp_prob=timestamp_prob, tokens=tokens,
-                        planned_epochs=planned_epochs)
+                        planned_epochs=planned_epochs, prompt_prob=prompt_prob)
 
 
 class EvalDataset(_ReopensCache, Dataset):
@@ -311,12 +348,19 @@ class Collator:
     labels: int64 (B, L), padded with -100, without the leading <|startoftranscript|> (the model prepends it as
     decoder start token; keeping it teaches it twice).
 
+    When an item has a previous-text prompt, the batch also carries decoder_input_ids, for every item: the prompt's
+    `<|startofprev|> p1 .. pk` then the item's labels from <|startoftranscript|> on, shifted as the model would
+    shift them; its labels are -100 at every prompt position and at the one predicting <|startoftranscript|>
+    (k + 1 of them), so the decoder sees the prompt but is never trained to say it. Items without a prompt get
+    `<|startoftranscript|> labels[:-1]`, what the model builds from labels alone.
+
     Expanding to 3000 float32 frames on the CPU would write about 1 MB per clip (80 mel bins) and ship it to the
     GPU; the compact batch is 5-10x smaller for clips of 3-6 s and costs the loader only a float16 copy.
     """
 
     sot_id: int
     n_frames: int = N_FRAMES
+    prev_id: int | None = None        # <|startofprev|>: needed once an item has a prompt
 
     def __call__(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
         n_mels = items[0].features.shape[0]
@@ -337,12 +381,34 @@ class Collator:
             out[i, :, :t] = it.features
             out[i, :, t:] = 0
             label_arr[i, : len(lab)] = lab
-        return {
+        batch = {
             "input_features": feats,
             FLOOR_KEY: torch.tensor([it.floor for it in items], dtype=torch.float32),
             FRAMES_KEY: torch.tensor(frames, dtype=torch.int64),
             "labels": torch.from_numpy(label_arr),
         }
+        if any(it.prompt is not None and len(it.prompt) for it in items):
+            batch.update(self.prompted(items))
+        return batch
+
+    def prompted(self, items: Sequence[Item]) -> dict[str, torch.Tensor]:
+        """labels and decoder_input_ids of a batch in which some items have a prompt (see the class doc)."""
+        if self.prev_id is None:
+            raise ValueError("items with prompts need the Collator's prev_id (<|startofprev|>)")
+        decoder, targets = [], []
+        for it in items:
+            labels = np.asarray(self.strip_start(it.labels), np.int64)       # without <|startoftranscript|>
+            prompt = np.asarray(it.prompt if it.prompt is not None else (), np.int64)
+            head = np.concatenate([[self.prev_id], prompt]) if prompt.size else np.zeros(0, np.int64)
+            decoder.append(np.concatenate([head, [self.sot_id], labels[:-1]]))
+            targets.append(np.concatenate([np.full(head.size, LABEL_PAD, np.int64), labels]))
+        width = max(len(d) for d in decoder)
+        dec = np.full((len(items), width), self.sot_id, dtype=np.int64)      # padding: never a target
+        lab = np.full((len(items), width), LABEL_PAD, dtype=np.int64)
+        for i, (d, t) in enumerate(zip(decoder, targets)):
+            dec[i, : len(d)] = d
+            lab[i, : len(t)] = t
+        return {"labels": torch.from_numpy(lab), "decoder_input_ids": torch.from_numpy(dec)}
 
     def strip_start(self, labels: np.ndarray) -> np.ndarray:
         if len(labels) and int(labels[0]) == self.sot_id:

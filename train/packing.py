@@ -26,6 +26,9 @@ text between its start and end time within the window, 0.02 s steps); otherwise 
 one after another (each starts with Whisper's leading space, so they read as joined by spaces). The prefix
 (<|startoftranscript|>, language, task) is the one stored with the clip's labels.
 
+A window cut from a long recording (validate + features) carries its own cues: the same labels with each cue's
+text between its own times (`CueSpan`, `cue_texts`); it is never packed with other clips.
+
 This module only builds windows and labels; the training dataset (whisper_tune.train.data.TrainDataset) calls
 it when packing (`pack=True`) or timestamp labels (`timestamp_prob` > 0) are asked for.
 """
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 from whisper_tune.pipeline.core.constants import HOP_LENGTH, MAX_LABEL_TOKENS, N_FRAMES, SAMPLE_RATE_HZ
@@ -164,9 +167,35 @@ def window_features(parts: Sequence[tuple[np.ndarray, float]], pieces: Sequence[
     return out, float(floor)
 
 
-def window_labels(tokens: LabelTokens, prefix: np.ndarray, texts: Sequence[np.ndarray], pieces: Sequence[Piece],
+class Timed(Protocol):
+    """Something said from start_s to end_s seconds of a window: a packed clip (Piece), a cue (CueSpan)."""
+
+    @property
+    def start_s(self) -> float: ...
+    @property
+    def end_s(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class CueSpan:
+    """A cue of a window cut from a long recording: its times relative to the window start, as the cache holds
+    them (on the 0.02 s grid already)."""
+
+    start_s: float
+    end_s: float
+
+
+def cue_texts(text: np.ndarray, cue_tokens: np.ndarray) -> list[np.ndarray]:
+    """A window's stored text ids split into its cues' (cue_tokens[i] ids each)."""
+    if int(np.sum(cue_tokens)) != len(text):
+        raise CacheError(f"a window's labels hold {len(text)} text ids but its cues {int(np.sum(cue_tokens))}; "
+                         "rebuild them with `whisper-tune features`")
+    return np.split(np.asarray(text), np.cumsum(cue_tokens)[:-1])
+
+
+def window_labels(tokens: LabelTokens, prefix: np.ndarray, texts: Sequence[np.ndarray], pieces: Sequence[Timed],
                   timestamps: bool) -> np.ndarray:
-    """int32 labels in Whisper's format (see the module doc)."""
+    """int32 labels in Whisper's format (see the module doc): each text between its piece's start and end."""
     parts: list[np.ndarray] = [np.asarray(prefix, dtype=np.int32)]
     if timestamps:
         for text, p in zip(texts, pieces):

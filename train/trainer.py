@@ -31,8 +31,8 @@ from whisper_tune.pipeline.core.config import Config, check_output_folder, save_
 from whisper_tune.pipeline.cache.coverage import uncached_note
 from whisper_tune.pipeline.core.errors import CacheError, ConfigError
 from whisper_tune.pipeline.core.fileio import disk_full_as_error
-from whisper_tune.pipeline.models import load_processor, resolve_model, token_id
-from whisper_tune.pipeline.core.tokens import SOT
+from whisper_tune.pipeline.models import load_processor, optional_token_id, resolve_model, token_id
+from whisper_tune.pipeline.core.tokens import SOT, START_OF_PREV
 
 from whisper_tune.train import lora
 from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
@@ -191,7 +191,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     _check_cache_fits(cache, model.config, tokenizer, cfg.model.name, work_dir / CACHE_DIRNAME)
     train_set = training_dataset(cache, tokenizer, seed=t.seed, pack=t.pack, timestamp_prob=t.timestamp_prob,
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
-                                 vocab_size=model.config.vocab_size)
+                                 vocab_size=model.config.vocab_size, prompt_prob=t.prompt_prob)
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
     trainable_params, total_params = lora.count_parameters(model)
     precision = choose_precision(t.precision)
@@ -296,7 +296,8 @@ def _build_trainer(cfg: Config, model, args, processor, train_set, eval_set):
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.training.early_stopping_patience))
     tokenizer = processor.tokenizer
     trainer = CacheTrainer(
-        model=model, args=args, data_collator=Collator(sot_id=token_id(tokenizer, SOT)),
+        model=model, args=args,
+        data_collator=Collator(sot_id=token_id(tokenizer, SOT), prev_id=optional_token_id(tokenizer, START_OF_PREV)),
         train_dataset=train_set, eval_dataset=eval_set, processing_class=processor,
         compute_metrics=compute_metrics_fn(tokenizer), callbacks=callbacks,
     )

@@ -69,6 +69,38 @@ def write_audio(path: Path, samples: np.ndarray, sr: int = SR, subtype: str | No
     return path
 
 
+def srt_clock(seconds: float) -> str:
+    """SRT's HH:MM:SS,mmm."""
+    ms = round(seconds * 1000)
+    s, ms = divmod(ms, 1000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    return f"{h:02d}:{m:02d}:{s:02d},{ms:03d}"
+
+
+def write_srt(path: Path, cues: Sequence[tuple[float, float, str]]) -> Path:
+    """An SRT file of (start s, end s, text) cues."""
+    path.write_text("\n".join(f"{i}\n{srt_clock(a)} --> {srt_clock(b)}\n{t}\n" for i, (a, b, t) in enumerate(cues, 1)),
+                    encoding="utf-8")
+    return path
+
+
+def cue_times(n: int, first: float = 0.6, length: float = 2.0, gap: float = 1.5) -> list[tuple[float, float, str]]:
+    """n cues of `length` s every `length + gap` s, each with words of its own ("Word3a word3b.")."""
+    return [(first + (length + gap) * i, first + (length + gap) * i + length, f"Word{i}a word{i}b.") for i in range(n)]
+
+
+def cue_recording(path: Path, cues: Sequence[tuple[float, float, str]], seconds: float, sr: int = 44_100,
+                  seed: int = 0) -> Path:
+    """A recording of quiet noise with a tone of its own pitch during each cue (44.1 kHz: features resamples)."""
+    rng = np.random.default_rng(seed)
+    x = 0.005 * rng.standard_normal(int(seconds * sr)).astype(np.float32)
+    for i, (a, b, _) in enumerate(cues):
+        part = tone(b - a, sr=sr, freq=200 + 25 * (i % 24), amp=0.3, seed=seed * 1000 + i)
+        x[int(a * sr): int(a * sr) + part.size] += part
+    return write_audio(path, x, sr=sr)
+
+
 def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 

@@ -10,7 +10,7 @@ This module needs no audio libraries: the training machine uses it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,17 @@ class CachedExample:
     floor: float           # the value of every frame past T
     labels: np.ndarray     # int32 token ids, prefix and <|endoftext|> included
     text: str              # the normalized transcript the labels came from
+    # A window of a long recording (empty for a plain clip): its previous-text prompt ids, and per cue its
+    # number of text ids in `labels` and its start and end (seconds from the window's start, 0.02 s grid).
+    prompt: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    cue_tokens: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    cue_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    cue_ends: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def is_window(self) -> bool:
+        """A window of a recording (its labels carry cues), not a plain clip."""
+        return len(self.cue_tokens) > 0
 
     @property
     def n_mels(self) -> int:
@@ -86,6 +97,7 @@ class ShardRows:
     payload_offsets: np.ndarray | None = None    # features: byte offsets; labels: value offsets
     payload: np.ndarray | None = None            # features: uint8 bytes; labels: int32 values
     text: list[str] | None = None
+    lists: dict[str, tuple[np.ndarray, np.ndarray]] | None = None   # labels: prompt / cue columns (offsets, values)
 
     @staticmethod
     def of(batch: pa.RecordBatch) -> "ShardRows":
@@ -110,11 +122,23 @@ class ShardRows:
             payload_offsets=labels.offsets.to_numpy(),
             payload=labels.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
             text=batch.column("text").to_pylist(),
+            lists={name: _list_column(batch.column(name)) for name in LABEL_LISTS},
         )
+
+    def list_of(self, name: str, row: int) -> np.ndarray:
+        offsets, values = self.lists[name]  # type: ignore[index]
+        return values[int(offsets[row]): int(offsets[row + 1])]
 
     def payload_of(self, row: int) -> np.ndarray:
         start, end = int(self.payload_offsets[row]), int(self.payload_offsets[row + 1])  # type: ignore[index]
         return self.payload[start:end]  # type: ignore[index]
+
+
+LABEL_LISTS = ("prompt", "cue_tokens", "cue_starts", "cue_ends")
+
+
+def _list_column(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    return column.offsets.to_numpy(), column.values.to_numpy(zero_copy_only=False)
 
 
 def _note_damage(cache_dir: Path) -> None:
@@ -240,9 +264,11 @@ class FeatureCache:
                 raise CacheError(f"clip {clip_id!r} variant {variant} aliases a variant the index lacks; "
                                  f"{rebuild_hint(self.cache_dir)}")
         feats, floor = self._features(vref, clip_id)
-        labels, text = self._labels(entry.labels, clip_id)  # type: ignore[arg-type]
-        return CachedExample(clip_id=clip_id, variant=int(variant), split=entry.split,
-                             features=feats, floor=floor, labels=labels, text=text)
+        rows = self._check_row(entry.labels, clip_id, None, LABEL_KIND)  # type: ignore[arg-type]
+        row = entry.labels.row  # type: ignore[union-attr]
+        return CachedExample(clip_id=clip_id, variant=int(variant), split=entry.split, features=feats, floor=floor,
+                             labels=rows.payload_of(row), text=rows.text[row],  # type: ignore[index]
+                             **{name: rows.list_of(name, row) for name in LABEL_LISTS})
 
     def recording_ids(self, split: str | None = None) -> list[str]:
         """The long recordings whose whole log-mel is stored (test recordings), in id order."""
@@ -299,10 +325,6 @@ class FeatureCache:
         if feats.size != n_mels * t:
             raise CacheError(f"clip {clip_id!r} has {feats.size} feature values, expected {n_mels}x{t}; {hint}")
         return feats.reshape(n_mels, t), float(rows.floor[ref.row])  # type: ignore[index]
-
-    def _labels(self, ref: RowRef, clip_id: str) -> tuple[np.ndarray, str]:
-        rows = self._check_row(ref, clip_id, None, LABEL_KIND)
-        return rows.payload_of(ref.row), rows.text[ref.row]  # type: ignore[index]
 
 
 def open_cache(work_dir: Path) -> FeatureCache:

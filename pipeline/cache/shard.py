@@ -1,7 +1,8 @@
 """Shard format: one Arrow IPC file per shard, one record batch, written whole and atomically.
 
     <prefix>-feat-<20 hex>.arrow   feature rows: one per (clip, variant), float16 (n_mels, T) bytes
-    <prefix>-lab-<20 hex>.arrow    label rows: one per clip, int32 token ids + normalized text
+    <prefix>-lab-<20 hex>.arrow    label rows: one per clip, int32 token ids + normalized text; for a window of
+                                   a recording also its prompt ids and each cue's token count and times
     <prefix>-rec-<20 hex>.arrow    recording rows: the whole log-mel of one long test recording, float16 (n_mels, T)
 
 The prefix says which run wrote the shard ("all" for a whole run, "p<i>of<N>" for `--part i/N`, "mem" for
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -27,6 +28,7 @@ from whisper_tune.pipeline.core.hashing import file_digest, stable_hex
 
 SHARD_SUFFIX = ".arrow"
 FORMAT_VERSION = 1
+LABEL_FORMAT_VERSION = 2        # 2: prompt ids and cue columns (empty for plain clips)
 FEATURE_KIND = "feat"
 LABEL_KIND = "lab"
 RECORDING_KIND = "rec"
@@ -51,8 +53,12 @@ LABEL_SCHEMA = pa.schema(
         ("labels", pa.list_(pa.int32())),
         ("text", pa.string()),
         ("fingerprint", pa.string()),
+        ("prompt", pa.list_(pa.int32())),        # <|startofprev|> text ids (no special tokens); [] = none
+        ("cue_tokens", pa.list_(pa.int32())),    # a window's text ids per cue, in order; [] = a plain clip
+        ("cue_starts", pa.list_(pa.float32())),  # each cue's start and end, seconds from the window's start
+        ("cue_ends", pa.list_(pa.float32())),
     ],
-    metadata={"whisper_tune": f"{LABEL_KIND}-v{FORMAT_VERSION}"},
+    metadata={"whisper_tune": f"{LABEL_KIND}-v{LABEL_FORMAT_VERSION}"},
 )
 RECORDING_SCHEMA = pa.schema(
     [
@@ -108,16 +114,29 @@ class FeatureRow:
         return 0 if self.features is None else int(self.features.nbytes)
 
 
+_NO_IDS = np.zeros(0, np.int32)
+_NO_TIMES = np.zeros(0, np.float32)
+
+
 @dataclass(frozen=True)
 class LabelRow:
+    """A clip's labels (`prefix <|notimestamps|> text <|endoftext|>`). A window of a recording also has its
+    previous-text prompt and its cues: cue_tokens[i] text ids of the labels belong to cue i, which runs from
+    cue_starts[i] to cue_ends[i] (seconds from the window's start), so the trainer can lay them out timestamped."""
+
     clip_id: str
     labels: np.ndarray    # int32
     text: str
     fingerprint: str
+    prompt: np.ndarray = field(default_factory=lambda: _NO_IDS)
+    cue_tokens: np.ndarray = field(default_factory=lambda: _NO_IDS)
+    cue_starts: np.ndarray = field(default_factory=lambda: _NO_TIMES)
+    cue_ends: np.ndarray = field(default_factory=lambda: _NO_TIMES)
 
     @property
     def nbytes(self) -> int:
-        return int(np.asarray(self.labels).nbytes) + len(self.text.encode("utf-8"))
+        return (int(np.asarray(self.labels).nbytes) + len(self.text.encode("utf-8"))
+                + 4 * (len(self.prompt) + len(self.cue_tokens) + 2 * len(self.cue_starts)))
 
 
 @dataclass(frozen=True)
@@ -197,6 +216,10 @@ def _label_batch(rows: Sequence[LabelRow]) -> pa.RecordBatch:
             pa.array([np.asarray(r.labels, dtype=np.int32) for r in rows], pa.list_(pa.int32())),
             pa.array([r.text for r in rows], pa.string()),
             pa.array([r.fingerprint for r in rows], pa.string()),
+            pa.array([np.asarray(r.prompt, dtype=np.int32) for r in rows], pa.list_(pa.int32())),
+            pa.array([np.asarray(r.cue_tokens, dtype=np.int32) for r in rows], pa.list_(pa.int32())),
+            pa.array([np.asarray(r.cue_starts, dtype=np.float32) for r in rows], pa.list_(pa.float32())),
+            pa.array([np.asarray(r.cue_ends, dtype=np.float32) for r in rows], pa.list_(pa.float32())),
         ],
         schema=LABEL_SCHEMA,
     )

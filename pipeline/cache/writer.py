@@ -291,7 +291,11 @@ def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model:
         if 0 not in vs:
             raise ValueError(f"clip {cid!r} has no variant 0 (the clean clip)")
         labels = np.asarray(vs[0].labels, np.int32)
-        lab_rows.append(LabelRow(cid, labels, vs[0].text, stable_hex("labels", cid, vs[0].text, labels.tobytes())))
+        ex0 = vs[0]
+        lab_rows.append(LabelRow(cid, labels, ex0.text, stable_hex("labels", cid, ex0.text, labels.tobytes(),
+                                                                   np.asarray(ex0.prompt, np.int32).tobytes()),
+                                 prompt=ex0.prompt, cue_tokens=ex0.cue_tokens, cue_starts=ex0.cue_starts,
+                                 cue_ends=ex0.cue_ends))
         clips[cid] = ClipEntry(split=vs[0].split, text=(transcripts or {}).get(cid, ""),
                                text_in_train=cid in text_in_train, audit_ok=cid in audit_ok)
         for v in sorted(vs):

@@ -115,6 +115,8 @@ class TrainingConfig:
     lora_targets: str = LORA_DEFAULT_TARGETS  # comma-separated projections that get adapters
     pack: bool = False                 # pack several clips into each 30 s window (train/packing.py)
     timestamp_prob: float = 0.2        # share of training windows labelled with timestamps (distil-whisper's 0.2)
+    prompt_prob: float = 0.2           # share of windows of recordings given their previous text as a prompt
+                                       # (<|startofprev|>, masked from the loss; distil-whisper's 0.2); clips have none
     spec_augment: bool = False         # SpecAugment masks on the encoder input while training (transformers' own)
     mask_time_prob: float = 0.05       # with spec_augment: share of frames masked in spans of 10 (transformers' default)
     mask_feature_prob: float = 0.0     # with spec_augment: share of mel bins masked in spans of 10 (transformers' default)
@@ -278,6 +280,8 @@ def _validate(cfg: Config, source: str, origin: Mapping[str, str] | None = None)
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if not 0.0 <= t.timestamp_prob <= 1.0:
         raise bad("training.timestamp_prob", t.timestamp_prob, "a probability in [0, 1], e.g. 0.2 (--timestamp-prob)")
+    if not 0.0 <= t.prompt_prob <= 1.0:
+        raise bad("training.prompt_prob", t.prompt_prob, "a probability in [0, 1], e.g. 0.2 (--prompt-prob)")
     _check_spec_augment(t, bad)
     if cfg.model.task not in ("transcribe", "translate"):
         raise bad("model.task", cfg.model.task, '"transcribe" or "translate"')

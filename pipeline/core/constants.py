@@ -9,6 +9,7 @@ N_FRAMES = N_SAMPLES // HOP_LENGTH           # 3_000 mel frames in one window
 LOG_CLAMP = 1e-10                # mel power floor before log10, power units (squared amplitude)
 LOG_RANGE = 8.0                  # log10 units of mel power kept below a clip's maximum (80 dB)
 MAX_LABEL_TOKENS = 448           # decoder context, tokens (incl. special tokens)
+MAX_PROMPT_TOKENS = MAX_LABEL_TOKENS // 2 - 1  # 223: the previous text Whisper sees after <|startofprev|>
 
 SPLITS = ("train", "validation", "test")    # the manifest's split values (a CSV's "dev" / "val" map to validation)
 SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}   # CSV split cells and --split

@@ -6,6 +6,7 @@ Every failure is an AudioError whose message is a reason a user understands.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,9 +191,19 @@ def load(path: Path | str) -> np.ndarray:
     return to_mono_16k(data, sr)
 
 
-def stream(path: Path | str, block_seconds: float = 10.0) -> Iterator[np.ndarray]:
+def aligned_start(seconds: float, sample_rate: int) -> tuple[int, int]:
+    """(frame of the file, 16 kHz sample) at or before `seconds` where the two rates' sample grids meet (every
+    sample_rate / gcd(sample_rate, 16000) frames: 441 at 44.1 kHz, 10 ms): a stream started there gives the 16 kHz
+    samples of a stream from the beginning, from that sample on (after the resampler's first few milliseconds)."""
+    period = sample_rate // math.gcd(int(sample_rate), SAMPLE_RATE_HZ)
+    frame = max(0, int(seconds * sample_rate)) // period * period
+    return frame, frame * SAMPLE_RATE_HZ // sample_rate
+
+
+def stream(path: Path | str, block_seconds: float = 10.0, start_frame: int = 0) -> Iterator[np.ndarray]:
     """Mono float32 16 kHz blocks of about `block_seconds`, decoded and resampled block by block (soxr's
-    streaming resampler), so memory is bounded by a block whatever the file's length. AudioError as load()."""
+    streaming resampler), so memory is bounded by a block whatever the file's length. AudioError as load().
+    start_frame: the file's frame to start at (aligned_start gives one whose samples match a stream from 0)."""
     import soundfile as sf
 
     p = Path(path)
@@ -208,6 +219,11 @@ def stream(path: Path | str, block_seconds: float = 10.0) -> Iterator[np.ndarray
         sr = int(f.samplerate)
         check_wav_length(p, sr)
         frames = max(1, int(block_seconds * sr))
+        if start_frame > 0:
+            try:
+                f.seek(int(start_frame))
+            except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as err:
+                raise AudioError(f"cannot seek in the audio ({_short(err)})") from None
         resampler = None
         if sr != SAMPLE_RATE_HZ:
             import soxr

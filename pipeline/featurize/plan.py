@@ -2,8 +2,12 @@
 
 A clip's fingerprints cover its audio content hash (file bytes; re-hashed only when path, size or mtime change),
 the audio settings, the feature settings, the augmentation chain + seed + variant, and the tokenizer +
-normalization + transcript. Train clips get every variant; validation and test clips, which are only ever
-scored, get the clean variant 0 alone. An item whose fingerprint the index (or an orphan shard of a killed run)
+normalization + transcript. A window of a long recording is an item of its own (its manifest id): its features'
+fingerprints cover the recording's content hash (hashed once per run however many windows it has) and the window's
+range [start, end); its labels' fingerprint covers its cues' texts and times and its previous text (the prompt).
+So editing one cue of a subtitle file changes the labels of its window (and the prompts of later windows) and,
+when the cue's times move the window's range, that window's features alone. Train clips get every variant;
+validation and test clips, which are only ever scored, get the clean variant 0 alone. An item whose fingerprint the index (or an orphan shard of a killed run)
 already has is kept; the rest becomes a job (audio) or a label to compute.
 """
 
@@ -19,8 +23,11 @@ from whisper_tune.pipeline.cache.writer import Orphans
 from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
 from whisper_tune.pipeline.core.errors import ConfigError, ManifestError
 from whisper_tune.pipeline.core.hashing import stable_hex, stable_int
+from whisper_tune.pipeline.featurize.labels import WindowCues
 
 AUDIO_CODE_VERSION = "audio-2"   # audio-2: cut-short WAVs and constant or near-silent clips are refused
+WINDOW_CODE_VERSION = "window-1"  # a window's samples: [start, end) of the streamed recording, peak-normalized
+WINDOW_COLUMNS = ("start", "end", "cue_starts", "cue_ends", "cue_texts", "previous_text")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "added_tokens.json",
                    "special_tokens_map.json", "normalizer.json", "config.json", "generation_config.json")
 FEATURE_FILES = ("preprocessor_config.json", "processor_config.json")
@@ -84,10 +91,20 @@ def read_usable_manifest(work_dir: Path, part: tuple[int, int] | None):
 
 
 def part_share(usable, part: tuple[int, int] | None):
-    """The rows of the usable manifest that belong to `part` (all of them for None)."""
+    """The rows of the usable manifest that belong to `part` (all of them for None): a clip by its id, a window of
+    a long recording by its recording, so that all of a recording's windows are one part's (decoded once)."""
     if part is None:
         return usable
-    return usable.filter([part_of(c, part[1]) == part[0] for c in usable["id"].to_list()])
+    return usable.filter([part_of(k, part[1]) == part[0] for k in part_keys(usable)])
+
+
+def part_keys(usable) -> list[str]:
+    """What decides a row's part: its id, or for a window its recording's path."""
+    ids = usable["id"].to_list()
+    if "window_index" not in usable.columns:
+        return ids
+    return [path if w is not None else cid
+            for cid, path, w in zip(ids, usable["path"].to_list(), usable["window_index"].to_list())]
 
 
 def usable_counts(usable) -> dict[str, int]:
@@ -97,19 +114,10 @@ def usable_counts(usable) -> dict[str, int]:
 
 
 def read_usable(work_dir: Path, part: tuple[int, int] | None):
-    """The manifest read once: (this part's usable clip rows, usable clips per split of the whole manifest, the
-    manifest itself, whose test recordings featurize/recordings.py stores whole). A manifest of windows gives no
-    clip rows yet: the stage stores its test recordings, then refuses the windows (windows_refusal)."""
-    from whisper_tune.pipeline.validate.manifest import has_windows, read_manifest
-
-    frame = read_manifest(work_dir)
-    usable = _usable_rows(work_dir, frame.clear() if has_windows(frame) else frame)
-    return part_share(usable, part), usable_counts(usable), frame
-
-
-def windows_refusal(work_dir: Path) -> str:
-    return (f"{work_dir / 'manifest.parquet'} holds windows of long recordings (a CSV of subtitles or segments); "
-            "features cannot cut windows yet: validate a CSV of clips for now")
+    """The manifest read once: (this part's usable rows, usable clips per split of the whole manifest, the ids
+    of every usable row)."""
+    usable = _usable_rows(work_dir)
+    return part_share(usable, part), usable_counts(usable), set(usable["id"].to_list())
 
 
 def _usable_rows(work_dir: Path, df=None):
@@ -118,10 +126,9 @@ def _usable_rows(work_dir: Path, df=None):
     from whisper_tune.pipeline.validate.leakage import text_in_train
     from whisper_tune.pipeline.validate.manifest import has_windows, read_manifest
 
-    df = read_manifest(work_dir) if df is None else df
-    if has_windows(df):
-        raise ManifestError(windows_refusal(work_dir))
-    for col in ("id", "path", "text", "split", "status"):
+    df = read_manifest(work_dir)
+    needed = ("id", "path", "text", "split", "status") + (WINDOW_COLUMNS if has_windows(df) else ())
+    for col in needed:
         if col not in df.columns:
             raise ManifestError(f"{work_dir / 'manifest.parquet'} has no {col!r} column; "
                                 "re-run `whisper-tune validate`")
@@ -169,7 +176,13 @@ class Fingerprints:
     def variant(self, clip_fp: str, variant: int) -> str:
         return stable_hex("features", clip_fp, self.features, variant, self.augment if variant else "clean")
 
-    def label(self, text: str) -> str:
+    def window(self, source_hash: str, start: float, end: float) -> str:
+        """A window's audio: the recording's content and the window's range (ms)."""
+        return stable_hex(source_hash, self.audio, WINDOW_CODE_VERSION, round(start * 1000), round(end * 1000))
+
+    def label(self, text: str | WindowCues) -> str:
+        if isinstance(text, WindowCues):
+            return stable_hex("labels", self.labels, "window", text.key())
         return stable_hex("labels", self.labels, text)
 
     def audio_skip(self, clip_fp: str) -> str:
@@ -181,6 +194,11 @@ class ClipJob:
     clip_id: str
     path: str
     variants: tuple[tuple[int, str], ...]   # (variant, wanted fingerprint)
+    span: tuple[float, float] | None = None  # a window: [start, end) seconds of the recording at `path`
+
+    @property
+    def is_window(self) -> bool:
+        return self.span is not None
 
 
 @dataclass
@@ -189,7 +207,7 @@ class Plan:
     skip_entries: dict[str, SkipEntry] = field(default_factory=dict)  # known-bad clips, unchanged
     jobs: list[ClipJob] = field(default_factory=list)
     audio_skip_fps: dict[str, str] = field(default_factory=dict)      # per job: its fingerprint if it turns bad
-    labels_todo: list[tuple[str, str]] = field(default_factory=list)  # (clip id, transcript)
+    labels_todo: list[tuple[str, str | WindowCues]] = field(default_factory=list)  # (id, transcript or cues)
     skipped: list[tuple[str, str]] = field(default_factory=list)      # (clip id, reason)
     adopted: dict[str, ShardInfo] = field(default_factory=dict)       # orphan shards taken over
     reused: int = 0
@@ -212,6 +230,7 @@ class _Planner:
                  orphans: Orphans) -> None:
         self.previous, self.fps, self.shards, self.orphans = previous, fps, shards, orphans
         self.plan = Plan()
+        self._sources: dict[str, SourceRecord] = {}    # a recording's record, once per run for all its windows
 
     def existing(self, ref: RowRef | None, fp: str, key: tuple[str, int | None]) -> RowRef | None:
         """The stored item with this fingerprint: the index's own, else an orphan shard's row; None if neither."""
@@ -223,22 +242,32 @@ class _Planner:
         self.plan.adopted[hit[1].name] = hit[1]
         return hit[0]
 
-    def add(self, cid: str, path: str, text: str, split: str, leaks: Mapping[str, bool]) -> None:
+    def source(self, path: str, old: SourceRecord | None) -> SourceRecord:
+        known = self._sources.get(path)
+        if known is None:
+            known = self._sources[path] = source_record(path, old)
+        return known
+
+    def add(self, cid: str, path: str, text: str, split: str, leaks: Mapping[str, bool],
+            window: tuple[float, float, WindowCues] | None = None) -> None:
         old = self.previous.clips.get(cid)
         old_skip = self.previous.skipped.get(cid)
         try:
-            source = source_record(path, (old.source if old else None) or (old_skip.source if old_skip else None))
+            source = self.source(path, (old.source if old else None) or (old_skip.source if old_skip else None))
         except OSError as err:
             self.plan.skipped.append((cid, f"cannot read audio file ({err.strerror or err})"))
             return
-        clip_fp, lab_fp = self.fps.clip(source.hash), self.fps.label(text)
+        if window is None:
+            clip_fp, lab_fp = self.fps.clip(source.hash), self.fps.label(text)
+        else:
+            clip_fp, lab_fp = self.fps.window(source.hash, window[0], window[1]), self.fps.label(window[2])
         if old_skip and old_skip.fp in (self.fps.audio_skip(clip_fp), lab_fp):   # known bad, unchanged
             self.plan.skip_entries[cid] = replace(old_skip, source=source, split=split)
             self.plan.skipped.append((cid, old_skip.reason))
             return
         labels = self.existing(old.labels if old else None, lab_fp, (cid, None))
         if labels is None:
-            self.plan.labels_todo.append((cid, text))
+            self.plan.labels_todo.append((cid, text if window is None else window[2]))
         variants: dict[int, RowRef] = {}
         need: list[tuple[int, str]] = []
         for v in range(self.fps.n_variants if split == "train" else 1):   # held-out clips: clean only
@@ -252,16 +281,33 @@ class _Planner:
         self.plan.clips[cid] = ClipEntry(split=split, text=text, source=source, labels=labels, variants=variants,
                                          **leaks)
         if need:
-            self.plan.jobs.append(ClipJob(cid, path, tuple(need)))
+            self.plan.jobs.append(ClipJob(cid, path, tuple(need), None if window is None else window[:2]))
             self.plan.audio_skip_fps[cid] = self.fps.audio_skip(clip_fp)
 
 
 def make_plan(rows: Any, previous: CacheIndex, fps: Fingerprints, shards: Mapping[str, ShardInfo],
               orphans: Orphans) -> Plan:
-    """rows: the usable manifest (id, path, text, split) -> what to keep, adopt and compute."""
+    """rows: the usable manifest (id, path, text, split; and the window columns for windows of recordings) -> what
+    to keep, adopt and compute."""
     planner = _Planner(previous, fps, shards, orphans)
     flags = {c: rows[c].to_list() if c in rows.columns else [False] * rows.height for c in CLIP_FLAGS}
+    windows = window_specs(rows)
     for i, (cid, path, text, split) in enumerate(zip(rows["id"].to_list(), rows["path"].to_list(),
                                                      rows["text"].to_list(), rows["split"].to_list())):
-        planner.add(cid, path, text, split, {c: bool(flags[c][i]) for c in CLIP_FLAGS})
+        planner.add(cid, path, text, split, {c: bool(flags[c][i]) for c in CLIP_FLAGS}, windows[i])
     return planner.plan
+
+
+def window_specs(rows: Any) -> list[tuple[float, float, WindowCues] | None]:
+    """Per manifest row: (start, end, cues) of a window of a recording, None for a plain clip."""
+    if not all(c in rows.columns for c in WINDOW_COLUMNS) or "window_index" not in rows.columns:
+        return [None] * rows.height
+    out: list[tuple[float, float, WindowCues] | None] = []
+    for r in rows.select("window_index", *WINDOW_COLUMNS).iter_rows(named=True):
+        if r["window_index"] is None or r["start"] is None or r["end"] is None:
+            out.append(None)
+            continue
+        cues = WindowCues(texts=tuple(r["cue_texts"] or ()), starts=tuple(r["cue_starts"] or ()),
+                          ends=tuple(r["cue_ends"] or ()), previous_text=r["previous_text"] or "")
+        out.append((float(r["start"]), float(r["end"]), cues))
+    return out

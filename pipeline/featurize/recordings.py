@@ -1,6 +1,6 @@
 """The whole log-mel of each long TEST recording, stored once, so that `evaluate` decodes it long-form from the cache.
 
-    recordings = test_recordings(manifest, part)          # from the windows' rows: path, split, reference cues
+    recordings = test_recordings(rows)                    # from the usable windows: path, split, reference cues
     result = store_recordings(writer, recordings, previous, tools, cfg)
 
 A recording (the manifest's `recording` column: its path relative to the CSV) is stored when its windows are in the
@@ -23,7 +23,7 @@ from whisper_tune.pipeline.cache import CacheIndex, CacheWriter, RecordingEntry,
 from whisper_tune.pipeline.core.config import Config
 from whisper_tune.pipeline.core.errors import AudioError
 from whisper_tune.pipeline.core.hashing import stable_hex
-from whisper_tune.pipeline.featurize.plan import part_of, source_record
+from whisper_tune.pipeline.featurize.plan import source_record
 
 log = logging.getLogger(__name__)
 
@@ -47,20 +47,17 @@ class RecordingsResult:
     skipped: tuple[tuple[str, str], ...] = ()   # (recording, reason)
 
 
-def test_recordings(manifest, part: tuple[int, int] | None = None) -> list[TestRecording]:
-    """The test recordings of a manifest of windows (none for a manifest of clips), with their kept cues in order."""
+def test_recordings(rows) -> list[TestRecording]:
+    """The test recordings of the usable manifest rows (none for clips), with the cues their windows keep, in order.
+    A `--part` run's rows hold every window of its recordings (plan.part_share), so each is stored by one part."""
     import polars as pl
 
-    from whisper_tune.pipeline.validate.manifest import has_windows
-
-    if not has_windows(manifest):
+    if "window_index" not in rows.columns:
         return []
-    rows = manifest.filter((pl.col("status") == "ok") & (pl.col("split") == EVALUATED_SPLIT)
-                           & pl.col("window_index").is_not_null()).sort(["recording", "window_index"])
+    rows = rows.filter((pl.col("split") == EVALUATED_SPLIT) & pl.col("window_index").is_not_null()).sort(
+        ["recording", "window_index"])
     out: list[TestRecording] = []
     for (rid,), group in rows.group_by(["recording"], maintain_order=True):
-        if part is not None and part_of(rid, part[1]) != part[0]:
-            continue
         cues = tuple(ReferenceCue(round(start + a, 3), round(start + b, 3), text)
                      for start, starts, ends, texts in zip(group["start"], group["cue_starts"], group["cue_ends"],
                                                            group["cue_texts"])

@@ -29,10 +29,11 @@ import numpy as np
 
 from whisper_tune.pipeline.cache import CACHE_DIRNAME, CacheIndex, CacheWriter, IndexMeta, LabelRow, index_metas
 from whisper_tune.pipeline.core.config import Config
-from whisper_tune.pipeline.core.errors import ConfigError, ManifestError, ModelError, first_line
+from whisper_tune.pipeline.core.errors import ConfigError, ModelError, first_line
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
-                   part_of, read_usable, windows_refusal)
+                   part_of, read_usable)
+from whisper_tune.pipeline.featurize.labels import WindowCues
 from whisper_tune.pipeline.featurize.recordings import RecordingsResult, store_recordings, test_recordings
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
 
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 class FeaturesResult:
     clips_total: int                 # usable clips in this run's share of the manifest
     clips_cached: int                # clips that needed no audio work
-    clips_decoded: int               # clips whose audio was decoded this run
+    clips_decoded: int               # clips (and windows of recordings) whose audio was decoded this run
     variants_computed: int           # log-mel variants computed (alias variants not included)
     variants_aliased: int            # augmented variants in which no transform fired (stored as the clean one)
     variants_reused: int             # variants kept from the cache
@@ -60,6 +61,8 @@ class FeaturesResult:
     work_cpu_s: float = 0.0          # ... of it while the tasks ran (labels, recording results, the Dask client)
     scheduler: str = ""              # the Dask scheduler the audio work ran on; "" = this machine
     skipped_where: tuple[str, ...] = ()   # per skipped clip: its file and CSV row, as the CSV has them
+    recordings_decoded: int = 0      # decodes of long recordings for their windows (one per recording task)
+    windows_total: int = 0           # of clips_total: windows of long recordings
     recordings: RecordingsResult = RecordingsResult(0, 0)   # test recordings stored whole (long-form evaluation)
 
     @property
@@ -150,7 +153,8 @@ def fingerprints(cfg: Config, part: tuple[int, int] | None, previous: IndexMeta,
 class LabelWork:
     """Tokenizing is cheap, loading a tokenizer is not: labels run in a thread beside the audio work."""
 
-    def __init__(self, tools: Tools, todo: list[tuple[str, str]], fps: Fingerprints, tok_fp: str) -> None:
+    def __init__(self, tools: Tools, todo: list[tuple[str, str | WindowCues]], fps: Fingerprints,
+                 tok_fp: str) -> None:
         self.tools, self.todo, self.fps, self.tok_fp = tools, todo, fps, tok_fp
         self.rows: list[LabelRow] = []
         self.failures: list[tuple[str, str, str]] = []     # (clip id, reason, fingerprint)
@@ -161,16 +165,23 @@ class LabelWork:
         self._future = self._thread.submit(self._run)
 
     def _run(self) -> str:
-        from whisper_tune.pipeline.featurize.labels import LabelError, make_labels
+        from whisper_tune.pipeline.featurize.labels import LabelError, make_labels, make_window_labels
 
         fp = self.tok_fp or self.tools.tokenizer_fingerprint()
+        norm = self.tools.cfg.features.text_normalization
         for cid, text in self.todo:
             try:
-                lab = make_labels(text, self.tools.tokenizer(), self.tools.cfg.features.text_normalization)
+                if isinstance(text, WindowCues):
+                    lab = make_window_labels(text, self.tools.tokenizer(), norm)
+                else:
+                    lab = make_labels(text, self.tools.tokenizer(), norm)
             except LabelError as err:
                 self.failures.append((cid, str(err), self.fps.label(text)))
                 continue
-            self.rows.append(LabelRow(cid, lab.ids, lab.text, self.fps.label(text)))
+            cues = dict(cue_starts=np.asarray(text.starts, np.float32), cue_ends=np.asarray(text.ends, np.float32)) \
+                if isinstance(text, WindowCues) else {}
+            self.rows.append(LabelRow(cid, lab.ids, lab.text, self.fps.label(text), prompt=lab.prompt,
+                                      cue_tokens=lab.cue_tokens, **cues))
         return fp
 
     def tokenizer_fingerprint(self) -> str:
@@ -188,10 +199,12 @@ class Counts:
     decoded: int = 0
     computed: int = 0
     aliased: int = 0
+    recordings: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, result: TaskResult) -> None:
         self.decoded += result.decoded
+        self.recordings += result.recordings
         self.computed += result.computed
         self.aliased += result.aliased
         self.skipped += result.skipped
@@ -249,7 +262,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
     started, cpu_started = time.perf_counter(), time.process_time()
     work_dir = Path(work_dir)
     scheduler = scheduler_address(cfg)
-    rows, usable, manifest = read_usable(work_dir, part)
+    rows, usable, usable_ids = read_usable(work_dir, part)
     tools = Tools(cfg, resolve_model(cfg.model.name))
     writer = CacheWriter(work_dir / CACHE_DIRNAME, part)
     with writer.locked():
@@ -263,7 +276,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
-        recordings = store_recordings(writer, test_recordings(manifest, part), previous, tools, cfg)
+        recordings = store_recordings(writer, test_recordings(rows), previous, tools, cfg)
         labels = LabelWork(tools, plan.labels_todo, fps, meta.tokenizer_fingerprint)
         settings = worker_settings(cfg, tools, fps, writer) if plan.jobs else None
         if scheduler and plan.jobs:
@@ -272,7 +285,9 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         counts = compute(writer, plan, labels, settings, cfg, scheduler)
         work_cpu = time.process_time() - work_cpu
         final = writer.finish()
-    own_before = {c for c in previous.clips if part is None or part_of(c, part[1]) == part[0]}
+    share = set(rows["id"].to_list())      # clips gone from the manifest count for the part their id falls in
+    own_before = {c for c in previous.clips if part is None or c in share
+                  or (c not in usable_ids and part_of(c, part[1]) == part[0])}
     result = FeaturesResult(
         clips_total=rows.height, clips_cached=sum(1 for c in final.clips if c not in plan.audio_skip_fps),
         clips_decoded=counts.decoded, variants_computed=counts.computed, variants_aliased=counts.aliased,
@@ -281,27 +296,33 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         clips_removed=len(own_before - set(rows["id"].to_list())), skipped=tuple(plan.skipped + counts.skipped),
         seconds=time.perf_counter() - started, cache_dir=writer.cache_dir,
         client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "",
-        recordings=recordings)
+        recordings_decoded=counts.recordings, windows_total=windows_in(rows), recordings=recordings)
     result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
     result = replace(result, message=summary(result, final))
-    if "window_index" in manifest.columns and rows.height == 0:   # windows: only their test recordings so far
-        raise ManifestError(f"features: stored the whole log-mel of {recordings.stored} test recordings for "
-                            f"long-form evaluation, but {windows_refusal(work_dir)}")
     if echo is not None:
         echo(format_report(result))
     return result
 
 
+def windows_in(rows) -> int:
+    """Rows of the usable manifest that are windows of long recordings."""
+    return int(rows["window_index"].is_not_null().sum()) if "window_index" in rows.columns else 0
+
+
 def summary(res: FeaturesResult, index: CacheIndex) -> str:
     seconds, n_clips = res.seconds, len(index.clips)
+    windows = ""
     if res.clips_decoded == 0:
         variants = sum(len(e.variants) for e in index.clips.values())
         labels = f"; {res.labels_computed} labels re-tokenized" if res.labels_computed else ""
         return (f"features: no audio work needed: {n_clips} clips, {variants} clip-variants cached{labels} "
                 f"({seconds:.1f} s)")
+    if res.windows_total:
+        windows = (f" ({res.windows_total} of them windows of long recordings; {res.recordings_decoded} "
+                   f"recording tasks decoded, each recording once per task)")
     return (f"features: {res.clips_decoded} clips decoded, {res.variants_computed} variants computed "
             f"({res.variants_aliased} unchanged by augmentation, stored once), {res.variants_reused} reused, "
-            f"{res.labels_computed} labels; {n_clips} clips in {res.cache_dir} ({seconds:.1f} s, "
+            f"{res.labels_computed} labels; {n_clips} clips{windows} in {res.cache_dir} ({seconds:.1f} s, "
             f"{res.clips_decoded / max(seconds, 1e-9):.1f} clips/s)")
 
 

@@ -52,9 +52,10 @@ class WorkerSettings:
 class TaskResult:
     shards: list[WrittenShard]              # written by the task; only their index records travel
     skipped: list[tuple[str, str]]          # (clip id, reason)
-    decoded: int
+    decoded: int                            # clips and windows whose audio was decoded
     computed: int
     aliased: int
+    recordings: int = 0                     # long recordings decoded (each once per task) for their windows
 
 
 _WORKER_STATE: dict[str, Any] = {}
@@ -78,6 +79,13 @@ def where() -> str:
     return f"the worker on {socket.gethostname()} (pid {os.getpid()})"
 
 
+def must_see(path: str, what: str = "audio file") -> None:
+    """A file this process cannot see at all is not a bad clip but a worker that lacks the shared folder."""
+    if not os.path.exists(path):
+        raise WorkerError(f"{where()} cannot see the {what} {path}, which the run was started with: "
+                          "every worker must see the audio at the same paths (a shared file system)")
+
+
 def load_audio(path: str) -> np.ndarray:
     """audio.load with transient OSErrors retried (READ_TRIES); a file this process cannot see at all is not
     a bad clip but a worker that lacks the shared folder: WorkerError."""
@@ -87,9 +95,7 @@ def load_audio(path: str) -> np.ndarray:
     for attempt in range(READ_TRIES):
         if attempt:
             time.sleep(READ_RETRY_PAUSE_S * 2 ** (attempt - 1))
-        if not os.path.exists(path):
-            raise WorkerError(f"{where()} cannot see the audio file {path}, which the run was started with: "
-                              "every worker must see the audio at the same paths (a shared file system)")
+        must_see(path)
         try:
             return audio.load(path)
         except OSError as err:
@@ -101,11 +107,18 @@ def featurize_clip(job: ClipJob, settings: WorkerSettings) -> tuple[list[Feature
     """Pure per-clip work: -> (rows, skip reason or None, variants computed, variants aliased)."""
     from whisper_tune.pipeline.featurize import audio
 
-    logmel, augmenter = worker_tools(settings)
     try:
         clean = audio.prepare(load_audio(job.path), top_db=settings.trim_top_db, normalize=settings.peak_normalize)
     except AudioError as err:
         return [], str(err), 0, 0
+    return featurize_samples(job, clean, settings)
+
+
+def featurize_samples(job: ClipJob, clean: np.ndarray, settings: WorkerSettings, *,
+                      keep_length: bool = False) -> tuple[list[FeatureRow], str | None, int, int]:
+    """The clean clip's variants as feature rows (as featurize_clip). keep_length (windows, whose cue times must
+    hold): a variant whose augmentation changed the length (TimeStretch) is stored as the clean one."""
+    logmel, augmenter = worker_tools(settings)
     rows: list[FeatureRow] = []
     computed = aliased = 0
     for variant, fp in job.variants:
@@ -115,7 +128,7 @@ def featurize_clip(job: ClipJob, settings: WorkerSettings) -> tuple[list[Feature
                 aug = augmenter(clean, job.clip_id, variant)
             except AudioError as err:
                 return [], str(err), 0, 0
-            if not aug.fired:
+            if not aug.fired or (keep_length and aug.samples.size != clean.size):
                 rows.append(FeatureRow(job.clip_id, variant, fp, None, 0.0, alias_of=0))
                 aliased += 1
                 continue
@@ -140,7 +153,10 @@ def write_rows(rows: list[FeatureRow], settings: WorkerSettings) -> list[Written
 
 
 def featurize_task(jobs: Sequence[ClipJob], settings: WorkerSettings) -> TaskResult:
+    """A task's clips, or the windows of one recording (decoded once), featurized; their shards written."""
     import torch
+
+    from whisper_tune.pipeline.featurize.windows import featurize_windows
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # one core per worker; also makes results independent of the machine's core count
@@ -148,8 +164,12 @@ def featurize_task(jobs: Sequence[ClipJob], settings: WorkerSettings) -> TaskRes
         rows: list[FeatureRow] = []
         skipped: list[tuple[str, str]] = []
         computed = aliased = 0
-        for job in jobs:
-            clip_rows, reason, c, a = featurize_clip(job, settings)
+        if jobs and jobs[0].is_window:
+            must_see(jobs[0].path, "recording")
+            results = featurize_windows(jobs, settings, featurize_samples)
+        else:
+            results = ((job, *featurize_clip(job, settings)) for job in jobs)
+        for job, clip_rows, reason, c, a in results:
             if reason is not None:
                 skipped.append((job.clip_id, reason))
                 continue
@@ -157,7 +177,9 @@ def featurize_task(jobs: Sequence[ClipJob], settings: WorkerSettings) -> TaskRes
             computed += c
             aliased += a
         shards = write_rows(rows, settings) if rows else []
-        return TaskResult(shards=shards, skipped=skipped, decoded=len(jobs), computed=computed, aliased=aliased)
+        recordings = len({job.path for job in jobs if job.is_window})
+        return TaskResult(shards=shards, skipped=skipped, decoded=len(jobs), computed=computed, aliased=aliased,
+                          recordings=recordings)
     finally:
         torch.set_num_threads(threads)
 
@@ -173,9 +195,13 @@ def _warm_up(settings: WorkerSettings) -> None:
 
 
 def split_tasks(jobs: list[ClipJob], batch_clips: int, n_workers: int) -> list[list[ClipJob]]:
-    """Consecutive tasks of at most batch_clips clips, several per worker."""
-    size = max(1, min(int(batch_clips), -(-len(jobs) // (4 * max(1, n_workers)))))
-    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+    """Consecutive tasks of at most batch_clips clips, several per worker; windows of long recordings go in tasks
+    of their own, one recording each (featurize/windows.py recording_tasks)."""
+    from whisper_tune.pipeline.featurize.windows import recording_tasks
+
+    clips = [job for job in jobs if not job.is_window]
+    size = max(1, min(int(batch_clips), -(-len(clips) // (4 * max(1, n_workers)))))
+    return recording_tasks(jobs) + [clips[i:i + size] for i in range(0, len(clips), size)]
 
 
 def run_tasks(jobs: list[ClipJob], settings: WorkerSettings | None, jobs_setting: int, batch_clips: int,

@@ -13,7 +13,7 @@ What the later stages read from these rows (the design the manifest serves; wind
 - features: the usable rows grouped by `path` and sorted by `start`: one decode per recording, every window cut
   as samples [start, end) of it; a window's fingerprint covers the recording's content hash, its `start` / `end`
   and its `cue_starts` / `cue_ends` / `cue_texts`, so editing one cue changes only the ids and fingerprints of its
-  own window. Trimming may only remove audio before the first and after the last cue (cue times stay exact).
+  own window. Windows are not trimmed (cue times stay exact): pipeline/featurize/windows.py.
   Labels: `<|t|> text<|t'|>` per cue from the cue columns, or `<|notimestamps|>` + `text`, per
   training.timestamp_prob.
 - prompts: `previous_text` (empty for a recording's first window) is the `<|startofprev|>` text.

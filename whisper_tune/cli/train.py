@@ -37,6 +37,7 @@ FLAGS = (
     Flag("training.eval_max_clips", "Evaluate on the first N test clips only (0 = all)."),
     Flag("training.pack", "Pack several clips into each 30 s training window (--batch-size then counts windows)."),
     Flag("training.timestamp_prob", "Share of training windows labelled with timestamps (0-1)."),
+    Flag("training.prompt_prob", "Share of windows of recordings given their previous text as a prompt (0-1)."),
     Flag("training.spec_augment", "SpecAugment: mask spans of the encoder input while training (never in evaluation)."),
     Flag("training.mask_time_prob", "With --spec-augment: share of frames masked, in spans of 10 frames."),
     Flag("training.mask_feature_prob", "With --spec-augment: share of mel bins masked, in spans of 10 bins."),

@@ -64,3 +64,23 @@ def test_label_errors_are_not_audio_errors():
     from whisper_tune.pipeline.core.errors import AudioError, WhisperTuneError
 
     assert issubclass(LabelError, WhisperTuneError) and not issubclass(LabelError, AudioError)
+
+
+def test_window_labels_are_the_cues_one_after_another(tokenizer):
+    from whisper_tune.pipeline.core.constants import MAX_PROMPT_TOKENS
+    from whisper_tune.pipeline.featurize.labels import WindowCues, make_window_labels
+
+    one = make_window_labels(WindowCues(("Hello, World!",), (0.5,), (1.8,)), tokenizer, "basic")
+    assert one.ids.tolist() == make_labels("Hello, World!", tokenizer, "basic").ids.tolist()
+    assert one.cue_tokens.tolist() == [len(one.ids) - 3] and one.prompt.size == 0      # a first window: no prompt
+    cues = WindowCues(("Good morning.", "How are you?", "Fine!"), (0.5, 2.0, 4.0), (1.8, 3.5, 4.6),
+                      previous_text="Earlier words. " * 200)
+    lab = make_window_labels(cues, tokenizer, "basic")
+    per_cue = [tokenizer(" " + t, add_special_tokens=False)["input_ids"] for t in ("good morning", "how are you",
+                                                                                   "fine")]
+    assert lab.ids.tolist() == one.ids[:2].tolist() + sum(per_cue, []) + [one.ids[-1]]
+    assert lab.cue_tokens.tolist() == [len(p) for p in per_cue] and lab.text == "good morning how are you fine"
+    everything = tokenizer(" " + "earlier words " * 199 + "earlier words", add_special_tokens=False)["input_ids"]
+    assert lab.prompt.tolist() == everything[-MAX_PROMPT_TOKENS:]                      # the latest 223 tokens
+    with pytest.raises(LabelError, match="448"):
+        make_window_labels(WindowCues(tuple(["word " * 100] * 5), (0.0,) * 5, (1.0,) * 5), tokenizer, "basic")

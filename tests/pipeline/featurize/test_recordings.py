@@ -11,7 +11,6 @@ import pytest
 
 from whisper_tune.pipeline.cache import open_cache
 from whisper_tune.pipeline.core.config import load_config
-from whisper_tune.pipeline.core.errors import ManifestError
 from whisper_tune.pipeline.featurize import recordings as recs
 from whisper_tune.pipeline.featurize.stage import run_features
 from whisper_tune.pipeline.validate.stage import run_validate
@@ -44,13 +43,9 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def featurize(work: Path, model: Path) -> None:
-    """features; until it cuts windows it stores the test recordings and then refuses the windows (that refusal is
-    the only error let through)."""
-    try:
-        run_features(work_dir=work, cfg=load_config(None, {"model.name": str(model), "features.jobs": 1}), echo=None)
-    except ManifestError as err:
-        assert "test recordings for long-form evaluation" in str(err) and "cannot cut windows yet" in str(err)
+def featurize(work: Path, model: Path):
+    return run_features(work_dir=work, cfg=load_config(None, {"model.name": str(model), "features.jobs": 1,
+                                                               "augment.variants": 1}), echo=None)
 
 
 def validate_and_featurize(folder: Path, model: Path) -> Path:
@@ -94,7 +89,9 @@ def test_rerun_and_an_edited_cue_decode_no_audio(folder: Path, tiny_model: Path,
     edited = [*TEST_CUES[:3], (TEST_CUES[3][0], TEST_CUES[3][1], "an edited cue"), *TEST_CUES[4:]]
     write_srt(folder / "talk.srt", edited)
     validate_and_featurize(folder, tiny_model)                                    # only a cue's text changed
-    rec = open_cache(work).recording("talk.flac")
+    cache = open_cache(work)
+    rec = cache.recording("talk.flac")
+    assert len(cache.clip_ids("test")) == 2 and len(cache.clip_ids("train")) == 1     # and the windows themselves
     assert sorted(p.name for p in (work / "cache").glob("*-rec-*.arrow")) == shards
     assert np.array_equal(rec.features, before) and rec.cues[3].text == "an edited cue"
 

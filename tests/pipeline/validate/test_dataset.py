@@ -73,6 +73,18 @@ def test_a_datasets_folder_gives_the_csvs_rows(clips: Path) -> None:
     assert again.select(SAME).equals(got.select(SAME))
 
 
+def test_a_datasets_folder_gives_the_csvs_features(clips: Path, tiny_model: Path) -> None:
+    from whisper_tune.testing import features_config, run, snapshot
+
+    from_csv(clips, clips / "w_csv")
+    from_dataset(saved(clips), clips / "w_ds")
+    cfg = features_config(tiny_model)
+    results = [run(clips / w, cfg) for w in ("w_csv", "w_ds")]
+    assert [(r.clips_total, r.clips_decoded, r.skipped) for r in results] == [(5, 5, ())] * 2
+    expected, got = snapshot(clips / "w_csv"), snapshot(clips / "w_ds")
+    assert len(expected) > 5 and got == expected     # every clip and variant: same features, labels, text, split
+
+
 def test_parquet_files_and_a_split_of_a_dataset_dict(clips: Path) -> None:
     expected = from_csv(clips, clips / "w_csv").select(SAME)
     folder = saved(clips, "dict", dict_split="validation")

@@ -1,5 +1,6 @@
 """Long recordings through `validate`: SRT / WebVTT subtitles and segment tables into windows, one split per
-recording, every bad cue a rejected row with its reason; `features` refuses windows in one line."""
+recording, every bad cue a rejected row with its reason; `features` reads the windows (tests/pipeline/featurize/
+test_windows.py cuts them)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import polars as pl
 import pytest
 
 from whisper_tune.pipeline.core.config import load_config
-from whisper_tune.pipeline.core.errors import ManifestError
 from whisper_tune.pipeline.featurize.plan import read_usable_manifest
 from whisper_tune.pipeline.validate.recordings import NO_SUBTITLES
 from whisper_tune.pipeline.validate.segments import parse_time
@@ -171,15 +171,13 @@ def test_read_cues_of_a_file_that_is_not_subtitles(tmp_path: Path) -> None:
         read_cues(tmp_path / "x.txt")
 
 
-def test_features_refuses_a_manifest_of_windows_in_one_line(recording: Path) -> None:
+def test_features_reads_the_windows_of_a_manifest(recording: Path) -> None:
     write_srt(recording / "talk.srt", CUES)
     (recording / "talks.csv").write_text("audios,subtitles\ntalk.flac,talk.srt\n")
     validate(recording / "talks.csv", recording / "work")
-    with pytest.raises(ManifestError) as err:
-        read_usable_manifest(recording / "work", None)
-    assert str(err.value) == (f"{recording / 'work' / 'manifest.parquet'} holds windows of long recordings (a CSV "
-                              "of subtitles or segments); features cannot cut windows yet: validate a CSV of clips "
-                              "for now")
+    rows = read_usable_manifest(recording / "work", None)
+    assert rows.height == manifest(recording / "work").height and rows["window_index"].is_not_null().all()
+    assert {"start", "end", "cue_starts", "cue_ends", "cue_texts", "previous_text"} <= set(rows.columns)
 
 
 def test_with_a_model_a_cue_over_448_tokens_is_rejected_and_windows_fit(recording: Path, tiny_model: Path) -> None:
