@@ -4,7 +4,9 @@
     WORK/cache/index.part-I-of-N.json      written by `--part I/N` runs; readers merge every index file
 
 An index file is JSON: {"format": "whisper-tune-cache", "version": 2, "meta": {...}, "shards": {name: {...}},
-"clips": {id: {...}}, "skipped": {id: {...}}} (the dataclasses below, field for field). Anything else -- a wrong
+"clips": {id: {...}}, "skipped": {id: {...}}} (the dataclasses below, field for field), and, when `features` stored
+the whole log-mel of long test recordings, "recordings": {id: {...}} (optional: an index without it has none).
+Anything else -- a wrong
 shape, an unknown version, a shard name that is not a plain file name of the writer's own pattern, a reference to
 a shard the index does not list -- is one CacheError naming the file and the command that rebuilds it. So a
 shard name that reaches the reader or the writer is always a file inside the cache folder.
@@ -81,6 +83,29 @@ class SkipEntry:
 
 
 @dataclass(frozen=True)
+class ReferenceCue:
+    """One subtitle cue of a recording, as the reference of long-form evaluation."""
+
+    start: float                            # seconds from the start of the recording
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class RecordingEntry:
+    """A long test recording whose whole log-mel is stored (long-form evaluation from the cache)."""
+
+    split: str
+    seconds: float                          # the recording's length
+    source: SourceRecord | None = None
+    features: RowRef | None = None          # a row of a recording shard
+    cues: tuple[ReferenceCue, ...] = ()     # the cues its windows keep, in order
+
+    def refs(self) -> list[RowRef]:
+        return [self.features] if self.features else []
+
+
+@dataclass(frozen=True)
 class IndexMeta:
     n_mels: int = 0
     variants: int = 0
@@ -108,12 +133,14 @@ class CacheIndex:
     shards: Mapping[str, ShardInfo] = field(default_factory=dict)
     clips: Mapping[str, ClipEntry] = field(default_factory=dict)
     skipped: Mapping[str, SkipEntry] = field(default_factory=dict)
+    recordings: Mapping[str, RecordingEntry] = field(default_factory=dict)   # optional (long-form evaluation)
 
     def referenced_shards(self) -> set[str]:
-        return {ref.shard for entry in self.clips.values() for ref in entry.refs()}
+        entries = [*self.clips.values(), *self.recordings.values()]
+        return {ref.shard for entry in entries for ref in entry.refs()}
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "format": INDEX_FORMAT,
             "version": INDEX_VERSION,
             "meta": _plain(self.meta),
@@ -121,6 +148,9 @@ class CacheIndex:
             "clips": {c: _clip_json(e) for c, e in sorted(self.clips.items())},
             "skipped": {c: _plain(s) for c, s in sorted(self.skipped.items())},
         }
+        if self.recordings:
+            out["recordings"] = {r: _recording_json(e) for r, e in sorted(self.recordings.items())}
+        return out
 
 
 def _plain(obj: Any) -> Any:
@@ -143,6 +173,13 @@ def _clip_json(entry: ClipEntry) -> dict[str, Any]:
         if getattr(entry, flag):
             out[flag] = True
     return out
+
+
+def _recording_json(entry: RecordingEntry) -> dict[str, Any]:
+    ref = entry.features
+    return {"split": entry.split, "seconds": entry.seconds, "source": _plain(entry.source),
+            "features": None if ref is None else {"shard": ref.shard, "row": ref.row, "fp": ref.fp},
+            "cues": [[c.start, c.end, c.text] for c in entry.cues]}
 
 
 def part_index_name(part: tuple[int, int] | None) -> str:
@@ -253,6 +290,29 @@ def _skip(cid: str, d: Any) -> SkipEntry:
                      split=split)
 
 
+def _seconds(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise _Bad(f"{where} must be a number of seconds >= 0, got {quote(value)}")
+    return float(value)
+
+
+def _recording(rid: str, d: Any, shards: Mapping[str, ShardInfo]) -> RecordingEntry:
+    where = f"recordings[{quote(rid)}]"
+    feats = _get(d, "features", (dict, type(None)), where)
+    cues = d.get("cues", [])
+    if not isinstance(cues, list):
+        raise _Bad(f"{where}.cues must be a list, got {quote(cues)}")
+    out = []
+    for i, cue in enumerate(cues):
+        w = f"{where}.cues[{i}]"
+        if not isinstance(cue, list) or len(cue) != 3 or not isinstance(cue[2], str):
+            raise _Bad(f"{w} must be [start, end, text], got {quote(cue)}")
+        out.append(ReferenceCue(_seconds(cue[0], w), _seconds(cue[1], w), cue[2]))
+    return RecordingEntry(split=_get(d, "split", str, where), seconds=_seconds(d.get("seconds"), f"{where}.seconds"),
+                          source=_source(d, where), cues=tuple(out),
+                          features=None if feats is None else _row_ref(feats, f"{where}.features", shards))
+
+
 def _meta(d: Any) -> IndexMeta:
     values: dict[str, Any] = {}
     for f in fields(IndexMeta):
@@ -275,7 +335,10 @@ def _parse(data: Any) -> CacheIndex:
     shards = {name: _shard_info(name, d) for name, d in _mapping(data, "shards", "index").items()}
     clips = {cid: _clip(cid, d, shards) for cid, d in _mapping(data, "clips", "index").items()}
     skipped = {cid: _skip(cid, d) for cid, d in _mapping(data, "skipped", "index").items()}
-    return CacheIndex(meta=_meta(_mapping(data, "meta", "index")), shards=shards, clips=clips, skipped=skipped)
+    recordings = {rid: _recording(rid, d, shards)
+                  for rid, d in (_mapping(data, "recordings", "index") if "recordings" in data else {}).items()}
+    return CacheIndex(meta=_meta(_mapping(data, "meta", "index")), shards=shards, clips=clips, skipped=skipped,
+                      recordings=recordings)
 
 
 def load_index(path: Path) -> CacheIndex:
@@ -313,7 +376,7 @@ def load_merged_index(cache_dir: Path) -> CacheIndex | None:
     files = index_files(cache_dir)
     if not files:
         return None
-    meta, shards, clips, skipped = IndexMeta(), {}, {}, {}
+    meta, shards, clips, skipped, recordings = IndexMeta(), {}, {}, {}, {}
     for path in files:
         idx = load_index(path)
         for key in META_MUST_AGREE:   # an empty value is "not known yet" (a run in progress)
@@ -325,6 +388,7 @@ def load_merged_index(cache_dir: Path) -> CacheIndex | None:
         shards.update(idx.shards)
         clips.update(idx.clips)
         skipped.update(idx.skipped)
+        recordings.update(idx.recordings)
         for cid in idx.clips:
             skipped.pop(cid, None)
-    return CacheIndex(meta=meta, shards=shards, clips=clips, skipped=skipped)
+    return CacheIndex(meta=meta, shards=shards, clips=clips, skipped=skipped, recordings=recordings)

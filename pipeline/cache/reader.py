@@ -19,8 +19,9 @@ import pyarrow.ipc as ipc
 
 from whisper_tune.pipeline.core.constants import N_FRAMES
 from whisper_tune.pipeline.core.errors import CacheError
-from whisper_tune.pipeline.cache.index import ClipEntry, IndexMeta, RowRef, load_merged_index
-from whisper_tune.pipeline.cache.shard import FEATURE_KIND, LABEL_KIND, SCHEMAS, ShardInfo, file_checksum, rebuild_hint, shard_path
+from whisper_tune.pipeline.cache.index import ClipEntry, IndexMeta, RecordingEntry, ReferenceCue, RowRef, load_merged_index
+from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, RECORDING_KIND, SCHEMAS, ShardInfo, file_checksum,
+                                               rebuild_hint, shard_path)
 
 CACHE_DIRNAME = "cache"
 VERIFY_MARKER = ".verify"
@@ -60,6 +61,29 @@ class CachedExample:
 
 
 @dataclass(frozen=True)
+class CachedRecording:
+    """A long test recording's whole log-mel and its reference cues (long-form evaluation from the cache)."""
+
+    recording_id: str
+    split: str
+    seconds: float
+    features: np.ndarray   # float16 (n_mels, T), T = samples // 160: WhisperFeatureExtractor(truncation=False)
+    floor: float           # the value of a frame of silence
+    cues: tuple[ReferenceCue, ...]
+
+    @property
+    def reference(self) -> str:
+        """The cues' texts joined: what the whole recording says."""
+        return " ".join(c.text.strip() for c in self.cues)
+
+    def padded(self) -> np.ndarray:
+        """float32 (n_mels, max(T, 3000)): a recording shorter than one window is padded with silence."""
+        out = np.full((self.features.shape[0], max(N_FRAMES, self.features.shape[1])), self.floor, np.float32)
+        out[:, :self.features.shape[1]] = self.features
+        return out
+
+
+@dataclass(frozen=True)
 class ShardRows:
     """Row access without per-row Arrow conversions: ids and fingerprints as lists, numbers as arrays, and the
     features/labels payloads as NumPy views of the memory-mapped buffers (no copy into RAM)."""
@@ -79,12 +103,13 @@ class ShardRows:
     def of(batch: pa.RecordBatch) -> "ShardRows":
         base = dict(clip_id=batch.column("clip_id").to_pylist(), fingerprint=batch.column("fingerprint").to_pylist())
         if "features" in batch.schema.names:
+            has_variant = "variant" in batch.schema.names     # recording shards have none
             feats = batch.column("features")
             offsets = np.frombuffer(feats.buffers()[1], dtype=np.int64)[feats.offset:feats.offset + len(feats) + 1]
             data = feats.buffers()[2]
             return ShardRows(
                 **base,
-                variant=batch.column("variant").to_numpy(),
+                variant=batch.column("variant").to_numpy() if has_variant else None,
                 n_mels=batch.column("n_mels").to_numpy(),
                 n_frames=batch.column("n_frames").to_numpy(),
                 floor=batch.column("floor").to_numpy(),
@@ -188,6 +213,12 @@ class FeatureCache:
                         raise CacheError(f"shard {shard.path} is missing; {rebuild_hint(self.cache_dir)}")
                     self._shards[ref.shard] = shard
         self.skipped = dict(index.skipped)
+        self._recordings: dict[str, RecordingEntry] = {rid: e for rid, e in sorted(index.recordings.items())
+                                                       if e.features is not None}
+        for entry in self._recordings.values():
+            name = entry.features.shard  # type: ignore[union-attr]
+            if name not in self._shards:
+                self._shards[name] = _Shard(self.cache_dir, index.shards[name])
 
     # -- queries
     def __len__(self) -> int:
@@ -239,6 +270,21 @@ class FeatureCache:
                              labels=rows.payload_of(row), text=rows.text[row],  # type: ignore[index]
                              **{name: rows.list_of(name, row) for name in LABEL_LISTS})
 
+    def recording_ids(self, split: str | None = None) -> list[str]:
+        """The long recordings whose whole log-mel is stored (test recordings), in id order."""
+        return [r for r, e in self._recordings.items() if split is None or e.split == split]
+
+    def recording(self, recording_id: str) -> CachedRecording:
+        try:
+            entry = self._recordings[recording_id]
+        except KeyError:
+            raise KeyError(f"recording {recording_id!r} is not in the feature cache {self.cache_dir}") from None
+        ref = entry.features
+        rows = self._check_row(ref, recording_id, None, RECORDING_KIND)  # type: ignore[arg-type]
+        feats, floor = self._payload(rows, ref, recording_id)  # type: ignore[arg-type]
+        return CachedRecording(recording_id=recording_id, split=entry.split, seconds=entry.seconds, features=feats,
+                               floor=floor, cues=entry.cues)
+
     def verify(self) -> None:
         """Check every shard's checksum now (training may prefer this to first-use checks)."""
         for shard in self._shards.values():
@@ -268,7 +314,9 @@ class FeatureCache:
         return rows
 
     def _features(self, ref: RowRef, clip_id: str) -> tuple[np.ndarray, float]:
-        rows = self._check_row(ref, clip_id, None, FEATURE_KIND)
+        return self._payload(self._check_row(ref, clip_id, None, FEATURE_KIND), ref, clip_id)
+
+    def _payload(self, rows: ShardRows, ref: RowRef, clip_id: str) -> tuple[np.ndarray, float]:
         n_mels, t = int(rows.n_mels[ref.row]), int(rows.n_frames[ref.row])  # type: ignore[index]
         hint = rebuild_hint(self.cache_dir)
         if n_mels != self.meta.n_mels:

@@ -3,6 +3,7 @@
     <prefix>-feat-<20 hex>.arrow   feature rows: one per (clip, variant), float16 (n_mels, T) bytes
     <prefix>-lab-<20 hex>.arrow    label rows: one per clip, int32 token ids + normalized text; for a window of
                                    a recording also its prompt ids and each cue's token count and times
+    <prefix>-rec-<20 hex>.arrow    recording rows: the whole log-mel of one long test recording, float16 (n_mels, T)
 
 The prefix says which run wrote the shard ("all" for a whole run, "p<i>of<N>" for `--part i/N`, "mem" for
 `write_examples`). Every name the cache holds matches SHARD_NAME_RE; any other name (a path, "..", an absolute
@@ -30,7 +31,8 @@ FORMAT_VERSION = 1
 LABEL_FORMAT_VERSION = 2        # 2: prompt ids and cue columns (empty for plain clips)
 FEATURE_KIND = "feat"
 LABEL_KIND = "lab"
-SHARD_NAME_RE = re.compile(r"^(?P<prefix>[a-z0-9]{1,24})-(?P<kind>feat|lab)-[0-9a-f]{20}\.arrow$")
+RECORDING_KIND = "rec"
+SHARD_NAME_RE = re.compile(r"^(?P<prefix>[a-z0-9]{1,24})-(?P<kind>feat|lab|rec)-[0-9a-f]{20}\.arrow$")
 
 FEATURE_SCHEMA = pa.schema(
     [
@@ -58,7 +60,18 @@ LABEL_SCHEMA = pa.schema(
     ],
     metadata={"whisper_tune": f"{LABEL_KIND}-v{LABEL_FORMAT_VERSION}"},
 )
-SCHEMAS = {FEATURE_KIND: FEATURE_SCHEMA, LABEL_KIND: LABEL_SCHEMA}
+RECORDING_SCHEMA = pa.schema(
+    [
+        ("clip_id", pa.string()),       # the recording's id (its path relative to the CSV)
+        ("n_mels", pa.int16()),
+        ("n_frames", pa.int32()),       # T = samples // 160: the whole recording, as WhisperFeatureExtractor
+        ("floor", pa.float32()),        # the value of a frame of silence (what pads a window past the end)
+        ("features", pa.large_binary()),  # float16 C-order (n_mels, T)
+        ("fingerprint", pa.string()),
+    ],
+    metadata={"whisper_tune": f"{RECORDING_KIND}-v{FORMAT_VERSION}"},
+)
+SCHEMAS = {FEATURE_KIND: FEATURE_SCHEMA, LABEL_KIND: LABEL_SCHEMA, RECORDING_KIND: RECORDING_SCHEMA}
 
 
 def rebuild_hint(cache_dir: Path) -> str:
@@ -149,6 +162,20 @@ class ShardInfo:
             self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
 
+@dataclass(frozen=True)
+class RecordingRow:
+    """The whole log-mel of one long recording, as written to a recording shard."""
+
+    clip_id: str                         # the recording's id
+    fingerprint: str
+    features: np.ndarray                 # float16 (n_mels, T)
+    floor: float
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.features.nbytes)
+
+
 def file_checksum(path: Path) -> str:
     return file_digest(path, size=16)
 
@@ -198,7 +225,28 @@ def _label_batch(rows: Sequence[LabelRow]) -> pa.RecordBatch:
     )
 
 
-def shard_name(prefix: str, kind: str, rows: Sequence[FeatureRow | LabelRow]) -> str:
+def _recording_batch(rows: Sequence[RecordingRow]) -> pa.RecordBatch:
+    feats = [np.ascontiguousarray(r.features, dtype=np.float16) for r in rows]
+    for r, a in zip(rows, feats):
+        if a.ndim != 2:
+            raise ValueError(f"features for recording {r.clip_id} must be 2-D (n_mels, T), got shape {a.shape}")
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([r.clip_id for r in rows], pa.string()),
+            pa.array([a.shape[0] for a in feats], pa.int16()),
+            pa.array([a.shape[1] for a in feats], pa.int32()),
+            pa.array([float(r.floor) for r in rows], pa.float32()),
+            pa.array([a.tobytes() for a in feats], pa.large_binary()),
+            pa.array([r.fingerprint for r in rows], pa.string()),
+        ],
+        schema=RECORDING_SCHEMA,
+    )
+
+
+BATCHES = {FEATURE_KIND: _feature_batch, LABEL_KIND: _label_batch, RECORDING_KIND: _recording_batch}
+
+
+def shard_name(prefix: str, kind: str, rows: Sequence[FeatureRow | LabelRow | RecordingRow]) -> str:
     """Deterministic name from the rows' identities and fingerprints (same inputs -> same name)."""
     lines = [f"{r.clip_id}\0{getattr(r, 'variant', '')}\0{r.fingerprint}" for r in rows]
     digest = stable_hex(*lines, size=10, sep=b"\n")
@@ -208,11 +256,12 @@ def shard_name(prefix: str, kind: str, rows: Sequence[FeatureRow | LabelRow]) ->
     return name
 
 
-def write_shard(cache_dir: Path, prefix: str, kind: str, rows: Sequence[FeatureRow | LabelRow]) -> ShardInfo:
+def write_shard(cache_dir: Path, prefix: str, kind: str,
+                rows: Sequence[FeatureRow | LabelRow | RecordingRow]) -> ShardInfo:
     """Write rows as one Arrow IPC file, atomically (tmp name, fsync, os.replace). Returns its index entry."""
     if not rows:
         raise ValueError("write_shard needs at least one row")
-    batch = _feature_batch(rows) if kind == FEATURE_KIND else _label_batch(rows)  # type: ignore[arg-type]
+    batch = BATCHES[kind](rows)  # type: ignore[arg-type]
     final = shard_path(cache_dir, shard_name(prefix, kind, rows))
     checksum = ""
     with atomic_path(final, needed_bytes=batch.nbytes) as tmp:

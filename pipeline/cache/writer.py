@@ -7,6 +7,7 @@
         orphans = writer.orphan_rows(previous)  # rows of complete shards no index lists (a killed run)
         writer.start(meta, shards, clips, skipped)
         writer.add_feature_rows(rows, max_bytes); writer.save()   # as work finishes
+        writer.add_recording(row, entry)        # a long test recording's whole log-mel (one shard each)
         writer.finish()                         # prune, final index, unreferenced files removed
 
 Only names that match the shard pattern are ever joined to the cache folder, and only files inside it are
@@ -29,12 +30,13 @@ import numpy as np
 
 from whisper_tune.pipeline.core.errors import CacheError
 from whisper_tune.pipeline.core.hashing import stable_hex
-from whisper_tune.pipeline.cache.index import (PART_INDEX_GLOB, PART_INDEX_RE, CacheIndex, ClipEntry, IndexMeta, RowRef, SkipEntry,
-                    load_merged_index, part_index_name, save_index)
+from whisper_tune.pipeline.cache.index import (PART_INDEX_GLOB, PART_INDEX_RE, CacheIndex, ClipEntry, IndexMeta, RecordingEntry,
+                    RowRef, SkipEntry, load_merged_index, part_index_name, save_index)
 from whisper_tune.pipeline.cache.lock import CacheLock
-from whisper_tune.pipeline.cache.reader import VERIFY_MARKER, CachedExample, FeatureCache
-from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, SHARD_NAME_RE, FeatureRow, LabelRow, ShardInfo, file_checksum,
-                    read_shard_table, shard_kind, shard_path, split_rows, write_shard)
+from whisper_tune.pipeline.cache.reader import VERIFY_MARKER, CachedExample, CachedRecording, FeatureCache
+from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, RECORDING_KIND, SHARD_NAME_RE, FeatureRow, LabelRow,
+                    RecordingRow, ShardInfo, file_checksum, read_shard_table, shard_kind, shard_path, split_rows,
+                    write_shard)
 
 INDEX_SAVE_INTERVAL_S = 1.0
 TMP_RE = re.compile(r"^\.?(?P<name>.+)\.[0-9]+\.tmp$")
@@ -75,6 +77,7 @@ class CacheWriter:
         self.shards: dict[str, ShardInfo] = {}
         self.clips: dict[str, ClipEntry] = {}
         self.skipped: dict[str, SkipEntry] = {}
+        self.recordings: dict[str, RecordingEntry] = {}
         self.shards_written = 0
         self._last_save = 0.0
         self._save_cost = 0.0
@@ -136,6 +139,8 @@ class CacheWriter:
         for path in sorted(self.cache_dir.glob("*.arrow")):
             name = path.name
             if name in previous.shards or not SHARD_NAME_RE.fullmatch(name) or not self._owns(name):
+                continue
+            if shard_kind(name) == RECORDING_KIND:   # not adopted: a recording is computed again (few, and whole)
                 continue
             try:
                 table = read_shard_table(path)
@@ -199,6 +204,13 @@ class CacheWriter:
             self.shards_written += 1
             yield info, group
 
+    def add_recording(self, row: RecordingRow, entry: RecordingEntry) -> None:
+        """A recording's whole log-mel as a shard of its own, listed with its entry (cues, split, source)."""
+        info = write_shard(self.cache_dir, self.prefix, RECORDING_KIND, [row])
+        self.shards[info.name] = info
+        self.shards_written += 1
+        self.recordings[row.clip_id] = replace(entry, features=RowRef(info.name, 0, row.fingerprint))
+
     def skip(self, clip_id: str, reason: str, fp: str) -> None:
         """A clip found unusable during the run: out of the index, into `skipped` (not retried while fp holds)."""
         entry = self.clips.pop(clip_id, None)
@@ -206,7 +218,8 @@ class CacheWriter:
                                           split=entry.split if entry else "")
 
     def snapshot(self) -> CacheIndex:
-        return CacheIndex(meta=self.meta, shards=dict(self.shards), clips=dict(self.clips), skipped=dict(self.skipped))
+        return CacheIndex(meta=self.meta, shards=dict(self.shards), clips=dict(self.clips), skipped=dict(self.skipped),
+                          recordings=dict(self.recordings))
 
     def save(self, force: bool = False) -> None:
         """Rewrite the index (atomically) at most every second, and never spend over ~10 % of the time on it
@@ -221,7 +234,8 @@ class CacheWriter:
     def finish(self) -> CacheIndex:
         """Drop unreadable clips and unlisted shards, write the final index, remove what nothing refers to."""
         self.clips = {cid: e for cid, e in self.clips.items() if e.complete}
-        used = {ref.shard for e in self.clips.values() for ref in e.refs()}
+        self.recordings = {rid: e for rid, e in self.recordings.items() if e.features is not None}
+        used = {ref.shard for e in [*self.clips.values(), *self.recordings.values()] for ref in e.refs()}
         self.shards = {n: s for n, s in self.shards.items() if n in used}
         self.save(force=True)
         if self.part is None:
@@ -250,12 +264,14 @@ class CacheWriter:
 def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model: str = "in-memory",
                    tokenizer_fingerprint: str = "in-memory", text_normalization: str = "basic",
                    shard_max_mb: float = 64.0, transcripts: Mapping[str, str] | None = None,
-                   text_in_train: Collection[str] = (), audit_ok: Collection[str] = ()) -> FeatureCache:
+                   text_in_train: Collection[str] = (), audit_ok: Collection[str] = (),
+                   recordings: Iterable[CachedRecording] = ()) -> FeatureCache:
     """Write CachedExample objects (any number of variants per clip; variant 0 required) as a complete cache in
     cache_dir (replacing what is there), and return a reader on it. The labels and text of a clip are taken
     from its variant-0 example; features may be float16 or float32 (stored as float16). `transcripts`: clip id ->
     the transcript as a CSV has it; `text_in_train`: held-out clip ids whose sentence a train clip says;
-    `audit_ok`: clip ids the CSV's `audit` column marks ok."""
+    `audit_ok`: clip ids the CSV's `audit` column marks ok; `recordings`: long test recordings' whole log-mel
+    and cues (long-form evaluation)."""
     by_clip: dict[str, dict[int, CachedExample]] = {}
     for ex in examples:
         by_clip.setdefault(ex.clip_id, {})[int(ex.variant)] = ex
@@ -292,5 +308,10 @@ def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model:
         writer.start(meta, {}, clips, {})
         writer.add_label_rows(lab_rows, max_bytes)
         writer.add_feature_rows(feat_rows, max_bytes)
+        for rec in recordings:
+            f16 = np.ascontiguousarray(rec.features, dtype=np.float16)
+            fp = stable_hex("recording", rec.recording_id, f16.tobytes(), repr(float(rec.floor)))
+            writer.add_recording(RecordingRow(rec.recording_id, fp, f16, float(rec.floor)),
+                                 RecordingEntry(split=rec.split, seconds=float(rec.seconds), cues=tuple(rec.cues)))
         writer.finish()
     return FeatureCache(Path(cache_dir))

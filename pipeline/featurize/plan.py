@@ -120,7 +120,7 @@ def read_usable(work_dir: Path, part: tuple[int, int] | None):
     return part_share(usable, part), usable_counts(usable), set(usable["id"].to_list())
 
 
-def _usable_rows(work_dir: Path):
+def _usable_rows(work_dir: Path, df=None):
     import polars as pl
 
     from whisper_tune.pipeline.validate.leakage import text_in_train

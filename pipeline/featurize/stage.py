@@ -10,7 +10,9 @@
 3. Labels (cheap) are computed in a thread of this process; audio work runs in worker processes or on a Dask
    cluster (work.run_tasks, featurize/cluster.py). Each task writes its own shards and returns their index
    records, which the writer lists as they come, so a kill loses at most the tasks in flight.
-4. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
+4. The whole log-mel of each test recording (a manifest of windows) is stored once for long-form evaluation
+   (featurize/recordings.py).
+5. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.featurize.plan import (FEATURE_FILES, TOKENIZER_FILES, Fingerprints, Plan, audio_fingerprint, files_key, make_plan,
                    part_of, read_usable)
 from whisper_tune.pipeline.featurize.labels import WindowCues
+from whisper_tune.pipeline.featurize.recordings import RecordingsResult, store_recordings, test_recordings
 from whisper_tune.pipeline.featurize.work import Progress, TaskResult, WorkerSettings, run_tasks
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,7 @@ class FeaturesResult:
     skipped_where: tuple[str, ...] = ()   # per skipped clip: its file and CSV row, as the CSV has them
     recordings_decoded: int = 0      # decodes of long recordings for their windows (one per recording task)
     windows_total: int = 0           # of clips_total: windows of long recordings
+    recordings: RecordingsResult = RecordingsResult(0, 0)   # test recordings stored whole (long-form evaluation)
 
     @property
     def no_audio_work(self) -> bool:
@@ -272,6 +276,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
+        recordings = store_recordings(writer, test_recordings(rows), previous, tools, cfg)
         labels = LabelWork(tools, plan.labels_todo, fps, meta.tokenizer_fingerprint)
         settings = worker_settings(cfg, tools, fps, writer) if plan.jobs else None
         if scheduler and plan.jobs:
@@ -291,7 +296,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         clips_removed=len(own_before - set(rows["id"].to_list())), skipped=tuple(plan.skipped + counts.skipped),
         seconds=time.perf_counter() - started, cache_dir=writer.cache_dir,
         client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "",
-        recordings_decoded=counts.recordings, windows_total=windows_in(rows))
+        recordings_decoded=counts.recordings, windows_total=windows_in(rows), recordings=recordings)
     result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
     result = replace(result, message=summary(result, final))
     if echo is not None:
@@ -324,6 +329,9 @@ def summary(res: FeaturesResult, index: CacheIndex) -> str:
 def format_report(res: FeaturesResult) -> str:
     """The stage's result as printed: the summary line, then every skipped clip with its reason."""
     lines = [res.message]
+    if res.recordings.stored:
+        lines.append(f"features: {res.recordings.stored} test recordings stored whole for long-form evaluation "
+                     f"({res.recordings.computed} computed this run)")
     if res.skipped:
         lines.append(f"features: skipped {len(res.skipped)} clips:")
         names = res.skipped_where or tuple(cid for cid, _ in res.skipped)

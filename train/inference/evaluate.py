@@ -7,6 +7,10 @@ its baseline and its CTranslate2 export compare like for like, speed included.
 Scores, all in percent:
 - wer, cer: on normalize_text'd reference and hypothesis (lowercase, no punctuation; every script kept),
 - orthographic_wer: on the raw strings (case and punctuation count).
+
+When the cache holds whole test recordings (`features` on a CSV of recordings), each is also decoded long-form
+from its stored log-mel and scored against its joined cues: WER and the shares of segment starts / ends within
+0.5 s of a cue's (train/inference/recordings.py), for the model and the baseline.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from whisper_tune.train.metrics import (char_error_rate, english_word_error_rate
 
 from whisper_tune.train.inference.decode import Decoder, DecodeOptions, open_decoder
 from whisper_tune.train.inference.outputs import check_output_file
+from whisper_tune.train.inference.recordings import LongformScores, evaluate_recordings, format_longform
 from whisper_tune.train.inference.unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
 
 CLEAN_VARIANT = 0
@@ -77,6 +82,8 @@ class EvalResult:
     wrong_words: tuple[tuple[str, int], ...]     # reference words substituted or deleted, most frequent first
     per_clip: tuple[ClipResult, ...] = ()        # every clip, in clip id order
     unseen: UnseenScores | None = None           # WER apart on clips whose transcript is (not) in train
+    longform: LongformScores | None = None       # whole test recordings decoded long-form from the cache
+    baseline_longform: LongformScores | None = None
 
     @property
     def wer(self) -> float:
@@ -110,6 +117,8 @@ class EvalResult:
         out["worst"] = [asdict(c) for c in self.worst]
         out["wrong_words"] = [{"word": w, "count": n} for w, n in self.wrong_words]
         out["per_clip"] = [asdict(c) for c in self.per_clip]
+        out["longform"] = self.longform.to_json() if self.longform is not None else None
+        out["baseline_longform"] = self.baseline_longform.to_json() if self.baseline_longform is not None else None
         return out
 
 
@@ -290,6 +299,12 @@ def run_evaluate(settings: EvalSettings) -> EvalResult:
         unseen=unseen_scores(text_in_train_flags(cache, clip_ids), clip_ids, refs, main.hypotheses,
                              base.hypotheses if base else None),
     )
+    recording_ids = cache.recording_ids(split)
+    if recording_ids:
+        log.info(f"decoding {len(recording_ids)} {split} recordings whole (long-form, from the cache)")
+        result = replace(result, longform=evaluate_recordings(model, cache, recording_ids, options=options),
+                         baseline_longform=evaluate_recordings(baseline, cache, recording_ids, options=options)
+                         if baseline else None)
     print(format_table(result))
     for flag, path, write in (("--json", json_path, lambda p: atomic_write_json(p, result.to_json())),
                               ("--report", report_path, lambda p: atomic_write_text(p, markdown_report(result)))):
@@ -337,6 +352,8 @@ def format_table(result: EvalResult) -> str:
                    + (f" (baseline {base:.2f} %)" if base is not None else ""))
     if result.unseen is not None:
         out.append(format_unseen(result.unseen, result.split, result.scores.wer))
+    if result.longform is not None:
+        out.append(format_longform(result.longform, result.baseline_longform))
     if result.worst:
         out.append(f"\nworst {len(result.worst)} clips (normalized WER):")
         for c in result.worst:
@@ -364,6 +381,9 @@ def markdown_report(result: EvalResult) -> str:
     lines += ["| " + " | ".join(_md(c) for c in r) + " |" for r in _rows(result)]
     if result.unseen is not None:
         lines += ["", format_unseen(result.unseen, result.split, s.wer) + "."]
+    if result.longform is not None:
+        lines += ["", "## Long-form: whole test recordings", "", "```",
+                  format_longform(result.longform, result.baseline_longform).strip(), "```"]
     if result.worst:
         has_base = result.baseline is not None
         lines += ["", f"## Worst {len(result.worst)} clips", "",

@@ -1,8 +1,15 @@
-"""Long-form check: held-out clips joined into 60-90 s recordings, transcribed with `transcribe`'s long-form path
-(sequential 30 s windows driven by timestamp tokens), scored against the joined transcripts.
+"""Long-form decoding of log-mel features (one loop for audio and for the cache), the boundary metric, and the
+long-form check: held-out clips joined into 60-90 s recordings, decoded long-form (sequential 30 s windows driven
+by timestamp tokens), scored against the joined transcripts.
 
+    decoded = decode_features(decoder, features, floors)     # whole recordings' log-mel -> text + timed segments
+    counts = boundary_counts(decoded[0].segments, cues)       # segment starts / ends within 0.5 s of a cue's
     recordings = join_clips(usable(read_manifest(work), "test"), work / "longform", cfg)
     result = check_longform("work/model", recordings, cfg)   # WER, glued words, an SRT per recording
+
+The audio path (check_longform) computes the features of each recording as WhisperFeatureExtractor does with
+truncation=False; `evaluate` reads the same features from the cache (features stores each test recording's whole
+log-mel): both go through decode_features, so a recording scores the same either way.
 
 Fine-tuning on short clips with <|notimestamps|> labels is what usually breaks long-form decoding; this shows
 whether it survived: WER beside the short-clip WER, words glued at segment joins ("doseis" for "dose is", the
@@ -20,11 +27,12 @@ from typing import Sequence
 import numpy as np
 
 from whisper_tune.pipeline.core.config import Config
-from whisper_tune.pipeline.core.constants import SAMPLE_RATE_HZ
+from whisper_tune.pipeline.core.constants import (CUE_BOUNDARY_TOLERANCE_S, LOG_CLAMP, LOG_RANGE, N_FRAMES,
+                                                  SAMPLE_RATE_HZ)
 from whisper_tune.pipeline.core.text import normalize_text
 
 from whisper_tune.train.metrics import word_error_rate
-from whisper_tune.train.inference.decode import Segment
+from whisper_tune.train.inference.decode import Decoded, Segment
 from whisper_tune.train.inference.subtitles import render_subtitles
 
 RECORDING_S = (60.0, 90.0)       # shortest and longest joined recording
@@ -48,6 +56,73 @@ class LongformResult:
     timed_cues: int                      # cues that start after 0:00 (timestamps beyond the first)
     seconds: float                       # decoding time
     hypotheses: tuple[str, ...]
+
+
+def silence_floor(features: np.ndarray) -> float:
+    """The value a frame of silence has in Whisper log-mel features: the (max - 8) floor after (x + 4) / 4 scaling,
+    never below that of log10 of the clamp."""
+    return max(float(np.max(features)) - LOG_RANGE / 4.0, (float(np.log10(LOG_CLAMP)) + 4.0) / 4.0)
+
+
+def decode_features(decoder, features: Sequence[np.ndarray], floors: Sequence[float],
+                    batch_size: int = 4) -> list[Decoded]:
+    """Whole recordings' log-mel (n_mels, T) each, T any length -> text and timed segments, in order: the one
+    long-form loop. A batch is padded to its longest (at least one 30 s window) with each recording's silence
+    and an attention mask of its own frames, so transformers' long-form loop stops at each recording's end."""
+    out: list[Decoded] = [Decoded("")] * len(features)
+    order = sorted(range(len(features)), key=lambda i: (features[i].shape[1] > N_FRAMES, features[i].shape[1], i))
+    groups: list[list[int]] = []
+    for i in order:             # similar lengths together; recordings within one window never with longer ones
+        long_i = features[i].shape[1] > N_FRAMES
+        if groups and len(groups[-1]) < batch_size and (features[groups[-1][0]].shape[1] > N_FRAMES) == long_i:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    for group in groups:
+        width = max(N_FRAMES, max(features[i].shape[1] for i in group))
+        batch = np.stack([np.pad(np.asarray(features[i], np.float32), ((0, 0), (0, width - features[i].shape[1])),
+                                 constant_values=floors[i]) for i in group])
+        mask = np.stack([np.arange(width) < features[i].shape[1] for i in group]).astype(np.int64)
+        for i, result in zip(group, decoder.generate(batch, mask if width > N_FRAMES else None, timed=True)):
+            out[i] = result
+    return out
+
+
+@dataclass(frozen=True)
+class BoundaryCounts:
+    """Predicted segments whose start (end) lands within the tolerance of some reference cue's start (end)."""
+
+    segments: int
+    starts_near: int
+    ends_near: int
+
+    def __add__(self, other: "BoundaryCounts") -> "BoundaryCounts":
+        return BoundaryCounts(self.segments + other.segments, self.starts_near + other.starts_near,
+                              self.ends_near + other.ends_near)
+
+    @property
+    def start_share(self) -> float | None:
+        """Percent of segment starts near a cue start; None without segments."""
+        return round(100.0 * self.starts_near / self.segments, 2) if self.segments else None
+
+    @property
+    def end_share(self) -> float | None:
+        return round(100.0 * self.ends_near / self.segments, 2) if self.segments else None
+
+
+def boundary_counts(segments: Sequence[Segment], cues: Sequence[tuple[float, float]],
+                    tolerance_s: float = CUE_BOUNDARY_TOLERANCE_S) -> BoundaryCounts:
+    """How many segment starts and ends land within tolerance_s of a reference cue's start and end (cues: (start,
+    end) in seconds of the recording). A model that learned only contiguous subtitles starts every segment at the
+    previous one's end, so its starts miss the cue starts that follow a pause."""
+    starts = np.asarray([c[0] for c in cues], np.float64)
+    ends = np.asarray([c[1] for c in cues], np.float64)
+
+    def near(t: float, refs: np.ndarray) -> bool:
+        return bool(refs.size) and float(np.min(np.abs(refs - t))) <= tolerance_s + 1e-9
+
+    return BoundaryCounts(len(segments), sum(near(s.start, starts) for s in segments),
+                          sum(near(s.end, ends) for s in segments))
 
 
 def group_clips(durations: Sequence[float], bounds: tuple[float, float] = RECORDING_S,
@@ -107,15 +182,18 @@ def check_longform(model: str, recordings: Sequence[Recording], cfg: Config, out
                    batch_size: int = 4) -> LongformResult:
     """Transcribe each recording once with timestamps (long-form), write its SRT to out_dir, and score it.
     The text is the segments' own text, joined as transformers joins them (no space added), so glued words
-    show as they would in `transcribe`'s output."""
-    from whisper_tune.train.inference.transcribe import load_clip, transcribe_clips
+    show as they would in `transcribe`'s output. Features are computed per recording, as WhisperFeatureExtractor
+    does for a whole recording, and decoded by decode_features (the loop `evaluate` runs on cached recordings)."""
+    from whisper_tune.train.inference.transcribe import load_clip
 
     from whisper_tune.train.inference.decode import DecodeOptions, TransformersDecoder
 
     decoder = TransformersDecoder(model, DecodeOptions(language=cfg.model.language, task=cfg.model.task))
-    clips = [load_clip(r.path, cfg) for r in recordings]
+    fe = decoder.processor.feature_extractor
+    features = [fe(load_clip(r.path, cfg), sampling_rate=SAMPLE_RATE_HZ, return_tensors="np", truncation=False,
+                   padding="longest").input_features[0] for r in recordings]
     start = time.perf_counter()
-    results = transcribe_clips(decoder, clips, batch_size, timed=True)
+    results = decode_features(decoder, features, [silence_floor(f) for f in features], batch_size)
     seconds = time.perf_counter() - start
     segments: list[tuple[Segment, ...]] = [r.segments for r in results]
     hyps = [r.text for r in results]

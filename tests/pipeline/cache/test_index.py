@@ -83,3 +83,26 @@ def test_part_indexes_merge_and_must_agree(tmp_path):
     save_index(cache / "index.part-1-of-2.json", replace(other, meta=replace(other.meta, n_mels=128)))
     with pytest.raises(CacheError, match=r"index.part-1-of-2.json was built with different settings \(n_mels\)"):
         load_merged_index(cache)
+
+
+REC = "all-rec-0123456789abcdef0123.arrow"
+
+
+def test_test_recordings_are_an_optional_record_that_round_trips(tmp_path):
+    from whisper_tune.pipeline.cache import RecordingEntry, ReferenceCue
+
+    index = _index()
+    save_index(tmp_path / "index.json", index)
+    assert "recordings" not in json.loads((tmp_path / "index.json").read_text())   # older readers' shape kept
+    entry = RecordingEntry(split="test", seconds=61.5, source=SourceRecord("/r.flac", 7, 8, "rh"),
+                           features=RowRef(REC, 0, "r"), cues=(ReferenceCue(0.5, 2.25, "Hello."),
+                                                               ReferenceCue(3.0, 4.0, "again")))
+    with_rec = replace(index, shards={**index.shards, REC: ShardInfo(REC, "rec", "ef", 30, 31, 1)},
+                       recordings={"talks/a.flac": entry})
+    save_index(tmp_path / "index.json", with_rec)
+    assert load_index(tmp_path / "index.json") == with_rec and REC in with_rec.referenced_shards()
+    data = json.loads((tmp_path / "index.json").read_text())
+    data["recordings"]["talks/a.flac"]["cues"][1] = [3.0, "4.0", "again"]
+    (tmp_path / "index.json").write_text(json.dumps(data))
+    with pytest.raises(CacheError, match=r"recordings\[\"talks/a.flac\"\].cues\[1\] must be a number of seconds"):
+        load_index(tmp_path / "index.json")
