@@ -339,7 +339,7 @@ class PrintSink:
 
 def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: Path | None = None,
                    batch_size: int = 8, max_new_tokens: int | None = None) -> list[Transcript]:
-    """Transcribe every input (see the module doc). max_new_tokens: per 30 s window (default: whole context)."""
+    """Transcribe every input (see the module doc). max_new_tokens: per 30 s window (default: decode.WINDOW_TOKENS)."""
     fmt = output_format(output)
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")
