@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -40,6 +40,7 @@ from whisper_tune.pipeline.models import (bundled_model_dir, is_ct2_folder, is_m
 
 log = logging.getLogger(__name__)
 
+RESET_TEMPERATURE = 0.5            # a window decoded above this resets the carried text, as Whisper's transcribe does
 WINDOW_TOKENS = MAX_LABEL_TOKENS // 2   # new tokens per 30 s window at most: Whisper's sample_len (n_text_ctx // 2),
                                         # CTranslate2's and faster-whisper's default too
 
@@ -63,6 +64,8 @@ class Segment:
 class Decoded:
     text: str                      # the whole text, stripped
     segments: tuple[Segment, ...] = ()
+    carry: str = ""                # condition_on_previous_text: the prompt for what follows this clip (its prompt
+                                   # and text since the last window decoded above RESET_TEMPERATURE; "" after one)
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,9 @@ class Decoder(Protocol):
         """Texts (special tokens removed, leading space stripped) for float32 features (batch, n_mels, frames)."""
         ...
 
-    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
-        """Text (and, when timed, segments) for mono 16 kHz clips of any length, in order."""
+    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False, prompt: str | None = None) -> list[Decoded]:
+        """Text (and, when timed, segments) for mono 16 kHz clips of any length, in order; `prompt` replaces the
+        options' initial prompt for these clips ("" = none), as a long file's next piece is given its carry."""
         ...
 
 
@@ -198,15 +202,31 @@ class TransformersDecoder:
         self.model = model.to(self.device).eval()
         self.n_mels = int(model.config.num_mel_bins)
         self.generate_kwargs = generation_kwargs(self.model, self.processor.tokenizer, options)
+        self.temperatures: list[float] = []
+        if options.condition_on_previous_text:
+            self._record_temperatures()
         if options.word_timestamps and not getattr(self.model.generation_config, "alignment_heads", None):
             raise ModelError(f"--word-timestamps: {spec} has no alignment_heads in its generation config, which "
                              "word times need with the transformers back end; use --backend ctranslate2")
+
+    def _record_temperatures(self) -> None:
+        """Note the temperature of every window decoded (transformers' segments do not carry it): generate's
+        fallback loop asks the model's _need_fallback about each decoded window, the temperature last; with one
+        clip, the last one noted is its last window's."""
+        ask = self.model._need_fallback
+
+        def noted(*args, **kwargs):
+            temperature = kwargs.get("temperature", args[-1] if args else None)
+            self.temperatures.append(0.0 if temperature is None else float(temperature))
+            return ask(*args, **kwargs)
+
+        self.model._need_fallback = noted
 
     def decode(self, features: np.ndarray) -> list[str]:
         """One 30 s window per clip (features padded to 3000 frames), no timestamps."""
         return [d.text for d in self.generate(_check_features(features, self.n_mels, self.label))]
 
-    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
+    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False, prompt: str | None = None) -> list[Decoded]:
         """Clips up to 30 s as one window each, longer ones through long-form decoding (sequential windows
         driven by timestamp tokens, batched with an attention mask); silent (empty) clips give no text."""
         out = [Decoded("")] * len(clips)
@@ -216,28 +236,29 @@ class TransformersDecoder:
         todo = [i for i, c in enumerate(clips) if c.size]
         if not todo:
             return out
-        fe = self.processor.feature_extractor
-        audio = [clips[i] for i in todo]
-        mask = None
-        if max(a.size for a in audio) <= N_SAMPLES:
-            feats = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np").input_features
-        else:
-            enc = fe(audio, sampling_rate=SAMPLE_RATE_HZ, return_tensors="np", truncation=False,
-                     padding="longest", return_attention_mask=True)
-            feats, mask = enc.input_features, enc.attention_mask
+        feats, mask = audio_features(self.processor.feature_extractor, [clips[i] for i in todo])
         vad_times = any(m is not None for m in maps)          # segments are needed to map the times back
-        for i, result in zip(todo, self.generate(feats, mask, timed=timed or vad_times)):
-            out[i] = result if maps[i] is None else _remapped(result, maps[i])
+        given = self.options.prompt if prompt is None else prompt
+        self.temperatures.clear()
+        results = self.generate(feats, mask, timed=timed or vad_times, prompt=prompt)
+        high = len(todo) == 1 and bool(self.temperatures) and self.temperatures[-1] > RESET_TEMPERATURE
+        for i, result in zip(todo, results):
+            result = result if maps[i] is None else _remapped(result, maps[i])
+            carry = "" if high else " ".join(t for t in (given.strip(), result.text) if t)
+            out[i] = replace(result, carry=carry if self.options.condition_on_previous_text else "")
         return out
 
     def generate(self, features: np.ndarray, attention_mask: np.ndarray | None = None,
-                 timed: bool = False) -> list[Decoded]:
+                 timed: bool = False, prompt: str | None = None) -> list[Decoded]:
         """The one call into `generate`. Features over 3000 frames (or timed=True) decode with timestamps and come
         back as segments; `attention_mask` (batch, frames) marks real frames of long-form input."""
         import torch
 
         long_form = features.shape[-1] > N_FRAMES
         kwargs = dict(self.generate_kwargs)
+        if prompt is not None:
+            kwargs.pop("prompt_ids", None)
+            kwargs.update(prompt_kwargs(self.model, self.processor.tokenizer, prompt, self.options.max_new_tokens))
         segmented = long_form or timed or self.options.word_timestamps
         if segmented:
             kwargs.update(return_timestamps=True, return_segments=True)
@@ -264,6 +285,22 @@ class TransformersDecoder:
             segments.append(Segment(float(s["start"]), float(s["end"]), decode(s["tokens"], skip_special_tokens=True),
                                     words))
         return Decoded("".join(s.text for s in segments).strip(), tuple(segments))
+
+
+def audio_features(fe, audio: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Log-mel features of mono 16 kHz clips as Whisper's own transcribe (and faster-whisper) feeds the model: each
+    clip's frames, then zeros (of the normalized log-mel) up to the 30 s window; for clips over 30 s, every frame
+    and the attention mask of the real ones (generate's long-form loop pads its last window the same way).
+    A short clip padded as audio instead (the feature extractor's default, what the cache holds) makes tiny.en say
+    "you" on mains hum with a log-probability above the no-speech rule's threshold."""
+    enc = fe(list(audio), sampling_rate=SAMPLE_RATE_HZ, return_tensors="np", truncation=False, padding="longest",
+             return_attention_mask=True)
+    feats, mask = enc.input_features, np.asarray(enc.attention_mask)
+    if feats.shape[-1] > N_FRAMES:
+        return feats, mask
+    window = np.zeros((*feats.shape[:2], N_FRAMES), dtype=np.float32)
+    window[..., :feats.shape[-1]] = feats * mask[:, None, :feats.shape[-1]]
+    return window, None
 
 
 def speech_only(clip: np.ndarray):
@@ -335,12 +372,7 @@ def generation_kwargs(model, tokenizer, options: DecodeOptions) -> dict:
         # transformers' no-speech rule reads the log-probability too (as Whisper's): without one, it is off
         kwargs["no_speech_threshold"] = options.no_speech_threshold if options.logprob_threshold is not None else None
     kwargs["condition_on_prev_tokens"] = options.condition_on_previous_text
-    if options.prompt:
-        import torch
-
-        ids = tokenizer.get_prompt_ids(options.prompt, return_tensors="np")
-        kwargs["prompt_ids"] = torch.from_numpy(np.asarray(ids)).to(model.device)
-        kwargs["max_new_tokens"] = min(options.max_new_tokens, MAX_LABEL_TOKENS - len(ids) - 4)   # the context's end
+    kwargs.update(prompt_kwargs(model, tokenizer, options.prompt, options.max_new_tokens))
     if is_multilingual(tokenizer):
         if not getattr(gen, "lang_to_id", None) or not getattr(gen, "task_to_id", None):
             _add_language_tables(gen, tokenizer)
@@ -348,6 +380,19 @@ def generation_kwargs(model, tokenizer, options: DecodeOptions) -> dict:
         kwargs["language"] = language_code(options.language)
         kwargs["task"] = options.task
     return kwargs
+
+
+def prompt_kwargs(model, tokenizer, prompt: str, max_new_tokens: int) -> dict:
+    """generate's prompt_ids for `prompt` ({} for none): <|startofprev|> and at most the prompt's last
+    MAX_LABEL_TOKENS // 2 - 1 tokens, as Whisper keeps; the new tokens stop where the context ends."""
+    if not prompt.strip():
+        return {}
+    import torch
+
+    ids = np.asarray(tokenizer.get_prompt_ids(prompt.strip(), return_tensors="np"))
+    ids = np.concatenate([ids[:1], ids[1:][-(MAX_LABEL_TOKENS // 2 - 1):]])
+    return {"prompt_ids": torch.from_numpy(ids).to(model.device),
+            "max_new_tokens": min(max_new_tokens, MAX_LABEL_TOKENS - len(ids) - 4)}
 
 
 def _add_language_tables(gen, tokenizer) -> None:
@@ -462,12 +507,13 @@ class CT2Decoder:
             self._whisper = whisper
         return self._whisper
 
-    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False) -> list[Decoded]:
+    def transcribe(self, clips: Sequence[np.ndarray], timed: bool = False, prompt: str | None = None) -> list[Decoded]:
         """Each clip through faster-whisper's transcribe (long-form, guards, prompt, VAD, word times)."""
         import ctranslate2
 
         ctranslate2.set_random_seed(SAMPLING_SEED)   # the same fallback samples on every run
         o = self.options
+        given = (o.prompt if prompt is None else prompt).strip()
         out = []
         for clip in clips:
             if not clip.size:
@@ -479,15 +525,25 @@ class CT2Decoder:
                 beam_size=o.beam_size, best_of=5, temperature=list(o.temperatures),
                 compression_ratio_threshold=o.compression_ratio_threshold, log_prob_threshold=o.logprob_threshold,
                 no_speech_threshold=o.no_speech_threshold, condition_on_previous_text=o.condition_on_previous_text,
-                initial_prompt=o.prompt or None, word_timestamps=o.word_timestamps, vad_filter=o.vad,
+                initial_prompt=given or None, word_timestamps=o.word_timestamps, vad_filter=o.vad,
                 without_timestamps=not timed and clip.size <= N_SAMPLES, suppress_blank=True, suppress_tokens=[-1],
             )
+            segments = list(segments)
             segs = tuple(
                 Segment(float(s.start), float(s.end), s.text,
                         tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in s.words or ()))
                 for s in segments)
-            out.append(Decoded("".join(s.text for s in segs).strip(), segs))
+            out.append(Decoded("".join(s.text for s in segs).strip(), segs,
+                               ct2_carry(given, segments) if o.condition_on_previous_text else ""))
         return out
+
+
+def ct2_carry(prompt: str, segments) -> str:
+    """The prompt and faster-whisper segments' text since the last one decoded above RESET_TEMPERATURE."""
+    head, text = prompt, ""
+    for s in segments:
+        head, text = ("", "") if s.temperature > RESET_TEMPERATURE else (head, text + s.text)
+    return " ".join(t for t in (head, text.strip()) if t)
 
 
 def ct2_max_length(prompt_tokens: int, new_tokens: int) -> int:

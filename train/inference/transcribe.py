@@ -157,13 +157,17 @@ def shifted(segments: Sequence[Segment], seconds: float) -> tuple[Segment, ...]:
 
 
 def transcribe_long(decoder, path: Path, cfg: Config, timed: bool) -> Decoded:
-    """A long file piece by piece (audio_pieces); the segments keep times from the file's start."""
+    """A long file piece by piece (audio_pieces); the segments keep times from the file's start. The initial
+    prompt goes before the first piece only; under condition_on_previous_text each later piece is prompted with
+    the text carried out of the one before (reset after a window decoded at a high temperature, as Whisper does)."""
     texts: list[str] = []
     segments: list[Segment] = []
+    prompt: str | None = None                   # None: the options' initial prompt
     for offset, piece in audio_pieces(path, cfg):
         if not np.any(piece):
             continue
-        result = decoder.transcribe([piece], timed=True)[0]
+        result = decoder.transcribe([piece], timed=True, prompt=prompt)[0]
+        prompt = result.carry if cfg.decode.condition_on_previous_text else ""
         texts.append(result.text)
         segments.extend(shifted(result.segments, offset))
     text = " ".join(t for t in texts if t)
@@ -335,7 +339,7 @@ class PrintSink:
 
 def run_transcribe(*, model: str, inputs: Sequence[Path], cfg: Config, output: Path | None = None,
                    batch_size: int = 8, max_new_tokens: int | None = None) -> list[Transcript]:
-    """Transcribe every input (see the module doc). max_new_tokens: per 30 s window (default: whole context)."""
+    """Transcribe every input (see the module doc). max_new_tokens: per 30 s window (default: decode.WINDOW_TOKENS)."""
     fmt = output_format(output)
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size}: expected 1 or more")

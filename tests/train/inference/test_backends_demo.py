@@ -23,9 +23,9 @@ def test_both_back_ends_agree_on_the_demo_test_split(tmp_path_factory):
 @pytest.mark.slow
 def test_guards_silence_non_speech_in_both_back_ends(tmp_path):
     """Measured: with the guards off tiny.en writes text on 9 of the 10 clips in both back ends; with them on,
-    CTranslate2 writes nothing and transformers "you" on the two hum clips only."""
+    neither writes anything (transformers pads a short clip's features as Whisper's transcribe does, so the hum
+    clips' "you" falls under the log-probability threshold there too)."""
     result = bench.non_speech_check(tmp_path)
-    assert result["ctranslate2, guards on"]["words"] == 0, result
     for backend in ("transformers", "ctranslate2"):
         off, on = result[f"{backend}, guards off"], result[f"{backend}, guards on"]
-        assert off["clips_with_text"] >= 8 and on["clips_with_text"] <= 2, result
+        assert off["clips_with_text"] >= 8 and on["words"] == 0, result

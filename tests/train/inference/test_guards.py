@@ -165,3 +165,50 @@ def test_vad_keeps_only_speech_and_times_stay_the_clips():
                       SpeechTimestampsMap(chunks, 16_000))
     seg = moved.segments[0]
     assert (seg.start, seg.end) == (1.5, 4.5) and [(w.start, w.end) for w in seg.words] == [(1.5, 1.9), (4.2, 4.5)]
+
+
+def test_ct2_carry_restarts_after_a_high_temperature_window():
+    from types import SimpleNamespace as S
+
+    from whisper_tune.train.inference.decode import ct2_carry
+
+    assert ct2_carry("Amiodarone.", [S(text=" a b", temperature=0.0), S(text=" c", temperature=0.4)]) \
+        == "Amiodarone. a b c"
+    assert ct2_carry("Amiodarone.", [S(text=" a", temperature=0.0), S(text=" b", temperature=0.8),
+                                     S(text=" c", temperature=0.2)]) == "c"
+    assert ct2_carry("", [S(text=" a", temperature=0.0), S(text=" b", temperature=1.0)]) == ""
+
+
+def test_prompt_ids_keep_whispers_last_tokens_and_leave_room_to_decode(tiny_model):
+    from whisper_tune.pipeline.models import load_processor
+    from whisper_tune.train.inference.decode import prompt_kwargs
+
+    tokenizer = load_processor(str(tiny_model)).tokenizer
+    model = open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=3), backend="transformers").model
+    assert prompt_kwargs(model, tokenizer, "  ", 224) == {}
+    long = prompt_kwargs(model, tokenizer, " ".join(f"word{i}" for i in range(400)), 224)
+    ids = long["prompt_ids"].tolist()
+    assert ids[0] == tokenizer.convert_tokens_to_ids("<|startofprev|>") and len(ids) == 224
+    assert tokenizer.decode(ids[1:]).strip().endswith("word399")
+    assert long["max_new_tokens"] == 448 - 224 - 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_condition_on_previous_text_carries_the_text_and_resets_after_a_hot_fallback(tiny_model, backend):
+    """The carry a long file's next piece is prompted with: the prompt and the clip's text when its windows decode
+    at temperature 0; nothing when the last window fell back above 0.5 (the random model's repetition loop at 0
+    fails the compression-ratio rule, so a 5 s clip's one window is decoded again at 1.0)."""
+    clip = np.random.default_rng(1).standard_normal(16_000 * 40).astype(np.float32) * 0.1
+    plain = open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=20, condition_on_previous_text=True,
+                                                        prompt="Hello there."), backend=backend)
+    result, = plain.transcribe([clip], timed=True)
+    assert result.text and result.carry == f"Hello there. {result.text}"
+    again, = plain.transcribe([clip], timed=True, prompt="")
+    assert again.carry == again.text
+    hot = open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=30, condition_on_previous_text=True,
+                                                      temperatures=(0.0, 1.0), compression_ratio_threshold=2.4),
+                       backend=backend)
+    fell_back, = hot.transcribe([clip[:16_000 * 5]], prompt="Hello there.")          # one window
+    assert fell_back.carry == ""
+    off, = open_decoder(str(tiny_model), DecodeOptions(max_new_tokens=20), backend=backend).transcribe([clip])
+    assert off.carry == ""

@@ -144,15 +144,18 @@ class CountingDecoder:
         self.calls = 0
         self.stop = stop
         self.sizes: list[int] = []
+        self.prompts: list[str | None] = []
 
-    def transcribe(self, clips, timed=False):
+    def transcribe(self, clips, timed=False, prompt=None):
         from whisper_tune.train.inference.decode import Decoded, Segment
 
         self.calls += 1
         if self.calls == self.stop:
             raise KeyboardInterrupt
         self.sizes += [c.size for c in clips]
-        return [Decoded(f"text {c.size}", (Segment(0.0, c.size / 16_000, f" text {c.size}"),)) for c in clips]
+        self.prompts.append(prompt)
+        return [Decoded(f"text {c.size}", (Segment(0.0, c.size / 16_000, f" text {c.size}"),),
+                        carry=f"after {self.calls}") for c in clips]
 
 
 def _fake(monkeypatch, decoder):
@@ -211,7 +214,7 @@ def test_word_timestamps_in_jsonl_rows(tmp_path, monkeypatch):
     from whisper_tune.train.inference.decode import Decoded, Segment, Word
 
     class Words(CountingDecoder):
-        def transcribe(self, clips, timed=False):
+        def transcribe(self, clips, timed=False, prompt=None):
             return [Decoded("hi there", (Segment(0.0, 1.0, " hi there", (Word(0.0, 0.4, " hi", 0.9),
                                                                           Word(0.4, 1.0, " there", 0.8))),))]
 
@@ -297,3 +300,24 @@ def test_a_long_file_is_decoded_in_pieces_with_bounded_memory(tmp_path, monkeypa
     assert max(decoder.sizes) <= (20.0 + tr.CUT_SEARCH_S) * 16_000 and len(decoder.sizes) >= 6
     starts = [s.start for s in rows[0].segments]
     assert starts == sorted(starts) and starts[-1] > 150.0
+
+
+@pytest.mark.parametrize("condition", [True, False])
+def test_long_file_pieces_carry_the_previous_text_as_their_prompt(tmp_path, monkeypatch, condition):
+    """Under condition_on_previous_text each piece after the first is prompted with what the piece before carried
+    out (the decoder's carry: reset after a high-temperature window); without it, the initial prompt (None: the
+    options' own) goes before the first piece only."""
+    import soundfile as sf
+
+    path = tmp_path / "long.wav"
+    x = (0.1 * np.random.default_rng(0).standard_normal(16_000 * 70)).astype(np.float32)
+    sf.write(str(path), x, 16_000)
+    monkeypatch.setattr(tr, "WHOLE_FILE_S", 20.0)
+    monkeypatch.setattr(tr, "PIECE_S", 20.0)
+    decoder = _fake(monkeypatch, CountingDecoder())
+    cfg = load_config(None, {"decode.condition_on_previous_text": condition, "decode.prompt": "Amiodarone."})
+    tr.run_transcribe(model="m", inputs=[path], cfg=cfg, output=tmp_path / "o.jsonl")
+    n = len(decoder.prompts)
+    assert n >= 3
+    later = [f"after {i}" for i in range(1, n)] if condition else [""] * (n - 1)
+    assert decoder.prompts == [None, *later]
