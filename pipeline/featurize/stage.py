@@ -11,6 +11,7 @@
    cluster (work.run_tasks, featurize/cluster.py). Each task writes its own shards and returns their index
    records, which the writer lists as they come, so a kill loses at most the tasks in flight.
 4. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
+5. The non-speech pool (WORK/cache/nonspeech.npz, featurize/nonspeech.py) is rebuilt when its sources changed.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class FeaturesResult:
     work_cpu_s: float = 0.0          # ... of it while the tasks ran (labels, recording results, the Dask client)
     scheduler: str = ""              # the Dask scheduler the audio work ran on; "" = this machine
     skipped_where: tuple[str, ...] = ()   # per skipped clip: its file and CSV row, as the CSV has them
+    pool_note: str = ""              # what became of the non-speech pool (WORK/cache/nonspeech.npz)
 
     @property
     def no_audio_work(self) -> bool:
@@ -267,6 +269,13 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         counts = compute(writer, plan, labels, settings, cfg, scheduler)
         work_cpu = time.process_time() - work_cpu
         final = writer.finish()
+        pool_note = ""
+        if part is None or part[0] == 1:      # one run builds the pool: the whole one, or part 1
+            from whisper_tune.pipeline.featurize.nonspeech import refresh_pool
+
+            pool_note = refresh_pool(writer.cache_dir, rows, final, feature_fp=meta.feature_fingerprint,
+                                     audio_fp=fps.audio, logmel=tools.logmel, top_db=float(cfg.audio.trim_top_db),
+                                     normalize=bool(cfg.audio.peak_normalize))
     own_before = {c for c in previous.clips if part is None or part_of(c, part[1]) == part[0]}
     result = FeaturesResult(
         clips_total=rows.height, clips_cached=sum(1 for c in final.clips if c not in plan.audio_skip_fps),
@@ -277,7 +286,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         seconds=time.perf_counter() - started, cache_dir=writer.cache_dir,
         client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "")
     result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
-    result = replace(result, message=summary(result, final))
+    result = replace(result, message=summary(result, final), pool_note=pool_note)
     if echo is not None:
         echo(format_report(result))
     return result
@@ -298,7 +307,7 @@ def summary(res: FeaturesResult, index: CacheIndex) -> str:
 
 def format_report(res: FeaturesResult) -> str:
     """The stage's result as printed: the summary line, then every skipped clip with its reason."""
-    lines = [res.message]
+    lines = [res.message] + ([res.pool_note] if res.pool_note else [])
     if res.skipped:
         lines.append(f"features: skipped {len(res.skipped)} clips:")
         names = res.skipped_where or tuple(cid for cid, _ in res.skipped)
