@@ -239,8 +239,9 @@ def compute(writer: CacheWriter, plan: Plan, labels: LabelWork, settings: Worker
 
 
 def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = None,
-                 echo: Callable[[str], None] | None = print) -> FeaturesResult:
-    """Bring WORK/cache up to date with the manifest and config (see the module doc)."""
+                 echo: Callable[[str], None] | None = print, pool: bool = True) -> FeaturesResult:
+    """Bring WORK/cache up to date with the manifest and config (see the module doc); pool: also the
+    non-speech pool (not for the general set)."""
     from whisper_tune.pipeline.featurize.cluster import scheduler_address
     from whisper_tune.pipeline.models import resolve_model
 
@@ -270,7 +271,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         work_cpu = time.process_time() - work_cpu
         final = writer.finish()
         pool_note = ""
-        if part is None or part[0] == 1:      # one run builds the pool: the whole one, or part 1
+        if pool and (part is None or part[0] == 1):      # one run builds the pool: the whole one, or part 1
             from whisper_tune.pipeline.featurize.nonspeech import refresh_pool
 
             pool_note = refresh_pool(writer.cache_dir, rows, final, feature_fp=meta.feature_fingerprint,
