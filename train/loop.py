@@ -54,7 +54,7 @@ def training_classes():
                 extra = self.score_extra_sets("eval")
                 self.log(extra)
                 metrics.update(extra)
-                if self.on_extra_metrics is not None:
+                if self.on_extra_metrics is not None and self.is_world_process_zero():
                     self.on_extra_metrics(extra, self.state.epoch)
             return metrics
 

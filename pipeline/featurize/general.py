@@ -9,17 +9,20 @@ from pathlib import Path
 
 from whisper_tune.pipeline.core.config import Config
 from whisper_tune.pipeline.core.errors import ConfigError
-from whisper_tune.pipeline.core.general import built_from, general_csv, general_work, write_record
+from whisper_tune.pipeline.core.general import OFF, built_from, general_csv, general_work, write_record
 
 log = logging.getLogger(__name__)
 
 
 def featurize_general(work_dir: Path, cfg: Config) -> str:
-    """Bring WORK/general up to date with training.general_csv; -> one line for the stage's report."""
+    """Bring WORK/general up to date with training.general_csv; -> one line for the stage's report ("" when the
+    set is turned off)."""
     from whisper_tune.pipeline.featurize.stage import run_features
     from whisper_tune.pipeline.validate.stage import run_validate
 
     csv_path = general_csv(cfg.training.general_csv)
+    if cfg.training.general_csv.strip().lower() == OFF:
+        return ""
     if csv_path is None:
         return ("features: no general set (training.general_csv is off or the demo's everyday.csv is absent): "
                 "forgetting is not measured")

@@ -325,8 +325,8 @@ def held_out_non_speech(cache_dir: Path) -> list:
 
     pool = read_pool(cache_dir)
     if pool is None or not pool.part(HELDOUT):
-        log.info(f"no non-speech pool in {cache_dir} (built before it existed): no hallucination figures; re-run "
-                 f"`whisper-tune features --work {cache_dir.parent}` to add one")
+        log.info(f"no non-speech pool in {cache_dir}: no hallucination figures (a domain cache built before the "
+                 f"pool existed gets one from `whisper-tune features --work {cache_dir.parent}`)")
         return []
     return pool.part(HELDOUT)
 

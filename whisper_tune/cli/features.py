@@ -45,4 +45,6 @@ def features(
         from whisper_tune.pipeline.featurize.general import featurize_general
 
         with disk_full_as_error(work / "general"):
-            print(featurize_general(work, cfg), flush=True)
+            note = featurize_general(work, cfg)
+        if note:
+            print(note, flush=True)
