@@ -30,7 +30,9 @@ def featurize_general(work_dir: Path, cfg: Config) -> str:
         raise ConfigError(f"--general-csv {csv_path}: no such file; pass a CSV of clips (audio, transcript), "
                           "or --general-csv none")
     target = general_work(work_dir)
-    clean = replace(cfg, augment=replace(cfg.augment, variants=1))
+    # clean variant only; the domain CSV's column settings are not the general CSV's (found by name instead)
+    clean = replace(cfg, augment=replace(cfg.augment, variants=1),
+                    data=replace(cfg.data, group_column="", audio_column="", text_column="", subtitles_column=""))
     if built_from(work_dir) != csv_path.resolve() or not (target / "manifest.parquet").is_file():
         result = run_validate(csv_path=csv_path, work_dir=target, cfg=clean, use_model=False, echo=None)
         if result.kept == 0:
