@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whisper_tune.pipeline.featurize.nonspeech import non_speech_clips
 from whisper_tune.testing import REPO_ROOT, load_script, write_audio
 
 SR = 16_000
@@ -50,32 +51,6 @@ def both_backends(work: Path, cfg, backends=("transformers", "ctranslate2"), gua
     if len(out) == 2:
         out["wer_difference"] = round(abs(out["transformers"]["wer"] - out["ctranslate2"]["wer"]), 2)
     return out
-
-
-def non_speech_clips(seconds: float = 5.0) -> dict[str, np.ndarray]:
-    """Ten kinds of audio without speech."""
-    rng = np.random.default_rng(0)
-    n = int(seconds * SR)
-    t = np.arange(n) / SR
-    white = rng.standard_normal(n)
-    spectrum = np.fft.rfft(white)
-    spectrum /= np.sqrt(np.maximum(1.0, np.arange(spectrum.size)))
-    pink = np.fft.irfft(spectrum, n)
-    clicks = np.zeros(n)
-    clicks[rng.integers(0, n, 12)] = 0.8
-    clips = {
-        "silence": np.zeros(n),
-        "room tone": 0.003 * pink / np.abs(pink).max(),
-        "quiet pink noise": 0.05 * pink / np.abs(pink).max(),
-        "white noise": 0.05 * white,
-        "mains hum 50 Hz": 0.2 * np.sin(2 * np.pi * 50 * t) + 0.05 * np.sin(2 * np.pi * 150 * t),
-        "hum 60 Hz": 0.2 * np.sin(2 * np.pi * 60 * t),
-        "clicks": clicks,
-        "fan (low-passed noise)": 0.2 * np.convolve(white, np.ones(64) / 64, mode="same"),
-        "beep 1 kHz": 0.3 * np.sin(2 * np.pi * 1000 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0),
-        "rumble": 0.3 * np.convolve(white, np.ones(800) / 800, mode="same") * 20,
-    }
-    return {k: np.clip(v, -1, 1).astype(np.float32) for k, v in clips.items()}
 
 
 NON_SPEECH_TOKENS = 96      # per window: a looping hallucination is cut here (the count of words stays telling)

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from whisper_tune.pipeline.core.text import has_loop, word_count
 from whisper_tune.train.data import EpochSampler, dense_features
 from whisper_tune.train.metrics import char_error_rate, word_error_rate
 from whisper_tune.train.report import EPOCH_LOSS_KEY
@@ -20,13 +21,17 @@ def training_classes():
 
     class CacheTrainer(Seq2SeqTrainer):
         """Seq2SeqTrainer whose train sampler is the per-epoch EpochSampler, which expands compact feature
-        batches on the device, and which records the epoch loss."""
+        batches on the device, records the epoch loss, and scores the extra sets at each evaluation."""
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.epoch_sampler: EpochSampler | None = None
             self._loss_sum: torch.Tensor | None = None
             self._epoch_first_step = 0
+            # the extra sets each evaluation also scores ({"nonspeech": ..., "general": ...}; train/checks.py),
+            # and what is called with their metrics (the forgetting warning)
+            self.extra_evals: dict[str, Any] = {}
+            self.on_extra_metrics: Any = None
 
         def _get_train_sampler(self, train_dataset=None):
             dataset = train_dataset if train_dataset is not None else self.train_dataset
@@ -42,6 +47,27 @@ def training_classes():
             loss = super().training_step(model, inputs, num_items_in_batch)
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
             return loss
+
+        def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+            if eval_dataset is None and metric_key_prefix == "eval" and self.extra_evals:
+                extra = self.score_extra_sets("eval")
+                self.log(extra)
+                metrics.update(extra)
+                if self.on_extra_metrics is not None and self.is_world_process_zero():
+                    self.on_extra_metrics(extra, self.state.epoch)
+            return metrics
+
+        def score_extra_sets(self, prefix: str) -> dict[str, float]:
+            """The extra sets' figures (EXTRA_METRICS of each), keys `{prefix}_{set}_{figure}`."""
+            out: dict[str, float] = {}
+            for name, dataset in self.extra_evals.items():
+                metrics = self.predict(dataset, metric_key_prefix=f"{prefix}_{name}").metrics
+                for figure in EXTRA_METRICS[name]:
+                    key = f"{prefix}_{name}_{figure}"
+                    if key in metrics:
+                        out[key] = float(metrics[key])
+            return out
 
         def begin_epoch(self, epoch: int) -> None:
             if self.epoch_sampler is not None:
@@ -79,8 +105,12 @@ def training_classes():
     return CacheTrainer, EpochCallback
 
 
+EXTRA_METRICS = {"nonspeech": ("words_per_clip", "loop_share"), "general": ("wer", "cer", "loop_share")}
+
+
 def compute_metrics_fn(tokenizer):
-    """compute_metrics for Seq2SeqTrainer: decode, normalize, WER and CER in percent."""
+    """compute_metrics for Seq2SeqTrainer: decode, normalize, WER and CER in percent; words per clip and the
+    share of outputs stuck in a repetition loop (whisper_tune.pipeline.core.text.has_loop)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def compute(pred) -> dict[str, float]:
@@ -89,6 +119,8 @@ def compute_metrics_fn(tokenizer):
         labels = np.where(pred.label_ids < 0, pad, pred.label_ids)
         hyps = tokenizer.batch_decode(preds, skip_special_tokens=True)
         refs = tokenizer.batch_decode(labels, skip_special_tokens=True)
-        return {"wer": word_error_rate(refs, hyps), "cer": char_error_rate(refs, hyps)}
+        return {"wer": word_error_rate(refs, hyps), "cer": char_error_rate(refs, hyps),
+                "words_per_clip": float(np.mean([word_count(h) for h in hyps])) if hyps else 0.0,
+                "loop_share": float(np.mean([has_loop(h) for h in hyps])) if hyps else 0.0}
 
     return compute

@@ -11,7 +11,9 @@ Each epoch is evaluated on the validation split when the cache has one (`data.va
 column), else on the test split as the guide does; the evaluated split also picks the best checkpoint.
 
 Writes to OUTPUT_DIR: the best model (by WER) with its generation config, the processor, the resolved config
-(whisper-tune.toml), metrics.json (per-epoch train loss, eval loss, WER, CER), curves.png, TensorBoard logs
+(whisper-tune.toml), metrics.json (per-epoch train loss, eval loss, WER, CER, and the extra sets' figures:
+words per held-out non-speech clip, repetition loops, the general set's WER beside the base model's),
+curves.png, TensorBoard logs
 (runs/), and the Trainer's checkpoint-* folders that --resume continues from.
 """
 
@@ -36,10 +38,13 @@ from whisper_tune.pipeline.core.tokens import SOT, START_OF_PREV
 
 from whisper_tune.train import lora
 from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
+from whisper_tune.pipeline.cache.nonspeech import read_pool
+from whisper_tune.train.checks import extra_eval_sets, forgetting_warning, forgetting_warnings
 from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
 from whisper_tune.train.data import Collator, EvalDataset, training_dataset
 from whisper_tune.train.loop import compute_metrics_fn, training_classes
 from whisper_tune.train.model import Precision, SpecAugment, choose_precision, load_model
+from whisper_tune.train.nonspeech import empty_labels, with_non_speech
 from whisper_tune.train.packing import planned_epochs
 from whisper_tune.train.release import FINAL_SAVE_ADVICE, training_session
 from whisper_tune.train.suspects import skip_suspects
@@ -192,6 +197,12 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     train_set = training_dataset(cache, tokenizer, seed=t.seed, pack=t.pack, timestamp_prob=t.timestamp_prob,
                                  planned_epochs=planned_epochs(t.epochs, t.max_steps),
                                  vocab_size=model.config.vocab_size, prompt_prob=t.prompt_prob)
+    pool = read_pool(work_dir / CACHE_DIRNAME)
+    empty = empty_labels(tokenizer) if pool is not None else None
+    train_set, non_speech_note = with_non_speech(train_set, pool, share=cfg.augment.no_speech_share, labels=empty,
+                                                 seed=t.seed)
+    extra_sets, check_notes = extra_eval_sets(
+        work_dir, cfg, pool, empty, lambda c, where: _check_cache_fits(c, model.config, tokenizer, cfg.model.name, where))
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
     trainable_params, total_params = lora.count_parameters(model)
     precision = choose_precision(t.precision)
@@ -201,9 +212,17 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
                     t.max_steps, derived=t.batch_size == "auto")
     if args.process_index == 0:
         _print_plan(cfg, model, train_set, eval_set, eval_split, batch, precision, plan)
+        for note in (non_speech_note, *check_notes):
+            log.info(note)
 
     trainer = _build_trainer(cfg, model, args, processor, train_set, eval_set)
+    base: dict[str, float] = {}
     with training_session(trainer, output_dir):    # one-line errors; workers and GPU memory released on exit
+        if extra_sets:
+            trainer.extra_evals = extra_sets
+            base = trainer.score_extra_sets("base")       # the base model, once, before the first step
+            log.info("base model: " + format_checks(base, "base"))
+            trainer.on_extra_metrics = _checks_callback(base, t.forgetting_warn)
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.model.config.use_cache = True      # the saved model is for inference
         with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
@@ -215,12 +234,35 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
         best_wer=best.wer if best else None, best_cer=best.cer if best else None, epochs=tuple(records),
         global_step=trainer.state.global_step, precision=precision.name, train_clips=len(train_set),
         eval_clips=len(eval_set), eval_split=eval_split,
-        trainable_params=trainable_params, total_params=total_params,
+        trainable_params=trainable_params, total_params=total_params, base=base,
+        warnings=tuple(forgetting_warnings(records, base.get("base_general_wer"), t.forgetting_warn)),
     )
     if trainer.is_world_process_zero():
         with disk_full_as_error(output_dir, advice=FINAL_SAVE_ADVICE):
             _write_outputs(as_built(cfg, cache.meta), processor, result, trainer.state.log_history, plan)
     return result
+
+
+def format_checks(metrics: dict[str, float], prefix: str) -> str:
+    """The extra sets' figures in one line: words per non-speech clip, loops, general-set WER."""
+    parts = []
+    if f"{prefix}_nonspeech_words_per_clip" in metrics:
+        parts.append(f"{metrics[f'{prefix}_nonspeech_words_per_clip']:.2f} words per non-speech clip "
+                     f"({metrics.get(f'{prefix}_nonspeech_loop_share', 0.0):.0%} looping)")
+    if f"{prefix}_general_wer" in metrics:
+        parts.append(f"general set WER {metrics[f'{prefix}_general_wer']:.2f} %")
+    return ", ".join(parts) or "no extra set scored"
+
+
+def _checks_callback(base: dict[str, float], threshold: float):
+    """What each evaluation calls with the extra sets' figures: a log line, and the forgetting warning."""
+    def report(extra: dict[str, float], epoch: float | None) -> None:
+        log.info(f"epoch {epoch or 0:g}: " + format_checks(extra, "eval"))
+        if "eval_general_wer" in extra:
+            message = forgetting_warning(extra["eval_general_wer"], base.get("base_general_wer"), threshold, epoch)
+            if message:
+                _warn(message)
+    return report
 
 
 def _check_not_the_base(model: str, output_dir: Path) -> None:
@@ -312,7 +354,7 @@ def _write_outputs(cfg: Config, processor, result: TrainResult, log_history: lis
     processor.save_pretrained(str(output_dir))
     save_config(cfg, output_dir / CONFIG_NAME)
     write_metrics(output_dir / METRICS_NAME, result, log_history, plan)
-    draw_curves(output_dir / CURVES_NAME, list(result.epochs))
+    draw_curves(output_dir / CURVES_NAME, list(result.epochs), result.base)
     print(f"saved the best model (WER {result.best_wer:.2f} %, CER {result.best_cer:.2f} % on the "
           f"{result.eval_split} split) to {output_dir}" if result.best_wer is not None
           else f"saved the model to {output_dir}", flush=True)

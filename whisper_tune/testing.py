@@ -463,3 +463,19 @@ def write_work(work: Path, clips: list[tuple[str, np.ndarray, str, str]], n_mels
         "audit_ok": [c[0] in audit_ok for c in clips],
     }), work)
     return work
+
+
+def write_pool(cache_dir: Path, *, n_mels: int = 80, n_train: int = 3, n_heldout: int = 2, seed: int = 0):
+    """A small non-speech pool in cache_dir (what `features` writes), of flat low-level noise features."""
+    from whisper_tune.pipeline.cache.nonspeech import HELDOUT, TRAIN, NonSpeechClip, NonSpeechPool, write_pool as write
+
+    rng = np.random.default_rng(seed)
+    clips = []
+    for part, n in ((TRAIN, n_train), (HELDOUT, n_heldout)):
+        for i in range(n):
+            t = int(rng.integers(100, 300))
+            feats = (-0.7 + 0.05 * rng.standard_normal((n_mels, t))).astype(np.float16)
+            clips.append(NonSpeechClip(f"generated/noise {part} {i}", "generated", part, feats, -0.75))
+    pool = NonSpeechPool(fingerprint=f"test-{seed}", clips=tuple(clips))
+    write(Path(cache_dir), pool)
+    return pool

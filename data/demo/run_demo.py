@@ -6,11 +6,12 @@ Runs the real stages, in order, on data/demo/ (clinical pharmacology dictation t
 import the bundled tiny.en, validate, featurize, score the base model on the held-out test split (voices and
 sentence shapes never trained on), fine-tune on the CPU with a schedule sized for minutes (the best epoch is picked
 on the validation split, never on the test split), score the fine-tuned model, and print both side by side with
-example transcripts. A dozen everyday sentences (no jargon) are scored before and after too, to show that the
-model did not forget ordinary English.
+example transcripts. A dozen everyday sentences (no jargon) are scored before and after too (and by training at
+every epoch, as its general set), to show that the model did not forget ordinary English, and so are held-out
+clips without speech (the words a model invents on silence and noise).
 
 Its settings are data/demo/demo.toml, a config file like any other (load_config reads it); each flag overrides one
-value of it. Outputs under WORK: domain/ (manifest, cache), everyday/ (same), model/ (the fine-tuned model), and
+value of it. Outputs under WORK: domain/ (manifest, cache), domain/general/ (the everyday set's), model/ (the fine-tuned model), and
 summary.json. It uses only the stages' public functions (the same ones the `whisper-tune` commands call), and runs
 the code of the checkout it lies in.
 """
@@ -35,6 +36,7 @@ if str(REPO_ROOT) not in sys.path:  # run this checkout's code, installed or not
 from whisper_tune.pipeline.core.config import Config, load_config  # noqa: E402
 from whisper_tune.pipeline.core.errors import WhisperTuneError  # noqa: E402
 from whisper_tune.pipeline.core.fileio import atomic_write_json  # noqa: E402
+from whisper_tune.pipeline.core.general import general_work  # noqa: E402
 from whisper_tune.pipeline.core.system import peak_rss_mb, reset_peak_rss  # noqa: E402
 
 DEMO_CONFIG = DEFAULT_DATA / "demo.toml"
@@ -60,6 +62,7 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
                                                                "basic (scores are always on normalized text)"),
     "--pack": (("training.pack",), "pack several clips into each 30 s training window"),
     "--timestamp-prob": (("training.timestamp_prob",), "share of training windows labelled with timestamps"),
+    "--no-speech-share": (("augment.no_speech_share",), "share of training windows without speech (empty transcript)"),
 }
 
 
@@ -69,6 +72,10 @@ class Scores:
     cer: float
     clips: int
     seconds: float
+    nonspeech_words_per_clip: float | None = None    # on the held-out non-speech clips of the cache's pool
+    nonspeech_clips_with_text: int | None = None
+    nonspeech_clips: int | None = None
+    loop_share: float | None = None                  # outputs stuck in a repetition loop
 
 
 @dataclass(frozen=True)
@@ -174,13 +181,18 @@ def _longform(domain_dir: Path, work_dir: Path, cfg, base: str, tuned: Path) -> 
 
 def _scores(result) -> Scores:
     s = result.scores
-    return Scores(wer=round(s.wer, 2), cer=round(s.cer, 2), clips=s.clips, seconds=round(s.seconds, 1))
+    h = s.hallucination
+    return Scores(wer=round(s.wer, 2), cer=round(s.cer, 2), clips=s.clips, seconds=round(s.seconds, 1),
+                  nonspeech_words_per_clip=round(h.words_per_clip, 3) if h else None,
+                  nonspeech_clips_with_text=h.clips_with_text if h else None, nonspeech_clips=h.clips if h else None,
+                  loop_share=round(h.split_loop_share, 3) if h else None)
 
 
 def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, cfg: Config | None = None,
              examples: int = 4) -> DemoResult:
     """Run every stage on the demo data with `cfg` (default: demo.toml) and return (and print) the before/after
     numbers, with `examples` test transcripts."""
+    from whisper_tune.pipeline.featurize.general import featurize_general
     from whisper_tune.pipeline.models import resolve_model
     from whisper_tune.train.trainer import run_train
 
@@ -188,17 +200,18 @@ def run_demo(*, work_dir: Path, data_dir: Path = DEFAULT_DATA, cfg: Config | Non
     domain_csv, everyday_csv = check_data(Path(data_dir))
     cfg = cfg or demo_config()
     model = cfg.model.name
-    domain_dir, everyday_dir, model_dir = work_dir / "domain", work_dir / "everyday", work_dir / "model"
+    domain_dir, model_dir = work_dir / "domain", work_dir / "model"
+    everyday_dir = general_work(domain_dir)      # the general set train scores each epoch (WORK/domain/general)
+    general = str(everyday_csv) if everyday_csv is not None else "none"
+    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, general_csv=general))
     clock = Clock()
     total_start = time.perf_counter()
 
     base = clock.run(f"import {model}", lambda: resolve_model(model))
     print(f"base model: {base}")
     clock.run("validate + features (domain)", lambda: _validate_and_featurize(domain_csv, domain_dir, cfg))
-    if everyday_csv is not None:
-        clean_only = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, variants=1))  # only scored
-        clock.run("validate + features (everyday)",
-                  lambda: _validate_and_featurize(everyday_csv, everyday_dir, clean_only))
+    if everyday_csv is not None:     # clean variant only: it is only scored
+        clock.run("validate + features (everyday)", lambda: print(featurize_general(domain_dir, cfg)))
 
     base_test = clock.run("base model on the test split", lambda: _score(model, domain_dir, cfg))
     base_every = None
@@ -248,6 +261,12 @@ def format_summary(result: DemoResult) -> str:
     if result.base_everyday is not None:
         row(f"WER, everyday ({result.base_everyday.clips} clips)", result.base_everyday, result.tuned_everyday)
     lines.append(f"{'CER, test split':34}{result.base_test.cer:>11.1f}%{result.tuned_test.cer:>13.1f}%")
+    b, t = result.base_test, result.tuned_test
+    if b.nonspeech_words_per_clip is not None and t.nonspeech_words_per_clip is not None:
+        lines.append(f"{'words per non-speech clip (' + str(b.nonspeech_clips) + ')':34}"
+                     f"{b.nonspeech_words_per_clip:>12.2f}{t.nonspeech_words_per_clip:>14.2f}"
+                     f"   clips with text: {b.nonspeech_clips_with_text} -> {t.nonspeech_clips_with_text}")
+        lines.append(f"{'test outputs looping':34}{b.loop_share:>11.0%} {t.loop_share:>13.0%}")
     lines.append("")
     lines.append(f"test WER after fine-tuning: {result.test_ratio:.2f} x the base model's")
     if result.everyday_change is not None:

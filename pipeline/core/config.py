@@ -70,6 +70,7 @@ class AugmentConfig:
     seed: int = 42                     # base seed; each variant's seed derives from (seed, clip id, variant)
     # audiomentations transforms, applied in order: {"name": <class name>, "p": prob, **kwargs}
     transforms: tuple[dict[str, Any], ...] = field(default_factory=_default_transforms)
+    no_speech_share: float = 0.05      # share of training windows that are non-speech with an empty transcript
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,8 @@ class TrainingConfig:
     spec_augment: bool = False         # SpecAugment masks on the encoder input while training (transformers' own)
     mask_time_prob: float = 0.05       # with spec_augment: share of frames masked in spans of 10 (transformers' default)
     mask_feature_prob: float = 0.0     # with spec_augment: share of mel bins masked in spans of 10 (transformers' default)
+    general_csv: str = ""              # CSV of everyday sentences scored each epoch (forgetting); "" = the demo's, "none" = off
+    forgetting_warn: float = 2.0       # warn when the general set's WER rises more than this many points over the base's
 
 
 BACKENDS = ("auto", "transformers", "ctranslate2")
@@ -373,6 +376,10 @@ def _range_problems(cfg: Config) -> list[tuple[str, Any, str]]:
         ("training.dataloader_workers", t.dataloader_workers, t.dataloader_workers >= 0,
          "0 (load in the training process) or more worker processes (--dataloader-workers)"),
         ("training.eval_max_clips", t.eval_max_clips, t.eval_max_clips >= 0, "0 (all) or more clips (--eval-max-clips)"),
+        ("augment.no_speech_share", g.no_speech_share, 0 <= g.no_speech_share <= 0.5,
+         "0 (no non-speech windows) up to 0.5, e.g. 0.05 (--no-speech-share)"),
+        ("training.forgetting_warn", t.forgetting_warn, t.forgetting_warn >= 0,
+         "0 or more WER points, e.g. 2.0 (--forgetting-warn)"),
     ]
     for section in (d, a, g, f, t):                     # nan and inf pass every comparison above unnoticed
         for item in dataclasses.fields(section):

@@ -47,3 +47,27 @@ def compression_ratio(text: str) -> float:
 
     data = text.encode("utf-8")
     return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+LOOP_MAX_NGRAM = 4               # words: the longest phrase whose back-to-back repeats count as a loop
+LOOP_REPEATS = {1: 4}            # a word said 4 times in a row; longer phrases: LOOP_REPEATS_DEFAULT times
+LOOP_REPEATS_DEFAULT = 3
+LOOP_COMPRESSION_RATIO = 2.4     # Whisper's own threshold: text this repetitive is a decoding failure
+
+
+def has_loop(text: str) -> bool:
+    """Whether a transcript is stuck in a repetition loop: an n-gram of 1..LOOP_MAX_NGRAM words repeated back to
+    back (a word 4 times, a phrase 3 times: "thank you thank you thank you"), or a compression ratio over 2.4."""
+    words = normalize_text(text).split()
+    for n in range(1, LOOP_MAX_NGRAM + 1):
+        need = LOOP_REPEATS.get(n, LOOP_REPEATS_DEFAULT)
+        for start in range(0, len(words) - n * need + 1):
+            gram = words[start:start + n]
+            if all(words[start + k * n:start + (k + 1) * n] == gram for k in range(1, need)):
+                return True
+    return compression_ratio(text) > LOOP_COMPRESSION_RATIO
+
+
+def word_count(text: str) -> int:
+    """Words of a transcript after normalization (what "words emitted" counts)."""
+    return len(normalize_text(text).split())

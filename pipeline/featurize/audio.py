@@ -255,8 +255,14 @@ def trim(samples: np.ndarray, top_db: float) -> np.ndarray:
 
     The same computation as librosa.effects.trim (centered 2048-sample RMS frames every 512 samples, dB relative
     to the loudest frame), in plain NumPy: worker processes then never pay librosa's import and JIT start-up."""
+    start, end = trim_bounds(samples, top_db)
+    return samples[start:end]
+
+
+def trim_bounds(samples: np.ndarray, top_db: float) -> tuple[int, int]:
+    """(start, end) of what trim() keeps: samples[:start] and samples[end:] are the silences it removes."""
     if top_db <= 0 or samples.size == 0:
-        return samples
+        return 0, int(samples.size)
     y = np.asarray(samples, dtype=np.float32)
     padded = np.pad(y, TRIM_FRAME // 2, mode="constant")
     n_frames = 1 + (padded.size - TRIM_FRAME) // TRIM_HOP
@@ -270,10 +276,10 @@ def trim(samples: np.ndarray, top_db: float) -> np.ndarray:
     db -= 10.0 * np.log10(np.maximum(1e-10, np.abs(ref**2)))
     loud = np.flatnonzero(db > -top_db)
     if loud.size == 0:
-        return y[:0]
+        return 0, 0
     start = int(loud[0]) * TRIM_HOP
     end = min(y.size, (int(loud[-1]) + 1) * TRIM_HOP)
-    return samples[start:end]
+    return start, end
 
 
 def peak_normalize(samples: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@
 4. The whole log-mel of each test recording (a manifest of windows) is stored once for long-form evaluation
    (featurize/recordings.py).
 5. The writer finishes: clips no longer in the manifest and unreferenced shards are dropped.
+6. The non-speech pool (WORK/cache/nonspeech.npz, featurize/nonspeech.py) is rebuilt when its sources changed.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class FeaturesResult:
     recordings_decoded: int = 0      # decodes of long recordings for their windows (one per recording task)
     windows_total: int = 0           # of clips_total: windows of long recordings
     recordings: RecordingsResult = RecordingsResult(0, 0)   # test recordings stored whole (long-form evaluation)
+    pool_note: str = ""              # what became of the non-speech pool (WORK/cache/nonspeech.npz)
 
     @property
     def no_audio_work(self) -> bool:
@@ -254,8 +256,9 @@ def compute(writer: CacheWriter, plan: Plan, labels: LabelWork, settings: Worker
 
 
 def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = None,
-                 echo: Callable[[str], None] | None = print) -> FeaturesResult:
-    """Bring WORK/cache up to date with the manifest and config (see the module doc)."""
+                 echo: Callable[[str], None] | None = print, pool: bool = True) -> FeaturesResult:
+    """Bring WORK/cache up to date with the manifest and config (see the module doc); pool: also the
+    non-speech pool (not for the general set)."""
     from whisper_tune.pipeline.featurize.cluster import scheduler_address
     from whisper_tune.pipeline.models import resolve_model
 
@@ -285,6 +288,13 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         counts = compute(writer, plan, labels, settings, cfg, scheduler)
         work_cpu = time.process_time() - work_cpu
         final = writer.finish()
+        pool_note = ""
+        if pool and (part is None or part[0] == 1):      # one run builds the pool: the whole one, or part 1
+            from whisper_tune.pipeline.featurize.nonspeech import refresh_pool
+
+            pool_note = refresh_pool(writer.cache_dir, rows, final, feature_fp=meta.feature_fingerprint,
+                                     audio_fp=fps.audio, logmel=tools.logmel, top_db=float(cfg.audio.trim_top_db),
+                                     normalize=bool(cfg.audio.peak_normalize))
     share = set(rows["id"].to_list())      # clips gone from the manifest count for the part their id falls in
     own_before = {c for c in previous.clips if part is None or c in share
                   or (c not in usable_ids and part_of(c, part[1]) == part[0])}
@@ -298,7 +308,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         client_cpu_s=time.process_time() - cpu_started, work_cpu_s=work_cpu, scheduler=scheduler if plan.jobs else "",
         recordings_decoded=counts.recordings, windows_total=windows_in(rows), recordings=recordings)
     result = replace(result, skipped_where=skipped_names(rows, [cid for cid, _ in result.skipped]))
-    result = replace(result, message=summary(result, final))
+    result = replace(result, message=summary(result, final), pool_note=pool_note)
     if echo is not None:
         echo(format_report(result))
     return result
@@ -328,7 +338,7 @@ def summary(res: FeaturesResult, index: CacheIndex) -> str:
 
 def format_report(res: FeaturesResult) -> str:
     """The stage's result as printed: the summary line, then every skipped clip with its reason."""
-    lines = [res.message]
+    lines = [res.message] + ([res.pool_note] if res.pool_note else [])
     if res.recordings.stored:
         lines.append(f"features: {res.recordings.stored} test recordings stored whole for long-form evaluation "
                      f"({res.recordings.computed} computed this run)")

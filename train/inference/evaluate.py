@@ -11,6 +11,8 @@ Scores, all in percent:
 When the cache holds whole test recordings (`features` on a CSV of recordings), each is also decoded long-form
 from its stored log-mel and scored against its joined cues: WER and the shares of segment starts / ends within
 0.5 s of a cue's (train/inference/recordings.py), for the model and the baseline.
+Beside them, on the cache's held-out non-speech clips (train/inference/hallucination.py): words emitted per clip,
+and the share of outputs stuck in a repetition loop; the pool is no clip of a split, so no per-clip table shows it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from whisper_tune.train.metrics import (char_error_rate, english_word_error_rate
                            error_counts)
 
 from whisper_tune.train.inference.decode import Decoder, DecodeOptions, open_decoder
+from whisper_tune.train.inference.hallucination import Hallucination, format_hallucination, hallucination
 from whisper_tune.train.inference.outputs import check_output_file
 from whisper_tune.train.inference.recordings import LongformScores, evaluate_recordings, format_longform
 from whisper_tune.train.inference.unseen import UnseenScores, format_unseen, text_in_train_flags, unseen_scores
@@ -59,6 +62,7 @@ class ModelScores:
     real_time_factor: float = 0.0        # decoding seconds per second of audio (lower is faster)
     hypotheses: tuple[str, ...] = field(repr=False, default=())
     english_wer: float | None = None     # percent, Whisper's English normalizer (English models only)
+    hallucination: Hallucination | None = None   # words on held-out non-speech clips, loops (None: no pool)
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,10 @@ class EvalResult:
                 "baseline_real_time_factor": b.real_time_factor,
                 "wer_difference": s.wer - b.wer, "cer_difference": s.cer - b.cer,
             })
+        if s.hallucination is not None:
+            out.update(s.hallucination.to_json())
+        if self.baseline is not None and self.baseline.hallucination is not None:
+            out.update(self.baseline.hallucination.to_json("baseline_"))
         out["unseen_text_wer"] = self.unseen.wer if self.unseen is not None else None
         out["unseen_text"] = asdict(self.unseen) if self.unseen is not None else None
         out["worst"] = [asdict(c) for c in self.worst]
@@ -221,7 +229,8 @@ def normalized_transcript(cache, clip_id: str) -> str:
 
 
 def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str], *, options: DecodeOptions,
-                   batch_size: int, backend: str = "auto") -> ModelScores:
+                   batch_size: int, backend: str = "auto", non_speech: Sequence = ()) -> ModelScores:
+    """Scores on the clips; with non_speech (held-out pool clips) also the hallucination figures."""
     decoder = open_decoder(spec, options, backend=backend)
     n_mels = int(cache.meta.n_mels)
     if decoder.n_mels != n_mels:
@@ -231,7 +240,11 @@ def evaluate_model(spec: str, cache, clip_ids: Sequence[str], refs: Sequence[str
         )
     frames = [0]
     hyps, seconds = decode_all(decoder, feature_batches(cache, clip_ids, batch_size, frames), total=len(clip_ids))
-    return score(spec, decoder.backend, refs, hyps, seconds, audio_seconds=frames[0] * HOP_LENGTH / SAMPLE_RATE_HZ)
+    scores = score(spec, decoder.backend, refs, hyps, seconds, audio_seconds=frames[0] * HOP_LENGTH / SAMPLE_RATE_HZ)
+    if non_speech:
+        scores = replace(scores, hallucination=hallucination(decoder, list(non_speech), batch_size=batch_size,
+                                                             outputs=hyps))
+    return scores
 
 
 @dataclass(frozen=True)
@@ -284,12 +297,15 @@ def run_evaluate(settings: EvalSettings) -> EvalResult:
     refs = references(cache, clip_ids)
     options = DecodeOptions.from_config(cfg, settings.max_new_tokens)
     backend = cfg.decode.backend
-    log.info(f"evaluating {len(clip_ids)} clips of the {split} split (clean variant)")
-    main = evaluate_model(model, cache, clip_ids, refs, options=options, batch_size=batch_size, backend=backend)
+    non_speech = held_out_non_speech(Path(work_dir) / CACHE_DIRNAME)
+    log.info(f"evaluating {len(clip_ids)} clips of the {split} split (clean variant)"
+             + (f" and {len(non_speech)} held-out non-speech clips" if non_speech else ""))
+    main = evaluate_model(model, cache, clip_ids, refs, options=options, batch_size=batch_size, backend=backend,
+                          non_speech=non_speech)
     base = None
     if baseline:
         base = evaluate_model(baseline, cache, clip_ids, refs, options=options, batch_size=batch_size,
-                              backend=backend)
+                              backend=backend, non_speech=non_speech)
     if is_english(cfg.model.language):   # Whisper's English normalizer too, as published numbers use
         main, base = with_english_wer(main, refs), with_english_wer(base, refs) if base else None
     per_clip = clip_results(clip_ids, refs, main.hypotheses, base.hypotheses if base else None)
@@ -316,6 +332,18 @@ def run_evaluate(settings: EvalSettings) -> EvalResult:
             raise ConfigError(f"{flag} {path}: cannot write it ({err.strerror or err}); choose another {flag}") from None
         print(f"wrote {path}")
     return result
+
+
+def held_out_non_speech(cache_dir: Path) -> list:
+    """The held-out part of the cache's non-speech pool; [] (and a line saying so) for a cache without one."""
+    from whisper_tune.pipeline.cache.nonspeech import HELDOUT, read_pool
+
+    pool = read_pool(cache_dir)
+    if pool is None or not pool.part(HELDOUT):
+        log.info(f"no non-speech pool in {cache_dir}: no hallucination figures (a domain cache built before the "
+                 f"pool existed gets one from `whisper-tune features --work {cache_dir.parent}`)")
+        return []
+    return pool.part(HELDOUT)
 
 
 # ---------------------------------------------------------------- output
@@ -354,6 +382,10 @@ def format_table(result: EvalResult) -> str:
         out.append(format_unseen(result.unseen, result.split, result.scores.wer))
     if result.longform is not None:
         out.append(format_longform(result.longform, result.baseline_longform))
+    if result.scores.hallucination is not None:
+        base = result.baseline
+        out.append(format_hallucination(result.scores.hallucination, base.hallucination if base else None,
+                                        result.scores.model, base.model if base else ""))
     if result.worst:
         out.append(f"\nworst {len(result.worst)} clips (normalized WER):")
         for c in result.worst:
@@ -384,6 +416,10 @@ def markdown_report(result: EvalResult) -> str:
     if result.longform is not None:
         lines += ["", "## Long-form: whole test recordings", "", "```",
                   format_longform(result.longform, result.baseline_longform).strip(), "```"]
+    if s.hallucination is not None:
+        base = result.baseline
+        lines += ["", format_hallucination(s.hallucination, base.hallucination if base else None, s.model,
+                                           base.model if base else "").strip()]
     if result.worst:
         has_base = result.baseline is not None
         lines += ["", f"## Worst {len(result.worst)} clips", "",

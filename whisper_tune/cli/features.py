@@ -15,6 +15,8 @@ FLAGS = (
     Flag("augment.variants", "Feature variants per clip (variant 0 is clean)."),
     Flag("features.jobs", "Worker processes (0 = all cores)."),
     Flag("features.scheduler", "Run on the Dask cluster of this scheduler (tcp://HOST:8786; also $DASK_SCHEDULER_ADDRESS)."),
+    Flag("training.general_csv", "CSV of everyday sentences featurized into WORK/general/ for the forgetting check "
+                                 "(\"\" = the demo's everyday.csv, none = off)."),
 )
 
 
@@ -39,3 +41,10 @@ def features(
         logging.getLogger(__name__).info(note)
     with disk_full_as_error(work / "cache"):
         run_features(work_dir=work, cfg=cfg, part=chosen)
+    if chosen is None or chosen[0] == 1:
+        from whisper_tune.pipeline.featurize.general import featurize_general
+
+        with disk_full_as_error(work / "general"):
+            note = featurize_general(work, cfg)
+        if note:
+            print(note, flush=True)
