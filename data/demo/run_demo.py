@@ -59,6 +59,7 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "--text-normalization": (("features.text_normalization",), "how training transcripts are normalized: none or "
                                                                "basic (scores are always on normalized text)"),
     "--pack": (("training.pack",), "pack several clips into each 30 s training window"),
+    "--batch-unit": (("training.batch_unit",), "what a packed --batch-size counts: windows or clips"),
     "--timestamp-prob": (("training.timestamp_prob",), "share of training windows labelled with timestamps"),
 }
 
