@@ -115,7 +115,7 @@ class TrainingConfig:
     lora_dropout: float = 0.05         # dropout on the LoRA path
     lora_targets: str = LORA_DEFAULT_TARGETS  # comma-separated projections that get adapters
     pack: bool = False                 # pack several clips into each 30 s window (train/packing.py)
-    batch_unit: str = "windows"        # packed: batch_size and effective_batch count "windows" or "clips"
+    batch_unit: str = "clips"          # packed: batch_size and effective_batch count "clips" (as unpacked) or "windows"
     timestamp_prob: float = 0.2        # share of training windows labelled with timestamps (distil-whisper's 0.2)
     spec_augment: bool = False         # SpecAugment masks on the encoder input while training (transformers' own)
     mask_time_prob: float = 0.05       # with spec_augment: share of frames masked in spans of 10 (transformers' default)

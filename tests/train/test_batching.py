@@ -232,6 +232,6 @@ def test_the_clip_count_says_windows_per_step_and_steps_per_epoch():
 
 
 def test_batch_unit_is_windows_or_clips():
-    assert load_config(None).training.batch_unit == "windows"
+    assert load_config(None).training.batch_unit == "clips"
     with pytest.raises(ConfigError, match="training.batch_unit.*windows or clips.*--batch-unit"):
         load_config(None, {"training.batch_unit": "frames"})

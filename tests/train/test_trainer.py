@@ -166,7 +166,7 @@ def test_precision_follows_the_hardware():
 def test_a_packed_run_counting_clips_makes_the_unpacked_runs_optimizer_steps(tiny_model, tmp_path):
     build_cache(tmp_path, tiny_model, n_train=12, n_test=2, variants=1, frames=(150, 600))
     runs = {}
-    for name, over in (("unpacked", {}), ("windows", {"pack": True}),
+    for name, over in (("unpacked", {}), ("windows", {"pack": True, "batch_unit": "windows"}),
                        ("clips", {"pack": True, "batch_unit": "clips"})):
         err = io.StringIO()
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):

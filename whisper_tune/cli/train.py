@@ -35,10 +35,9 @@ FLAGS = (
     Flag("training.save_total_limit", "Checkpoints kept in --output-dir (the best one is always kept)."),
     Flag("training.dataloader_workers", "DataLoader worker processes per device (0 = in the training process)."),
     Flag("training.eval_max_clips", "Evaluate on the first N test clips only (0 = all)."),
-    Flag("training.pack", "Pack several clips into each 30 s training window (--batch-size then counts windows, "
-                          "or clips with --batch-unit clips)."),
-    Flag("training.batch_unit", "Packed runs: windows (--batch-size and --effective-batch count windows) or clips "
-                                "(as many optimizer steps per epoch as unpacked)."),
+    Flag("training.pack", "Pack several clips into each 30 s training window (see --batch-unit)."),
+    Flag("training.batch_unit", "Packed runs: clips (--batch-size and --effective-batch count clips: as many "
+                                "optimizer steps per epoch as unpacked) or windows."),
     Flag("training.timestamp_prob", "Share of training windows labelled with timestamps (0-1)."),
     Flag("training.spec_augment", "SpecAugment: mask spans of the encoder input while training (never in evaluation)."),
     Flag("training.mask_time_prob", "With --spec-augment: share of frames masked, in spans of 10 frames."),
