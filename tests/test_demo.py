@@ -132,7 +132,8 @@ def test_script_help_runs_from_anywhere(tmp_path):
 
 def test_the_demo_settings_are_its_config_file_and_flags_override_them():
     cfg = demo.demo_config()
-    assert cfg.training.pack and cfg.training.batch_size == 2 and cfg.augment.variants == 4
+    assert cfg.training.pack and cfg.training.batch_size == 8 and cfg.training.batch_unit == "clips"
+    assert cfg.augment.variants == 4
     assert [t["name"] for t in cfg.augment.transforms] == ["PitchShift", "TimeStretch", "AddGaussianNoise", "Gain"]
     args = demo.parse_args(["--seed", "7", "--epochs", "1", "--batch-size", "3"])
     assert args.overrides == {"augment.seed": 7, "training.seed": 7, "training.epochs": 1.0,

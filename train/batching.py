@@ -19,6 +19,11 @@ The user states the effective batch (training.effective_batch, the guide's 64); 
 
 `choose_batch` is the whole decision as a pure function of the request, the memory figures and a probe function,
 so tests pass memory figures in. An explicit --batch-size N keeps --grad-accum as given (today's behaviour).
+
+A packed run counts its batch in windows, or in clips (training.batch_unit = "clips", `count_in_clips`): then the
+optimizer steps per epoch are those of an unpacked run of the same clips per step, ceil(clips / clips per step),
+and the windows per step are as many as spread the epoch's windows over those steps (the dataset cuts its fullest
+windows in two to make up the count); each step then sees the stated clips on average, as unpacked.
 """
 
 from __future__ import annotations
@@ -210,6 +215,60 @@ def _explicit(req: BatchRequest, world: int, memory: DeviceMemory | None, probe:
     why = "does not fit without checkpointing" if ckpt else "fits without checkpointing"
     return BatchChoice(micro, accum, world, ckpt, req.eval_batch or min(EVAL_BATCH_CAP, micro * (1 if ckpt else 2)),
                        req.effective_batch, f"{how} {why} ({search.figures()})", note)
+
+
+@dataclass(frozen=True)
+class ClipCount:
+    """A packed run whose batch counts clips: as many optimizer steps per epoch as an unpacked run of
+    clips_per_step clips per step, and the windows per step (over all devices) that spread the epoch over them."""
+
+    clips: int               # train clips per epoch
+    windows: int             # packed windows per epoch, as packing laid them out
+    clips_per_step: int      # over all devices, as the settings ask
+    steps_per_epoch: int     # ceil(clips / clips_per_step): an unpacked run's
+    windows_per_step: int    # over all devices
+
+    @property
+    def windows_per_epoch(self) -> int:
+        return self.windows_per_step * self.steps_per_epoch
+
+    def describe(self) -> str:
+        return (f"batch counted in clips: {self.clips_per_step} clips per step, so {self.steps_per_epoch} steps per "
+                f"epoch of {self.clips} clips (as unpacked); packed {self.clips / max(1, self.windows):.1f} clips "
+                f"per window on average: {_count(self.windows_per_step, 'window')} per step, {self.windows_per_epoch} "
+                f"windows per epoch (packing laid out {self.windows})")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def clips_per_step(t: TrainingConfig, world_size: int) -> int:
+    """Clips per optimizer step over all devices that the batch settings ask for (counted as unpacked)."""
+    if t.batch_size == AUTO:
+        return int(t.effective_batch)
+    micro = int(t.batch_size)
+    accum = int(t.grad_accum) if t.grad_accum != AUTO else max(1, round(t.effective_batch / (micro * world_size)))
+    return micro * accum * world_size
+
+
+def count_in_clips(t: TrainingConfig, clips: int, windows: int, world_size: int) -> tuple[TrainingConfig, ClipCount]:
+    """The batch settings in windows for a packed run that counts clips (training.batch_unit = "clips"), and the
+    count. An explicit micro-batch keeps its accumulation: the micro-batch in windows is the fewest that make up
+    the windows per step with it; an automatic one gets the windows per step as its effective batch."""
+    world = max(1, world_size)
+    per_step = clips_per_step(t, world)
+    steps = max(1, math.ceil(clips / per_step))
+    per_device = max(1, math.ceil(math.ceil(windows / steps) / world))
+    if t.batch_size == AUTO:
+        windowed = replace(t, effective_batch=per_device * world)
+    else:
+        accum = clips_per_step(t, world) // (int(t.batch_size) * world)
+        micro = max(1, math.ceil(per_device / accum))
+        per_device = micro * accum
+        windowed = replace(t, batch_size=micro, grad_accum=accum)
+    return windowed, ClipCount(clips=clips, windows=windows, clips_per_step=per_step, steps_per_epoch=steps,
+                               windows_per_step=per_device * world)
 
 
 def agree(choice: BatchChoice, smallest_micro: int, any_checkpointing: bool) -> BatchChoice:

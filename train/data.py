@@ -157,6 +157,15 @@ class TrainDataset(_ReopensCache, Dataset):
     def __len__(self) -> int:
         return self.examples_per_epoch
 
+    def spread_to(self, windows: int) -> None:
+        """Packed: at least `windows` windows per epoch from now on (each epoch cuts its fullest windows in two to
+        make up the count; see packing.split_to). Called before training starts, when the batch counts clips."""
+        if not self.pack:
+            raise ValueError("spread_to needs a packed dataset (pack=True)")
+        if windows > self.examples_per_epoch:
+            self.examples_per_epoch = int(windows)
+            self._plans = {}
+
     def locate(self, index: int) -> tuple[int, str, int]:
         """(epoch, clip id, variant) for a sampler index of the unpacked dataset."""
         epoch, i = divmod(int(index), len(self.clip_ids))

@@ -76,6 +76,12 @@ class WithNonSpeech(Dataset):
             raise AttributeError(name)
         return getattr(self.speech, name)
 
+    def spread_to(self, windows: int) -> None:
+        """The speech dataset's spread_to (a packed run counting clips), with the non-speech share kept."""
+        self.speech.spread_to(windows)
+        self.n_speech = len(self.speech)
+        self.n_non_speech = extra_windows(self.n_speech, self.share)
+
     def is_non_speech(self, index: int) -> bool:
         return int(index) % len(self) >= self.n_speech
 

@@ -37,7 +37,8 @@ from whisper_tune.pipeline.models import load_processor, optional_token_id, reso
 from whisper_tune.pipeline.core.tokens import SOT, START_OF_PREV
 
 from whisper_tune.train import lora
-from whisper_tune.train.batching import BatchChoice, BatchRequest, choose_batch, fast_path_args, plan_batch
+from whisper_tune.train.batching import (BatchChoice, BatchRequest, ClipCount, choose_batch, count_in_clips,
+                                        fast_path_args, plan_batch, world_size)
 from whisper_tune.pipeline.cache.nonspeech import read_pool
 from whisper_tune.train.checks import extra_eval_sets, forgetting_warning, forgetting_warnings
 from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
@@ -206,12 +207,16 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
     trainable_params, total_params = lora.count_parameters(model)
     precision = choose_precision(t.precision)
-    batch = plan_batch(t, model, cache, train_set.clip_ids, precision)   # probes the GPU; sets checkpointing
+    batch_settings, clip_count = _batch_in_windows(t, train_set)
+    batch = plan_batch(batch_settings, model, cache, train_set.clip_ids, precision)   # probes the GPU
+    if clip_count is not None:       # the windows per step the device settled on, spread over the unpacked steps
+        clip_count = replace(clip_count, windows_per_step=batch.effective_batch)
+        train_set.spread_to(clip_count.windows_per_epoch)
     args = training_arguments(cfg, output_dir, precision, batch)
     plan = StepPlan(len(train_set), batch.micro_batch, batch.grad_accum, max(1, args.world_size), t.epochs,
                     t.max_steps, derived=t.batch_size == "auto")
     if args.process_index == 0:
-        _print_plan(cfg, model, train_set, eval_set, eval_split, batch, precision, plan)
+        _print_plan(cfg, model, train_set, eval_set, eval_split, batch, precision, plan, clip_count)
         for note in (non_speech_note, *check_notes):
             log.info(note)
 
@@ -265,6 +270,14 @@ def _checks_callback(base: dict[str, float], threshold: float):
     return report
 
 
+def _batch_in_windows(t, train_set) -> tuple[Any, ClipCount | None]:
+    """The batch settings the device plans with: as given, or, for a packed run counting clips
+    (training.batch_unit = "clips"), translated into windows (train/batching.py count_in_clips)."""
+    if not (t.pack and t.batch_unit == "clips"):
+        return t, None
+    return count_in_clips(t, len(train_set.clip_ids), len(train_set), world_size())
+
+
 def _check_not_the_base(model: str, output_dir: Path) -> None:
     """--output-dir must not be the --model folder (the saved model would overwrite the base), nor hold it as a
     checkpoint-N folder (the Trainer deletes old checkpoints)."""
@@ -307,16 +320,18 @@ def _eval_data(cache, work_dir: Path, eval_max_clips: int):
 
 
 def _print_plan(cfg: Config, model, train_set, eval_set, eval_split: str, batch: BatchChoice,
-                precision: Precision, plan: StepPlan) -> None:
+                precision: Precision, plan: StepPlan, clip_count: ClipCount | None = None) -> None:
     """The run's plan, before the first step: batch choice, data, precision, steps, trainable share, windows."""
     t = cfg.training
     log.info(batch.describe())
+    if clip_count is not None:
+        log.info(clip_count.describe())
     if batch.note:
         _warn(batch.note)
     what = "windows" if t.pack else "clips"
     log.info(f"train: {len(train_set)} {what} per epoch, eval: {len(eval_set)} clean clips of the {eval_split} "
-             f"split, precision {precision.reason}, {plan.total_steps} optimizer steps (effective batch "
-             f"{plan.effective_batch})")
+             f"split, precision {precision.reason}, {plan.total_steps} optimizer steps ({plan.steps_per_epoch} "
+             f"per epoch, effective batch {plan.effective_batch} {what})")
     log.info(lora.describe_trainable(model, lora.lora_settings(t), t.freeze_encoder))
     log.info(train_set.describe())
     if t.spec_augment:

@@ -43,14 +43,15 @@ DEMO_CONFIG = DEFAULT_DATA / "demo.toml"
 DOMAIN_CSV = "final_generated_dataset.csv"
 EVERYDAY_CSV = "everyday.csv"
 SUMMARY = "summary.json"
-UNPACKED_BATCH = 8                  # --no-pack without --batch-size: 8 clips per step, as 2 packed windows hold
+UNPACKED_BATCH = 8                  # --no-pack without --batch-size: 8 clips per step, as the packed default
 
 # The flags: each sets these config keys (its type comes from the config field, its default from demo.toml).
 FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "--model": (("model.name",), "base model (any --model form)"),
     "--epochs": (("training.epochs",), "training epochs"),
     "--max-steps": (("training.max_steps",), "> 0: stop after this many steps"),
-    "--batch-size": (("training.batch_size",), f"clips per step, or windows when packed (--no-pack: {UNPACKED_BATCH})"),
+    "--batch-size": (("training.batch_size",), f"clips per step (windows when packed with --batch-unit windows; "
+                                               f"--no-pack: {UNPACKED_BATCH})"),
     "--learning-rate": (("training.learning_rate",), "peak learning rate"),
     "--variants": (("augment.variants",), "feature variants per clip, the clean one included"),
     "--eval-max-clips": (("training.eval_max_clips",), "validation clips decoded per evaluation (0 = all)"),
@@ -61,6 +62,7 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "--text-normalization": (("features.text_normalization",), "how training transcripts are normalized: none or "
                                                                "basic (scores are always on normalized text)"),
     "--pack": (("training.pack",), "pack several clips into each 30 s training window"),
+    "--batch-unit": (("training.batch_unit",), "what a packed --batch-size counts: windows or clips"),
     "--timestamp-prob": (("training.timestamp_prob",), "share of training windows labelled with timestamps"),
     "--no-speech-share": (("augment.no_speech_share",), "share of training windows without speech (empty transcript)"),
 }

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from whisper_tune.pipeline.core.constants import CHUNK_SECONDS, DEFAULT_MODEL, LR_SCHEDULERS, MAX_LABEL_TOKENS, PRECISIONS
+from whisper_tune.pipeline.core.constants import (BATCH_UNITS, CHUNK_SECONDS, DEFAULT_MODEL, LR_SCHEDULERS,
+                                                  MAX_LABEL_TOKENS, PRECISIONS)
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.core.fileio import atomic_write_text
 
@@ -115,6 +116,7 @@ class TrainingConfig:
     lora_dropout: float = 0.05         # dropout on the LoRA path
     lora_targets: str = LORA_DEFAULT_TARGETS  # comma-separated projections that get adapters
     pack: bool = False                 # pack several clips into each 30 s window (train/packing.py)
+    batch_unit: str = "clips"          # packed: batch_size and effective_batch count "clips" (as unpacked) or "windows"
     timestamp_prob: float = 0.2        # share of training windows labelled with timestamps (distil-whisper's 0.2)
     prompt_prob: float = 0.2           # share of windows of recordings given their previous text as a prompt
                                        # (<|startofprev|>, masked from the loss; distil-whisper's 0.2); clips have none
@@ -279,6 +281,8 @@ def _validate(cfg: Config, source: str, origin: Mapping[str, str] | None = None)
     if t.lr_scheduler not in LR_SCHEDULERS:
         raise bad("training.lr_scheduler", t.lr_scheduler, f"one of {', '.join(LR_SCHEDULERS)} (--lr-scheduler)")
     _check_batch_settings(t, bad)
+    if t.batch_unit not in BATCH_UNITS:
+        raise bad("training.batch_unit", t.batch_unit, f"{' or '.join(BATCH_UNITS)} (--batch-unit)")
     if t.learning_rate <= 0:
         raise bad("training.learning_rate", t.learning_rate, "a positive number, e.g. 1e-5")
     if not 0.0 <= t.timestamp_prob <= 1.0:

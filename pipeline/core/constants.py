@@ -14,6 +14,7 @@ MAX_PROMPT_TOKENS = MAX_LABEL_TOKENS // 2 - 1  # 223: the previous text Whisper 
 SPLITS = ("train", "validation", "test")    # the manifest's split values (a CSV's "dev" / "val" map to validation)
 SPLIT_ALIASES = {"dev": "validation", "val": "validation", "valid": "validation"}   # CSV split cells and --split
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")   # training.precision (--precision)
+BATCH_UNITS = ("windows", "clips")               # training.batch_unit (--batch-unit): what a packed batch counts
 # training.lr_scheduler: transformers' SchedulerType values (tests/pipeline/core/test_config.py keeps them equal)
 LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
                  "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr", "cosine_warmup_with_min_lr",

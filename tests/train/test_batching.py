@@ -8,7 +8,8 @@ import pytest
 from whisper_tune.pipeline.core.config import load_config
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.train.batching import (CPU_MICRO_BATCH, USEFUL_MICRO_BATCH, BatchRequest, DeviceMemory, agree, choose_batch, divisors,
-                            per_device_batch)
+                            count_in_clips, per_device_batch)
+from whisper_tune.train.trainer import StepPlan
 
 GIB = 1024 ** 3
 
@@ -198,3 +199,39 @@ def test_divisors_are_found_by_trial_division_up_to_the_square_root():
     assert len(divisors(10**12)) == 169 and divisors(10**12)[-2:] == [5 * 10**11, 10**12]
     huge = choose_batch(BatchRequest(effective_batch=10**9))
     assert (huge.micro_batch, huge.grad_accum) == (CPU_MICRO_BATCH, 10**9 // CPU_MICRO_BATCH)
+
+
+def _training(**over):
+    return load_config(None, {f"training.{k}": v for k, v in {"pack": True, "batch_unit": "clips", **over}.items()}).training
+
+
+@pytest.mark.parametrize("clips,windows", [(200, 49), (200, 40), (37, 5), (1000, 90), (12, 2), (9, 9)])
+@pytest.mark.parametrize("batch,accum,world", [(8, 1, 1), (8, 2, 1), (4, 4, 2), (16, 1, 3), ("auto", "auto", 1),
+                                               ("auto", "auto", 4)])
+def test_a_batch_counted_in_clips_makes_the_unpacked_runs_steps_per_epoch(clips, windows, batch, accum, world):
+    t = _training(batch_size=batch, grad_accum=accum, effective_batch=64)
+    windowed, count = count_in_clips(t, clips, windows, world)
+    choice = choose_batch(BatchRequest.of(windowed, world))
+    assert choice.effective_batch == count.windows_per_step      # what the device settles on is what was planned
+    unpacked = choose_batch(BatchRequest.of(t, world))          # the same settings, counted in clips
+    clip_steps = StepPlan(clips, unpacked.micro_batch, unpacked.grad_accum, world, 1, -1).steps_per_epoch
+    window_steps = StepPlan(count.windows_per_epoch, choice.micro_batch, choice.grad_accum, world, 1, -1)
+    assert window_steps.steps_per_epoch == clip_steps == count.steps_per_epoch
+    # every window packing made is trained on; the windows added (the fullest cut in two) fill the last
+    # micro-batch of each step at most
+    assert windows <= count.windows_per_epoch < windows + count.steps_per_epoch * choice.grad_accum * world
+    assert count.clips_per_step == unpacked.effective_batch
+
+
+def test_the_clip_count_says_windows_per_step_and_steps_per_epoch():
+    _, count = count_in_clips(_training(batch_size=8, grad_accum=1), clips=200, windows=49, world_size=1)
+    assert (count.steps_per_epoch, count.windows_per_step, count.windows_per_epoch) == (25, 2, 50)
+    assert count.describe() == ("batch counted in clips: 8 clips per step, so 25 steps per epoch of 200 clips (as "
+                                "unpacked); packed 4.1 clips per window on average: 2 windows per step, 50 windows "
+                                "per epoch (packing laid out 49)")
+
+
+def test_batch_unit_is_windows_or_clips():
+    assert load_config(None).training.batch_unit == "clips"
+    with pytest.raises(ConfigError, match="training.batch_unit.*windows or clips.*--batch-unit"):
+        load_config(None, {"training.batch_unit": "frames"})

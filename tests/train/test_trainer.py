@@ -161,3 +161,24 @@ def test_precision_follows_the_hardware():
         choose_precision("fp16", cuda=False)
     with pytest.raises(ConfigError, match="bf16"):
         choose_precision("bf16", cuda=True, cuda_bf16=False)
+
+
+def test_a_packed_run_counting_clips_makes_the_unpacked_runs_optimizer_steps(tiny_model, tmp_path):
+    build_cache(tmp_path, tiny_model, n_train=12, n_test=2, variants=1, frames=(150, 600))
+    runs = {}
+    for name, over in (("unpacked", {}), ("windows", {"pack": True, "batch_unit": "windows"}),
+                       ("clips", {"pack": True, "batch_unit": "clips"})):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
+            result = run_train(work_dir=tmp_path, output_dir=tmp_path / name, cfg=train_config(
+                tiny_model, epochs=1, batch_size=4, timestamp_prob=0.0, save_total_limit=1, **over))
+        runs[name] = result, err.getvalue()
+    assert runs["unpacked"][0].global_step == 3                      # 12 clips / 4 per step
+    packed_windows = runs["windows"][0].train_clips
+    assert packed_windows < 4 and runs["windows"][0].global_step == 1   # 4 windows per step: one step
+    clips, log = runs["clips"]
+    assert clips.global_step == 3 and clips.train_clips == 3            # one window per step, the fullest cut
+    assert (f"batch counted in clips: 4 clips per step, so 3 steps per epoch of 12 clips (as unpacked); packed "
+            f"{12 / packed_windows:.1f} clips per window on average: 1 window per step, 3 windows per epoch "
+            f"(packing laid out {packed_windows})") in log
+    assert "3 optimizer steps (3 per epoch, effective batch 1 windows)" in log

@@ -35,7 +35,9 @@ FLAGS = (
     Flag("training.save_total_limit", "Checkpoints kept in --output-dir (the best one is always kept)."),
     Flag("training.dataloader_workers", "DataLoader worker processes per device (0 = in the training process)."),
     Flag("training.eval_max_clips", "Evaluate on the first N test clips only (0 = all)."),
-    Flag("training.pack", "Pack several clips into each 30 s training window (--batch-size then counts windows)."),
+    Flag("training.pack", "Pack several clips into each 30 s training window (see --batch-unit)."),
+    Flag("training.batch_unit", "Packed runs: clips (--batch-size and --effective-batch count clips: as many "
+                                "optimizer steps per epoch as unpacked) or windows."),
     Flag("training.timestamp_prob", "Share of training windows labelled with timestamps (0-1)."),
     Flag("training.prompt_prob", "Share of windows of recordings given their previous text as a prompt (0-1)."),
     Flag("training.spec_augment", "SpecAugment: mask spans of the encoder input while training (never in evaluation)."),
