@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisper_tune.pipeline.core.constants import N_FRAMES
+from whisper_tune.pipeline.cache.reader import padded_frames
 from whisper_tune.pipeline.core.errors import CacheError
 from whisper_tune.pipeline.core.fileio import atomic_write_bytes
 from whisper_tune.pipeline.core.hashing import stable_hex
@@ -42,10 +42,7 @@ class NonSpeechClip:
 
     def padded(self) -> np.ndarray:
         """float32 (n_mels, 3000): Whisper's input for this audio."""
-        out = np.full((self.features.shape[0], N_FRAMES), self.floor, dtype=np.float32)
-        t = min(self.features.shape[1], N_FRAMES)
-        out[:, :t] = self.features[:, :t]
-        return out
+        return padded_frames(self.features, self.floor)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,15 @@ CACHE_DIRNAME = "cache"
 VERIFY_MARKER = ".verify"
 
 
+def padded_frames(features: np.ndarray, floor: float) -> np.ndarray:
+    """float32 (n_mels, 3000): stored frames (float16 (n_mels, T), the frames the audio reaches) followed by the
+    floor value, as WhisperFeatureExtractor pads a clip to Whisper's 30 s window."""
+    out = np.full((features.shape[0], N_FRAMES), floor, dtype=np.float32)
+    t = min(features.shape[1], N_FRAMES)
+    out[:, :t] = features[:, :t]
+    return out
+
+
 @dataclass(frozen=True)
 class CachedExample:
     clip_id: str
@@ -54,10 +63,7 @@ class CachedExample:
 
     def padded(self) -> np.ndarray:
         """float32 (n_mels, 3000): what WhisperFeatureExtractor gives for this clip."""
-        out = np.full((self.features.shape[0], N_FRAMES), self.floor, dtype=np.float32)
-        t = min(self.features.shape[1], N_FRAMES)
-        out[:, :t] = self.features[:, :t]
-        return out
+        return padded_frames(self.features, self.floor)
 
 
 @dataclass(frozen=True)
