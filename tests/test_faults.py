@@ -363,10 +363,9 @@ def test_a_ct2_tokenizer_json_of_braces_is_a_model_error(tmp_path):
 
 def _manifest(work: Path, splits: dict[str, int]) -> None:
     """What `features` records of the whole manifest before its first clip: the usable clips per split."""
-    index = work / "cache" / "index.json"
-    data = json.loads(index.read_text())
-    data["meta"]["usable"] = splits
-    index.write_text(json.dumps(data))
+    from whisper_tune.testing import only_segment, rewrite_segment
+
+    rewrite_segment(only_segment(work), doc=lambda d: d["meta"].update(usable=splits))
 
 
 def test_train_and_evaluate_count_the_uncached_clips_after_a_killed_features_run(tiny_model, tmp_path):

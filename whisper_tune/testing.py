@@ -392,7 +392,10 @@ def snapshot(work: Path) -> dict:
 
 
 def shard_bytes(work: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted((work / "cache").glob("*.arrow"))}
+    """The cache's shard files (index segments left out: their names carry the time of writing)."""
+    from whisper_tune.pipeline.cache.shard import is_shard_name
+
+    return {p.name: p.read_bytes() for p in sorted((work / "cache").glob("*.arrow")) if is_shard_name(p.name)}
 
 
 def synthetic(n_clips: int = 3, variants: int = 2, n_mels: int = 80, seed: int = 0) -> list[CachedExample]:
@@ -479,3 +482,34 @@ def write_pool(cache_dir: Path, *, n_mels: int = 80, n_train: int = 3, n_heldout
     pool = NonSpeechPool(fingerprint=f"test-{seed}", clips=tuple(clips))
     write(Path(cache_dir), pool)
     return pool
+
+
+def only_segment(work: Path) -> Path:
+    """The one index segment of a work folder's cache (a finished whole run leaves one)."""
+    from whisper_tune.pipeline.cache.segments import segment_files
+
+    [path] = segment_files(Path(work) / "cache")
+    return path
+
+
+def rewrite_segment(path: Path, doc: Any = None, table: Any = None, name: str | None = None) -> Path:
+    """Rewrite an index segment as a crafted one: doc(d) edits its JSON part in place, table(t) returns a new
+    clip table; written under `name` (default: the same file). -> the path written."""
+    import json as _json
+
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    from whisper_tune.pipeline.cache.segments import META_KEY
+
+    t = ipc.open_file(pa.BufferReader(Path(path).read_bytes())).read_all()   # a copy: the file is rewritten
+    d = _json.loads(t.schema.metadata[META_KEY])
+    if doc is not None:
+        doc(d)
+    if table is not None:
+        t = table(t)
+    t = t.replace_schema_metadata({META_KEY: _json.dumps(d).encode()})
+    out = Path(path).with_name(name) if name else Path(path)
+    with pa.OSFile(str(out), "wb") as sink, ipc.new_file(sink, t.schema) as w:
+        w.write_table(t)
+    return out

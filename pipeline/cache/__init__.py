@@ -1,7 +1,9 @@
-"""The feature cache: Arrow shards + a JSON index under WORK/cache/ (the contract between `features` and `train`).
+"""The feature cache: Arrow shards + an index of Arrow segments under WORK/cache/ (the contract between `features`
+and `train`).
 
-    shard.py   the shard file format (clip features, labels, whole test recordings), name pattern, checksums
-    index.py   the index as typed dataclasses, and the one function that loads and checks an index file
+    shard.py     the shard file format (clip features, labels, whole test recordings), name pattern, checksums
+    index.py     the index as typed dataclasses; the JSON index of caches written before segments
+    segments.py  the index as append-only Arrow segments: written per save, merged by readers, compacted
     lock.py    the lock a writing run holds
     reader.py  FeatureCache / open_cache: memory-mapped, checksum-verified reads
     writer.py  CacheWriter: every change to the cache (add, adopt, prune, clean up); write_examples

@@ -1,9 +1,10 @@
-"""The cache index: typed, versioned, and read through ONE validating function (`load_index`).
+"""The cache index: typed, versioned, and checked field by field wherever it is read.
 
-    WORK/cache/index.json                  written by a whole run
-    WORK/cache/index.part-I-of-N.json      written by `--part I/N` runs; readers merge every index file
+    WORK/cache/index.<stamp>.<prefix>.arrow   the index today: append-only Arrow segments (segments.py)
+    WORK/cache/index.json                     a cache written before segments: a whole run's JSON index
+    WORK/cache/index.part-I-of-N.json         ... and `--part I/N` runs' (read, then converted by `features`)
 
-An index file is JSON: {"format": "whisper-tune-cache", "version": 2, "meta": {...}, "shards": {name: {...}},
+The dataclasses below are the index's contract, whatever stores it. An old JSON index file is JSON: {"format": "whisper-tune-cache", "version": 2, "meta": {...}, "shards": {name: {...}},
 "clips": {id: {...}}, "skipped": {id: {...}}} (the dataclasses below, field for field), and, when `features` stored
 the whole log-mel of long test recordings, "recordings": {id: {...}} (optional: an index without it has none).
 Anything else -- a wrong
@@ -361,7 +362,12 @@ def index_files(cache_dir: Path) -> list[Path]:
 
 
 def index_metas(cache_dir: Path) -> dict[str, IndexMeta]:
-    """The settings each usable index file of the cache was built with, by file name (unusable ones left out)."""
+    """The settings each usable index segment (or old JSON index file) of the cache was built with, by file name
+    (unusable ones left out)."""
+    from whisper_tune.pipeline.cache.segments import segment_files, segment_metas
+
+    if segment_files(Path(cache_dir)):
+        return segment_metas(Path(cache_dir))
     out = {}
     for path in index_files(Path(cache_dir)):
         try:
@@ -372,8 +378,19 @@ def index_metas(cache_dir: Path) -> dict[str, IndexMeta]:
 
 
 def load_merged_index(cache_dir: Path) -> CacheIndex | None:
-    """All index files merged (None when there is none). Refuses parts built with different settings."""
-    files = index_files(cache_dir)
+    """The cache's index as Python objects: its segments merged (segments.py), or, in a cache written before
+    segments, its JSON index files merged. None when there is none. Refuses parts built with different settings."""
+    from whisper_tune.pipeline.cache.segments import merge_segments, read_segments
+
+    segments = read_segments(Path(cache_dir))
+    if segments:
+        return merge_segments(segments, Path(cache_dir))
+    return load_legacy_index(cache_dir)
+
+
+def load_legacy_index(cache_dir: Path) -> CacheIndex | None:
+    """The JSON index files of a cache written before index segments, merged (None when there is none)."""
+    files = index_files(Path(cache_dir))
     if not files:
         return None
     meta, shards, clips, skipped, recordings = IndexMeta(), {}, {}, {}, {}

@@ -19,7 +19,8 @@ import pyarrow.ipc as ipc
 
 from whisper_tune.pipeline.core.constants import N_FRAMES
 from whisper_tune.pipeline.core.errors import CacheError
-from whisper_tune.pipeline.cache.index import ClipEntry, IndexMeta, RecordingEntry, ReferenceCue, RowRef, load_merged_index
+from whisper_tune.pipeline.cache.index import ClipEntry, IndexMeta, RecordingEntry, ReferenceCue, RowRef, load_legacy_index
+from whisper_tune.pipeline.cache.segments import IndexView, read_segments, view_of_index
 from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, RECORDING_KIND, SCHEMAS, ShardInfo, file_checksum,
                                                rebuild_hint, shard_path)
 
@@ -205,35 +206,37 @@ class FeatureCache:
         first = f"run `whisper-tune features --work {self.cache_dir.parent}` first"
         if not self.cache_dir.is_dir():
             raise CacheError(f"no feature cache at {self.cache_dir}; {first}")
-        index = load_merged_index(self.cache_dir)
-        if index is None:
-            raise CacheError(f"no feature cache index in {self.cache_dir}; {first}")
-        self.meta: IndexMeta = index.meta
-        self._clips: dict[str, ClipEntry] = {cid: e for cid, e in sorted(index.clips.items()) if e.complete}
+        segments = read_segments(self.cache_dir, numbers=False)
+        if segments:
+            view = IndexView(segments, self.cache_dir)
+        else:                                   # a cache written before index segments: its JSON index
+            legacy = load_legacy_index(self.cache_dir)
+            if legacy is None:
+                raise CacheError(f"no feature cache index in {self.cache_dir}; {first}")
+            view = view_of_index(legacy, self.cache_dir)
+        self._view = view
+        self.meta: IndexMeta = view.meta
         self._shards: dict[str, _Shard] = {}
-        for entry in self._clips.values():
-            for ref in entry.refs():
-                if ref.shard not in self._shards:
-                    shard = _Shard(self.cache_dir, index.shards[ref.shard])
-                    if not shard.path.is_file():
-                        raise CacheError(f"shard {shard.path} is missing; {rebuild_hint(self.cache_dir)}")
-                    self._shards[ref.shard] = shard
-        self.skipped = dict(index.skipped)
-        self._recordings: dict[str, RecordingEntry] = {rid: e for rid, e in sorted(index.recordings.items())
+        for name in sorted(view.referenced | {e.features.shard for e in view.recordings.values() if e.features}):
+            shard = _Shard(self.cache_dir, view.shards[name])
+            if not shard.path.is_file():
+                raise CacheError(f"shard {shard.path} is missing; {rebuild_hint(self.cache_dir)}")
+            self._shards[name] = shard
+        self.skipped = dict(view.skipped)
+        self._recordings: dict[str, RecordingEntry] = {rid: e for rid, e in sorted(view.recordings.items())
                                                        if e.features is not None}
-        for entry in self._recordings.values():
-            name = entry.features.shard  # type: ignore[union-attr]
-            if name not in self._shards:
-                self._shards[name] = _Shard(self.cache_dir, index.shards[name])
+        self._last: tuple[str, ClipEntry] | None = None
+
+    def __reduce__(self):
+        """Pickles as its folder: a process that unpickles it opens the cache itself (maps are not copied)."""
+        return (FeatureCache, (self.cache_dir,))
 
     # -- queries
     def __len__(self) -> int:
-        return len(self._clips)
+        return len(self._view)
 
     def clip_ids(self, split: str | None = None) -> list[str]:
-        if split is None:
-            return list(self._clips)
-        return [c for c, e in self._clips.items() if e.split == split]
+        return self._view.clip_ids(split)
 
     def skipped_count(self, split: str) -> int:
         """Clips of `split` that `features` refused (their reason is in the index); older skip records lack the
@@ -298,10 +301,13 @@ class FeatureCache:
 
     # -- internals
     def _entry(self, clip_id: str) -> ClipEntry:
-        try:
-            return self._clips[clip_id]
-        except KeyError:
-            raise KeyError(f"clip {clip_id!r} is not in the feature cache {self.cache_dir}") from None
+        if self._last is not None and self._last[0] == clip_id:
+            return self._last[1]
+        entry = self._view.entry(clip_id)
+        if entry is None:
+            raise KeyError(f"clip {clip_id!r} is not in the feature cache {self.cache_dir}")
+        self._last = (clip_id, entry)
+        return entry
 
     def _check_row(self, ref: RowRef, clip_id: str, variant: int | None, kind: str) -> ShardRows:
         shard = self._shards[ref.shard]

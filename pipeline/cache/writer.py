@@ -18,6 +18,7 @@ and a shard that fails it is deleted so that its clips are computed again.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from contextlib import ExitStack, contextmanager
@@ -30,14 +31,19 @@ import numpy as np
 
 from whisper_tune.pipeline.core.errors import CacheError
 from whisper_tune.pipeline.core.hashing import stable_hex
-from whisper_tune.pipeline.cache.index import (PART_INDEX_GLOB, PART_INDEX_RE, CacheIndex, ClipEntry, IndexMeta, RecordingEntry,
-                    RowRef, SkipEntry, load_merged_index, part_index_name, save_index)
+from whisper_tune.pipeline.cache.index import (CacheIndex, ClipEntry, IndexMeta, RecordingEntry, RowRef, SkipEntry,
+                                               index_files, load_legacy_index, load_merged_index,
+                                               part_index_name)
+from whisper_tune.pipeline.cache.segments import (COMPACT_SEGMENTS, IndexDelta, is_segment_name, merge_segments,
+                                                  read_segments, remove_files, segment_files, segment_prefix,
+                                                  write_segment)
 from whisper_tune.pipeline.cache.lock import CacheLock
 from whisper_tune.pipeline.cache.reader import VERIFY_MARKER, CachedExample, CachedRecording, FeatureCache
 from whisper_tune.pipeline.cache.shard import (FEATURE_KIND, LABEL_KIND, RECORDING_KIND, SHARD_NAME_RE, FeatureRow, LabelRow,
                     RecordingRow, ShardInfo, file_checksum, read_shard_table, shard_kind, shard_path, split_rows,
                     write_shard)
 
+log = logging.getLogger(__name__)
 INDEX_SAVE_INTERVAL_S = 1.0
 TMP_RE = re.compile(r"^\.?(?P<name>.+)\.[0-9]+\.tmp$")
 Orphans = dict[tuple[str, int | None], tuple[RowRef, ShardInfo]]
@@ -67,20 +73,76 @@ def shard_prefix(part: tuple[int, int] | None) -> str:
     return "all" if part is None else f"p{part[0]}of{part[1]}"
 
 
+class _Tracked(dict):
+    """The writer's clips: a dict that remembers which keys were set or removed since the last save, so a save
+    appends only those (a million-clip index is never rewritten to record one task)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed: set[str] = set()
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self.changed.add(key)
+
+    def __delitem__(self, key) -> None:
+        super().__delitem__(key)
+        self.changed.add(key)
+
+    def pop(self, key, *default):
+        if key in self:
+            self.changed.add(key)
+        return super().pop(key, *default)
+
+    def setdefault(self, key, default=None):
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, *args, **kwargs) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def popitem(self):
+        key, value = super().popitem()
+        self.changed.add(key)
+        return key, value
+
+    def clear(self) -> None:
+        self.changed |= set(self)
+        super().clear()
+
+
+def _diff(now: Mapping, before: Mapping) -> tuple[dict, set]:
+    """(entries added or changed, keys removed) from `before` to `now` (entries compared by identity first)."""
+    changed = {k: v for k, v in now.items() if (b := before.get(k, _MISSING)) is not v and b != v}
+    return changed, set(before) - set(now)
+
+
+_MISSING = object()
+RUN_SEGMENTS = 16       # a run with more segments of its own than this folds them into one
+
+
 class CacheWriter:
     def __init__(self, cache_dir: Path, part: tuple[int, int] | None = None, prefix: str | None = None) -> None:
         self.cache_dir = Path(cache_dir)
         self.part = part
         self.prefix = prefix or shard_prefix(part)
-        self.index_path = self.cache_dir / part_index_name(part)
         self.meta = IndexMeta()
         self.shards: dict[str, ShardInfo] = {}
-        self.clips: dict[str, ClipEntry] = {}
+        self.clips: _Tracked = _Tracked()
         self.skipped: dict[str, SkipEntry] = {}
         self.recordings: dict[str, RecordingEntry] = {}
         self.shards_written = 0
+        self.segments_written = 0
         self._last_save = 0.0
         self._save_cost = 0.0
+        self._previous = CacheIndex()        # what the index said when the run began
+        self._saved = CacheIndex()           # what the index says since this run's last save (clips not kept)
+        self._run_changed: set[str] = set()  # clips this run set or removed
+        self._own_segments: list[Path] = []  # segments this run wrote
+        self._legacy: list[Path] = []        # old JSON index files read, to convert
+        self._discard = False                # the index on disk is unusable: its segments go at start
 
     # -- before the run
     @contextmanager
@@ -94,7 +156,9 @@ class CacheWriter:
 
     def _owns(self, name: str) -> bool:
         """Files this run may delete: all of the cache's for a whole run, its own prefix for a part run."""
-        return self.part is None or name.startswith(self.prefix + "-") or name == self.index_path.name
+        if self.part is None or name.startswith(self.prefix + "-") or name == self._legacy_name():
+            return True
+        return is_segment_name(name) and segment_prefix(name) == self.prefix
 
     def _remove_tmp_files(self) -> None:
         """Leftovers of killed runs: never read, removed by the next run that owns them."""
@@ -106,9 +170,16 @@ class CacheWriter:
     def read_previous(self) -> tuple[CacheIndex, str]:
         """The merged index of earlier runs, or an empty one (with the reason) when it cannot be used."""
         try:
-            return load_merged_index(self.cache_dir) or CacheIndex(), ""
+            if segment_files(self.cache_dir):
+                previous = merge_segments(read_segments(self.cache_dir), self.cache_dir)
+            else:
+                previous = load_legacy_index(self.cache_dir) or CacheIndex()
+                self._legacy = index_files(self.cache_dir)
         except CacheError as err:
+            self._discard = True
             return CacheIndex(), f"ignoring the old index ({err}); rebuilding"
+        self._previous = previous
+        return previous, ""
 
     def trusted_shards(self, previous: CacheIndex) -> tuple[dict[str, ShardInfo], int]:
         """Listed shards that are present and intact (checksum re-taken unless the file's stat proves it);
@@ -162,8 +233,29 @@ class CacheWriter:
     # -- during the run
     def start(self, meta: IndexMeta, shards: Mapping[str, ShardInfo], clips: Mapping[str, ClipEntry],
               skipped: Mapping[str, SkipEntry]) -> None:
-        self.meta, self.shards, self.clips, self.skipped = meta, dict(shards), dict(clips), dict(skipped)
+        """The run's first state of the index. What differs from the index on disk is appended as a segment; an
+        old JSON index is converted to a segment first (once), an unusable index is removed."""
+        if self._discard:
+            remove_files(p for p in segment_files(self.cache_dir) if self._owns(p.name))
+            remove_files(p for p in index_files(self.cache_dir) if self.part is None or p.name == self._legacy_name())
+        elif self._legacy:
+            write_segment(self.cache_dir, shard_prefix(None), IndexDelta.whole(self._previous))
+            remove_files(self._legacy)
+            log.info(f"features: converted the old JSON index of {self.cache_dir} ({len(self._previous.clips)} "
+                     f"clips) to index segments (index.*.arrow); older whisper-tune versions cannot read it")
+        previous = self._previous
+        self._saved = replace(previous, clips={})
+        self.meta, self.shards, self.skipped = meta, dict(shards), dict(skipped)
+        self.recordings = dict(self.recordings)
+        self.clips = _Tracked(clips)
+        changed = {cid for cid, e in clips.items() if (p := previous.clips.get(cid)) is not e and p != e}
+        if self.part is None:         # a whole run's clips are the whole index; a part adds to the others'
+            changed |= set(previous.clips) - set(clips)
+        self.clips.changed = changed
         self.save(force=True)
+
+    def _legacy_name(self) -> str:
+        return part_index_name(self.part)
 
     def add_feature_rows(self, rows: Sequence[FeatureRow], max_bytes: int) -> None:
         for shard in write_feature_shards(self.cache_dir, self.prefix, rows, max_bytes):
@@ -221,37 +313,85 @@ class CacheWriter:
         return CacheIndex(meta=self.meta, shards=dict(self.shards), clips=dict(self.clips), skipped=dict(self.skipped),
                           recordings=dict(self.recordings))
 
+    def _delta(self, since: CacheIndex, clip_keys: Collection[str]) -> IndexDelta:
+        shards, dropped = _diff(self.shards, since.shards)
+        skipped, unskipped = _diff(self.skipped, since.skipped)
+        recordings, removed_recordings = _diff(self.recordings, since.recordings)
+        if self.part is not None:     # a part removes only its own: the other parts' shards, skips, recordings stay
+            dropped = {name for name in dropped if self._owns(name)}
+            unskipped, removed_recordings = set(), set()
+        clips = {cid: self.clips[cid] for cid in clip_keys if cid in self.clips}
+        return IndexDelta(meta=self.meta, shards=shards, dropped_shards=dropped, clips=clips,
+                          removed_clips=set(clip_keys) - set(clips), skipped=skipped, unskipped=unskipped,
+                          recordings=recordings, removed_recordings=removed_recordings)
+
+    def _mark_saved(self) -> None:
+        self._saved = CacheIndex(meta=self.meta, shards=dict(self.shards), skipped=dict(self.skipped),
+                                 recordings=dict(self.recordings))
+        self._run_changed |= self.clips.changed
+        self.clips.changed = set()
+
     def save(self, force: bool = False) -> None:
-        """Rewrite the index (atomically) at most every second, and never spend over ~10 % of the time on it
-        (large indexes); shards written since the last save are adopted by the next run after a kill."""
+        """Append what changed since the last save as a segment (atomically), at most every second and never
+        spending over ~10 % of the time on it; shards written since the last save are adopted by the next run
+        after a kill."""
         now = time.perf_counter()
-        if force or now - self._last_save >= max(INDEX_SAVE_INTERVAL_S, 10 * self._save_cost):
-            save_index(self.index_path, self.snapshot())
-            self._last_save = time.perf_counter()
-            self._save_cost = self._last_save - now
+        if not (force or now - self._last_save >= max(INDEX_SAVE_INTERVAL_S, 10 * self._save_cost)):
+            return
+        delta = self._delta(self._saved, self.clips.changed)
+        if not delta.empty() or self.meta != self._saved.meta:
+            self._own_segments.append(write_segment(self.cache_dir, self.prefix, delta))
+            self.segments_written += 1
+        self._mark_saved()
+        if len(self._own_segments) > RUN_SEGMENTS:
+            self._fold_own_segments()
+        self._last_save = time.perf_counter()
+        self._save_cost = self._last_save - now
+
+    def _fold_own_segments(self) -> None:
+        """This run's segments as one (what the run changed since it began), the others removed."""
+        if len(self._own_segments) < 2:
+            return
+        self._run_changed |= self.clips.changed
+        folded = write_segment(self.cache_dir, self.prefix, self._delta(self._previous, self._run_changed))
+        remove_files(self._own_segments)
+        self._own_segments = [folded]
 
     # -- the end of the run
     def finish(self) -> CacheIndex:
-        """Drop unreadable clips and unlisted shards, write the final index, remove what nothing refers to."""
-        self.clips = {cid: e for cid, e in self.clips.items() if e.complete}
+        """Drop unreadable clips and unlisted shards, append the last changes (this run's segments folded into
+        one; a whole run with many segments compacts them), remove what nothing refers to."""
+        for cid in [cid for cid, e in self.clips.items() if not e.complete]:
+            del self.clips[cid]
         self.recordings = {rid: e for rid, e in self.recordings.items() if e.features is not None}
         used = {ref.shard for e in [*self.clips.values(), *self.recordings.values()] for ref in e.refs()}
         self.shards = {n: s for n, s in self.shards.items() if n in used}
         self.save(force=True)
-        if self.part is None:
-            for path in self.cache_dir.glob(PART_INDEX_GLOB):
-                if PART_INDEX_RE.fullmatch(path.name):
-                    path.unlink(missing_ok=True)
+        self._fold_own_segments()
+        if self.part is None:         # many segments, or the parts' segments: one whole segment
+            segments = segment_files(self.cache_dir)
+            if len(segments) > COMPACT_SEGMENTS or any(segment_prefix(p.name) != self.prefix for p in segments):
+                self.compact()
         self._remove_unreferenced_shards()
         (self.cache_dir / VERIFY_MARKER).unlink(missing_ok=True)
         return self.snapshot()
 
+    def compact(self) -> None:
+        """The whole index as one segment; every other segment removed (a whole run only: it holds every lock)."""
+        others = segment_files(self.cache_dir)
+        self._own_segments = [write_segment(self.cache_dir, self.prefix, IndexDelta.whole(self.snapshot()))]
+        remove_files(p for p in others if p not in self._own_segments)
+        self.segments_written += 1
+
     def _remove_unreferenced_shards(self) -> None:
-        try:
-            merged = load_merged_index(self.cache_dir) or CacheIndex()
-        except CacheError:
-            return     # another part's index is unusable: its shards are not ours to judge
-        used = merged.referenced_shards()
+        if self.part is None:
+            used = self.snapshot().referenced_shards()
+        else:
+            try:
+                merged = load_merged_index(self.cache_dir) or CacheIndex()
+            except CacheError:
+                return     # another part's index is unusable: its shards are not ours to judge
+            used = merged.referenced_shards()
         for path in self.cache_dir.glob("*.arrow"):
             if path.name not in used and SHARD_NAME_RE.fullmatch(path.name) and self._owns(path.name):
                 path.unlink(missing_ok=True)
@@ -305,6 +445,7 @@ def write_examples(cache_dir: Path, examples: Iterable[CachedExample], *, model:
     writer = CacheWriter(Path(cache_dir), prefix="mem")
     max_bytes = int(shard_max_mb * 1024 * 1024)
     with writer.locked():
+        remove_files([*segment_files(writer.cache_dir), *index_files(writer.cache_dir)])   # replacing what is there
         writer.start(meta, {}, clips, {})
         writer.add_label_rows(lab_rows, max_bytes)
         writer.add_feature_rows(feat_rows, max_bytes)

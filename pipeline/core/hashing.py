@@ -16,12 +16,8 @@ Part = str | bytes | int | float
 
 def stable_digest(*parts: Part, size: int = 12, sep: bytes = b"\0") -> bytes:
     """blake2b (`size` bytes) over the parts joined by `sep` (no separator after the last part)."""
-    h = hashlib.blake2b(digest_size=size)
-    for i, part in enumerate(parts):
-        if i:
-            h.update(sep)
-        h.update(part if isinstance(part, bytes) else str(part).encode("utf-8"))
-    return h.digest()
+    data = sep.join([part if isinstance(part, bytes) else str(part).encode("utf-8") for part in parts])
+    return hashlib.blake2b(data, digest_size=size).digest()     # one update: the same digest, fewer calls
 
 
 def stable_hex(*parts: Part, size: int = 12, sep: bytes = b"\0") -> str:

@@ -275,7 +275,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
         meta, fps = fingerprints(cfg, part, previous.meta, tools)
         meta = replace(meta, usable=usable)
         if part is not None:
-            check_parts_agree(meta, index_metas(writer.cache_dir), writer.index_path.name)
+            check_parts_agree(meta, index_metas(writer.cache_dir), writer.prefix)
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
         writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
@@ -375,11 +375,13 @@ AGREEING_SETTINGS = (   # (meta field, the setting a user changes to make it agr
 )
 
 
-def check_parts_agree(meta: IndexMeta, others: dict[str, IndexMeta], own_index: str) -> None:
-    """A part run whose settings differ from another part's (or a whole run's) index: refused in one line, as
-    the parts would no longer equal one run."""
+def check_parts_agree(meta: IndexMeta, others: dict[str, IndexMeta], own_prefix: str) -> None:
+    """A part run whose settings differ from another part's (or a whole run's) index segments: refused in one
+    line, as the parts would no longer equal one run. others: segment (or old index file) name -> its meta."""
+    from whisper_tune.pipeline.cache.segments import is_segment_name, segment_prefix
+
     for name, other in sorted(others.items()):
-        if name == own_index:
+        if is_segment_name(name) and segment_prefix(name) == own_prefix:
             continue
         for key, setting in AGREEING_SETTINGS:
             ours, theirs = getattr(meta, key), getattr(other, key)

@@ -77,11 +77,14 @@ def test_part_indexes_merge_and_must_agree(tmp_path):
     cache = tmp_path / "cache"
     write_examples(cache, synthetic())
     assert load_merged_index(cache).clips.keys() == {"clip0", "clip1", "clip2"}
-    other = load_index(cache / "index.json")
+    other = load_merged_index(cache)
     from dataclasses import replace
 
-    save_index(cache / "index.part-1-of-2.json", replace(other, meta=replace(other.meta, n_mels=128)))
-    with pytest.raises(CacheError, match=r"index.part-1-of-2.json was built with different settings \(n_mels\)"):
+    from whisper_tune.pipeline.cache.segments import IndexDelta, write_segment
+
+    write_segment(cache, "p1of2", IndexDelta(meta=replace(other.meta, n_mels=128)))
+    with pytest.raises(CacheError, match=r"index\.[0-9]{20}\.p1of2\.arrow was built with different settings "
+                                         r"\(n_mels\)"):
         load_merged_index(cache)
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from whisper_tune.testing import only_segment, rewrite_segment
 from whisper_tune.testing import synthetic as _examples
-from whisper_tune.pipeline.cache import (LABEL_KIND, CacheIndex, ClipEntry, FeatureCache, IndexMeta, RowRef, open_cache,
-                            save_index, write_examples)
+from whisper_tune.pipeline.cache import (LABEL_KIND, CacheIndex, ClipEntry, FeatureCache, IndexMeta, RowRef,
+                                         load_merged_index, open_cache, save_index, write_examples)
 from whisper_tune.pipeline.core.constants import N_FRAMES
 from whisper_tune.pipeline.core.errors import CacheError
 
@@ -87,9 +88,9 @@ def test_foreign_shard_is_refused_even_with_a_matching_checksum(tmp_path):
     ours = next(a.glob("*-feat-*.arrow"))
     theirs = next(b.glob("*-feat-*.arrow"))
     shutil.copyfile(theirs, ours)
-    index = json.loads((a / "index.json").read_text())   # someone "fixed" the checksum by hand
-    index["shards"][ours.name].update(json.loads((b / "index.json").read_text())["shards"][theirs.name])
-    (a / "index.json").write_text(json.dumps(index))
+    theirs_info = load_merged_index(b).shards[theirs.name]   # someone "fixed" the checksum by hand
+    rewrite_segment(only_segment(a.parent), doc=lambda d: d["shards"][ours.name].update(
+        checksum=theirs_info.checksum, size=theirs_info.size))
     with pytest.raises(CacheError, match="foreign or stale"):
         FeatureCache(a).get("clip1", 1)
 

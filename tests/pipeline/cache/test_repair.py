@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from whisper_tune.testing import features_config, flip_bytes, make_work, run, snapshot
-from whisper_tune.pipeline.cache import CacheError, load_index, open_cache
+from whisper_tune.testing import (features_config, flip_bytes, make_work, only_segment, rewrite_segment, run,
+                                  snapshot)
+from whisper_tune.pipeline.cache import CacheError, open_cache
+from whisper_tune.pipeline.cache.segments import read_segments
 from whisper_tune.pipeline.cache.index import quote
 from whisper_tune.cli import app
 
@@ -79,10 +81,9 @@ def test_rot_the_file_times_cannot_show_is_repaired_after_the_reader_found_it(bu
     `features` run re-check every checksum."""
     shard = sorted((work / "cache").glob("*-feat-*.arrow"))[0]
     flip_bytes(shard)
-    index = json.loads((work / "cache" / "index.json").read_text())
     st = shard.stat()                                           # the index now "proves" the damaged file
-    index["shards"][shard.name].update(ctime_ns=st.st_ctime_ns, inode=st.st_ino)
-    (work / "cache" / "index.json").write_text(json.dumps(index))
+    rewrite_segment(only_segment(work),
+                    doc=lambda d: d["shards"][shard.name].update(ctime_ns=st.st_ctime_ns, inode=st.st_ino))
     with pytest.raises(CacheError, match="corrupted"):
         open_cache(work).verify()
     assert (work / "cache" / ".verify").exists()
@@ -96,12 +97,9 @@ def test_crafted_shard_names_are_refused_and_nothing_outside_is_touched(built, w
     victim = work.parent / "victim.txt"
     victim.write_text("precious")
     name = str(victim) if name == "ABSOLUTE" else name
-    path = work / "cache" / "index.json"
-    index = json.loads(path.read_text())
-    some = next(iter(index["shards"].values()))
-    index["shards"][name] = dict(some)
-    path.write_text(json.dumps(index))
-    want = (f"error: {path} is not a usable feature cache index (shard name {quote(name)} is not a plain "
+    path = only_segment(work)
+    rewrite_segment(path, doc=lambda d: d["shards"].update({name: dict(next(iter(d["shards"].values())))}))
+    want = (f"error: {path} is not a usable feature cache index segment (shard name {quote(name)} is not a plain "
             f"cache shard file name); {rebuild(work)}")
     for command in ("train", "evaluate"):
         code, lines = cli(command, "--work", str(work), "--model", str(tiny_model))
@@ -112,45 +110,69 @@ def test_crafted_shard_names_are_refused_and_nothing_outside_is_touched(built, w
     assert snapshot(work) == built[1]
 
 
+def _drop_column(t):
+    return t.drop_columns(["lab_fp"])
+
+
+def _shard_number(t):
+    import pyarrow as pa
+
+    i = t.schema.get_field_index("lab_shard")
+    return t.set_column(i, "lab_shard", pa.array([99] * t.num_rows, pa.int32()))
+
+
 BAD_INDEXES = {
-    "shards-list": (lambda d: d.update(shards=[]), "index.shards must be an object, got []"),
-    "no-clips": (lambda d: d.pop("clips"), "index lacks 'clips'"),
-    "row-text": (lambda d: next(iter(d["clips"].values()))["labels"].update(row="0"),
-                 "labels.row must be a whole number, got \"0\""),
-    "version": (lambda d: d.update(version=99), "index version 99, this whisper-tune reads version 2"),
-    "not-json": (None, "Expecting value"),
+    "shards-list": (lambda d: d.update(shards=[]), None, "shards must be an object, got []"),
+    "columns": (None, _drop_column, "its columns are not those of a cache index segment"),
+    "shard-number": (None, _shard_number, "a clip's labels refer to shard number 99"),
+    "shard-names": (lambda d: d["shard_names"].append("../x.arrow"), None,
+                    'shard_names has "../x.arrow", not a plain cache shard file name'),
+    "version": (lambda d: d.update(version=99), None, "segment version 99, this whisper-tune reads version 3"),
+    "not-arrow": (None, None, "File is too small"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INDEXES))
 def test_wrong_shapes_give_one_line_and_features_rebuilds(built, work, tiny_model, case):
-    change, what = BAD_INDEXES[case]
-    path = work / "cache" / "index.json"
-    if change is None:
-        path.write_text("not json at all")
+    doc, table, what = BAD_INDEXES[case]
+    path = only_segment(work)
+    if doc is None and table is None:
+        path.write_text("not arrow at all")
     else:
-        index = json.loads(path.read_text())
-        change(index)
-        path.write_text(json.dumps(index))
+        rewrite_segment(path, doc=doc, table=table)
     with pytest.raises(CacheError) as err:
-        load_index(path)
+        read_segments(work / "cache")
     message = str(err.value)
-    assert "\n" not in message and what in message and message.startswith(f"{path} is not a usable feature cache")
+    assert "\n" not in message and what in message
+    assert message.startswith(f"{path} is not a usable feature cache index segment")
     assert message.endswith(rebuild(work))
     for command in ("train", "evaluate"):
         code, lines = cli(command, "--work", str(work), "--model", str(tiny_model))
         assert code == 1 and lines == [f"error: {message}"]
     code, lines = features(work, tiny_model)
     assert code == 0 and any("no audio work" in x for x in lines)
-    assert snapshot(work) == built[1]
+    assert snapshot(work) == built[1] and not path.exists()
+
+
+def test_an_old_json_index_is_read_and_converted_once(built, work, tiny_model):
+    from whisper_tune.pipeline.cache import load_merged_index, save_index
+
+    cache = work / "cache"
+    save_index(cache / "index.json", load_merged_index(cache))          # what a cache of an older version holds
+    only_segment(work).unlink()
+    assert snapshot(work) == built[1]                                    # readers read it as it is
+    code, lines = features(work, tiny_model)
+    assert code == 0 and any(x.startswith(f"features: converted the old JSON index of {cache}") for x in lines)
+    assert not (cache / "index.json").exists() and snapshot(work) == built[1]
+    code, lines = features(work, tiny_model)
+    assert code == 0 and not any("converted" in x for x in lines) and lines[0].startswith("features: no audio work")
 
 
 def test_a_crafted_part_index_is_refused_too(built, work, tiny_model):
-    index = json.loads((work / "cache" / "index.json").read_text())
-    index["shards"]["/etc/passwd"] = next(iter(index["shards"].values()))
-    part = work / "cache" / "index.part-1-of-2.json"
-    part.write_text(json.dumps(index))
-    with pytest.raises(CacheError, match=r"index\.part-1-of-2\.json is not a usable feature cache index"):
+    seg = only_segment(work)
+    part = rewrite_segment(seg, doc=lambda d: d["shards"].update({"/etc/passwd": next(iter(d["shards"].values()))}),
+                           name=seg.name.replace(".all.", ".p1of2."))
+    with pytest.raises(CacheError, match=r"index\.[0-9]{20}\.p1of2\.arrow is not a usable feature cache index"):
         open_cache(work)
     code, _ = features(work, tiny_model)
     assert code == 0 and not part.exists() and snapshot(work) == built[1]

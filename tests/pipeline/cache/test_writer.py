@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 
 from whisper_tune.testing import flip_bytes, synthetic
-from whisper_tune.pipeline.cache import (CacheIndex, CacheWriter, ClipEntry, IndexMeta, LabelRow, load_index, open_cache,
-                            write_examples)
+from whisper_tune.pipeline.cache import (CacheIndex, CacheWriter, ClipEntry, IndexMeta, LabelRow, is_shard_name,
+                                         load_merged_index, open_cache, write_examples)
+from whisper_tune.pipeline.cache.segments import segment_files
 
 OTHER = "p1of2-lab-0123456789abcdef0123.arrow"
 
@@ -49,7 +50,7 @@ def test_finish_keeps_complete_clips_and_removes_only_unreferenced_shards_of_its
 def test_damaged_shards_are_dropped_and_orphans_offered(tmp_path):
     cache = tmp_path / "cache"
     write_examples(cache, synthetic())
-    index = load_index(cache / "index.json")
+    index = load_merged_index(cache)
     damaged = sorted(n for n in index.shards if "-feat-" in n)[0]
     flip_bytes(cache / damaged)
     writer = CacheWriter(cache, prefix="mem")
@@ -66,8 +67,9 @@ def test_write_examples_replaces_what_was_there(tmp_path):
     write_examples(cache, synthetic(seed=1))
     (cache / "index.part-1-of-2.json").write_text("{}")
     write_examples(cache, synthetic(seed=2))
-    listed = load_index(cache / "index.json").referenced_shards()
-    assert {p.name for p in cache.glob("*.arrow")} == listed and not list(cache.glob("index.part-*"))
+    listed = load_merged_index(cache).referenced_shards()
+    assert {p.name for p in cache.glob("*.arrow") if is_shard_name(p.name)} == listed
+    assert not list(cache.glob("index.part-*")) and len(segment_files(cache)) == 1
 
 
 def test_a_shard_a_worker_wrote_out_of_sight_is_refused(tmp_path):

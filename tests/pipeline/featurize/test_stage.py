@@ -5,6 +5,7 @@ parts, and the lock."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import signal
@@ -20,6 +21,7 @@ from whisper_tune.testing import REPO_ROOT, features_config as config, shard_kil
 from whisper_tune.testing import flip_bytes, make_work, manifest_row as _row, run, shard_bytes, snapshot
 from whisper_tune.testing import tone, write_audio
 from whisper_tune.pipeline.cache import CacheError, CacheLock, open_cache
+from whisper_tune.pipeline.cache.segments import segment_files, segment_prefix
 from whisper_tune.pipeline.core.config import load_config
 from whisper_tune.pipeline.core.errors import ConfigError
 from whisper_tune.pipeline.featurize.plan import part_of
@@ -160,13 +162,19 @@ def test_corrupted_shard_is_refused_then_repaired(tmp_path, tiny_model):
     assert snapshot(work) == good
 
 
+def prefixes(work) -> set[str]:
+    """Who wrote the cache's index segments ("all": a whole run, "p1of2": part 1/2, ...)."""
+    return {segment_prefix(p.name) for p in segment_files(work / "cache")}
+
+
 def test_orphan_shards_are_adopted_and_tmp_files_ignored(tmp_path, tiny_model):
     """A run killed after writing shards but before its index caught up: the next run adopts them."""
     work, _ = make_work(tmp_path, n=4)
     cfg = config(tiny_model)
     run(work, cfg)
     good = snapshot(work)
-    (work / "cache" / "index.json").unlink()
+    for seg in segment_files(work / "cache"):
+        seg.unlink()
     (work / "cache" / "all-feat-0123.arrow.4242.tmp").write_bytes(b"half a shard")
     again = run(work, cfg)
     assert again.clips_decoded == 0 and again.labels_computed == 0 and again.shards_adopted >= 2
@@ -204,14 +212,14 @@ def test_parts_combine_into_the_whole(tmp_path, tiny_model):
     one = run(work, cfg, part=(1, 2))
     two = run(work, cfg, part=(2, 2))
     assert one.clips_total + two.clips_total == 6 and one.clips_total > 0 and two.clips_total > 0
-    assert (work / "cache" / "index.part-1-of-2.json").is_file()
+    assert prefixes(work) == {"p1of2", "p2of2"}
     whole, _ = make_work(tmp_path / "whole", n=6)
     run(whole, cfg)
     assert snapshot(work) == snapshot(whole)
     again = run(work, cfg, part=(1, 2))
     assert again.clips_decoded == 0
     merged = run(work, cfg)                       # a whole run over the parts reuses all and merges the index
-    assert merged.clips_decoded == 0 and not list((work / "cache").glob("index.part-*"))
+    assert merged.clips_decoded == 0 and prefixes(work) == {"all"} and len(segment_files(work / "cache")) == 1
     assert snapshot(work) == snapshot(whole)
 
 
@@ -233,16 +241,17 @@ def test_parts_built_with_different_settings_are_refused(tmp_path, tiny_model):
     run(work, config(tiny_model, **{"augment.variants": 2}), part=(1, 2))
     with pytest.raises(ConfigError) as err:
         run(work, config(tiny_model, **{"augment.variants": 4}), part=(2, 2))
-    assert str(err.value) == (
-        "features --part 2/2: augment.variants (--variants) must agree across parts, but part 1/2 in "
-        "index.part-1-of-2.json was built with another value (4 here, 2 there); run every part with the same "
-        "settings, or run `whisper-tune features` without --part once to rebuild the cache with these")
+    assert re.fullmatch(
+        r"features --part 2/2: augment\.variants \(--variants\) must agree across parts, but part 1/2 in "
+        r"index\.[0-9]{20}\.p1of2\.arrow was built with another value \(4 here, 2 there\); run every part with the "
+        r"same settings, or run `whisper-tune features` without --part once to rebuild the cache with these",
+        str(err.value))
     other_chain = config(tiny_model, **{"augment.variants": 2, "augment.transforms": [{"name": "Gain", "p": 0.9}]})
     with pytest.raises(ConfigError, match=r"the augmentation chain \(\[augment\] transforms, seed\) must agree"):
         run(work, other_chain, part=(2, 2))
     with pytest.raises(ConfigError, match=r"the audio settings \(\[audio\] trim_top_db, peak_normalize\) must agree"):
         run(work, config(tiny_model, **{"augment.variants": 2, "audio.trim_top_db": 20.0}), part=(2, 2))
-    assert not (work / "cache" / "index.part-2-of-2.json").exists()
+    assert prefixes(work) == {"p1of2"}
     run(work, config(tiny_model, **{"augment.variants": 2}), part=(2, 2))     # the same settings: fine
     whole = run(work, config(tiny_model, **{"augment.variants": 4}))        # a whole run may change them
     assert whole.clips_total == 6 and open_cache(work).meta.variants == 4
@@ -273,7 +282,7 @@ def test_a_slurm_array_task_runs_its_part_and_says_so(tmp_path, tiny_model):
                                 env=env)
     assert result.exit_code == 0, result.output
     assert "features: Slurm array task 1 of 2 (SLURM_ARRAY_TASK_MIN 0): running part 2/2" in result.output
-    assert (work / "cache" / "index.part-2-of-2.json").is_file() and not (work / "cache" / "index.json").exists()
+    assert prefixes(work) == {"p2of2"}
 
 
 def test_the_audit_mark_reaches_the_cache_and_a_later_mark_needs_no_audio_work(tmp_path, tiny_model):
