@@ -15,7 +15,8 @@ This package needs no audio libraries: the training machine uses it.
 """
 
 from whisper_tune.pipeline.cache.index import (INDEX_NAME, INDEX_VERSION, PART_INDEX_GLOB, CacheIndex, ClipEntry, IndexMeta,
-                    RecordingEntry, ReferenceCue, RowRef, SkipEntry, SourceRecord, index_metas, load_index, load_merged_index, part_index_name, save_index)
+                    RecordingEntry, ReferenceCue, RowRef, SkipEntry, SourceRecord, load_index, part_index_name, save_index)
+from whisper_tune.pipeline.cache.segments import index_metas, load_merged_index
 from whisper_tune.pipeline.cache.lock import LOCK_NAME, CacheLock
 from whisper_tune.pipeline.cache.reader import (CACHE_DIRNAME, VERIFY_MARKER, CachedExample, CachedRecording, FeatureCache,
                                                 ShardRows, open_cache)

@@ -361,13 +361,8 @@ def index_files(cache_dir: Path) -> list[Path]:
     return ([whole] if whole.is_file() else []) + parts
 
 
-def index_metas(cache_dir: Path) -> dict[str, IndexMeta]:
-    """The settings each usable index segment (or old JSON index file) of the cache was built with, by file name
-    (unusable ones left out)."""
-    from whisper_tune.pipeline.cache.segments import segment_files, segment_metas
-
-    if segment_files(Path(cache_dir)):
-        return segment_metas(Path(cache_dir))
+def legacy_index_metas(cache_dir: Path) -> dict[str, IndexMeta]:
+    """The settings each usable old JSON index file of the cache was built with, by file name."""
     out = {}
     for path in index_files(Path(cache_dir)):
         try:
@@ -375,17 +370,6 @@ def index_metas(cache_dir: Path) -> dict[str, IndexMeta]:
         except CacheError:
             continue
     return out
-
-
-def load_merged_index(cache_dir: Path) -> CacheIndex | None:
-    """The cache's index as Python objects: its segments merged (segments.py), or, in a cache written before
-    segments, its JSON index files merged. None when there is none. Refuses parts built with different settings."""
-    from whisper_tune.pipeline.cache.segments import merge_segments, read_segments
-
-    segments = read_segments(Path(cache_dir))
-    if segments:
-        return merge_segments(segments, Path(cache_dir))
-    return load_legacy_index(cache_dir)
 
 
 def load_legacy_index(cache_dir: Path) -> CacheIndex | None:

@@ -40,7 +40,8 @@ from whisper_tune.pipeline.core.errors import CacheError, first_line
 from whisper_tune.pipeline.core.fileio import atomic_path
 from whisper_tune.pipeline.cache.index import (CLIP_FLAGS, META_MUST_AGREE, CacheIndex, ClipEntry, IndexMeta,
                                                RecordingEntry, RowRef, SkipEntry, SourceRecord, _Bad, _meta, _plain,
-                                               _recording, _recording_json, _shard_info, _skip, quote)
+                                               _recording, _recording_json, _shard_info, _skip, legacy_index_metas,
+                                               load_legacy_index, quote)
 from whisper_tune.pipeline.cache.shard import ShardInfo, is_shard_name, rebuild_hint
 
 SEGMENT_FORMAT = "whisper-tune-cache-segment"
@@ -589,3 +590,24 @@ def remove_files(paths: Iterable[Path]) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The whole index, whatever stores it
+
+
+def load_merged_index(cache_dir: Path) -> CacheIndex | None:
+    """The cache's index as Python objects: its segments merged, or, in a cache written before segments, its JSON
+    index files merged. None when there is none. Refuses parts built with different settings."""
+    segments = read_segments(Path(cache_dir))
+    if segments:
+        return merge_segments(segments, Path(cache_dir))
+    return load_legacy_index(Path(cache_dir))
+
+
+def index_metas(cache_dir: Path) -> dict[str, IndexMeta]:
+    """The settings each usable index segment (or old JSON index file) of the cache was built with, by file name
+    (unusable ones left out)."""
+    if segment_files(Path(cache_dir)):
+        return segment_metas(Path(cache_dir))
+    return legacy_index_metas(Path(cache_dir))

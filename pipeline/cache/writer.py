@@ -32,9 +32,9 @@ import numpy as np
 from whisper_tune.pipeline.core.errors import CacheError
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.cache.index import (CacheIndex, ClipEntry, IndexMeta, RecordingEntry, RowRef, SkipEntry,
-                                               index_files, load_legacy_index, load_merged_index,
-                                               part_index_name)
-from whisper_tune.pipeline.cache.segments import (COMPACT_SEGMENTS, IndexDelta, is_segment_name, merge_segments,
+                                               index_files, load_legacy_index, part_index_name)
+from whisper_tune.pipeline.cache.segments import (COMPACT_SEGMENTS, IndexDelta, is_segment_name, load_merged_index,
+                                                  merge_segments,
                                                   read_segments, remove_files, segment_files, segment_prefix,
                                                   write_segment)
 from whisper_tune.pipeline.cache.lock import CacheLock
