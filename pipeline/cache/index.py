@@ -348,7 +348,7 @@ def load_index(path: Path) -> CacheIndex:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return _parse(data)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, _Bad) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, _Bad) as err:
         what = first_line(err)
         raise CacheError(f"{path} is not a usable feature cache index ({what}); {rebuild_hint(path.parent)}") from None
 

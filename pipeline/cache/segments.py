@@ -69,9 +69,11 @@ def is_segment_name(name: object) -> bool:
 
 
 def segment_files(cache_dir: Path) -> list[Path]:
-    """The segments of a cache folder in the order they apply (oldest first)."""
-    paths = [p for p in Path(cache_dir).glob(SEGMENT_GLOB) if is_segment_name(p.name)]
-    return sorted(paths, key=lambda p: p.name.split(".")[1])
+    """The segments of a cache folder in the order they apply (oldest first): regular files of the segment name
+    pattern (a folder or a link of that name is not a segment: never read, never deleted)."""
+    paths = [p for p in Path(cache_dir).glob(SEGMENT_GLOB)
+             if is_segment_name(p.name) and not p.is_symlink() and p.is_file()]
+    return sorted(paths, key=lambda p: (p.name.split(".")[1], p.name))
 
 
 def segment_prefix(name: str) -> str:
@@ -151,12 +153,15 @@ def _doc(delta: IndexDelta, shard_names: list[str]) -> dict[str, Any]:
 
 
 _last_stamp = 0
+FIRST_STAMP = "0" * 20        # an old JSON index converted: it applies before every segment
 
 
-def _stamp() -> str:
-    """A time in nanoseconds, strictly increasing within this process (20 digits: names sort as times)."""
+def _stamp(cache_dir: Path) -> str:
+    """The time in nanoseconds, but always after every segment already in the folder and every stamp this
+    process gave (20 digits: names sort in the order they were written, whatever a machine's clock says)."""
     global _last_stamp
-    _last_stamp = max(time.time_ns(), _last_stamp + 1)
+    latest = max((int(p.name.split(".")[1]) for p in segment_files(cache_dir)), default=0)
+    _last_stamp = max(time.time_ns(), latest + 1, _last_stamp + 1)
     return f"{_last_stamp:020d}"
 
 
@@ -165,7 +170,7 @@ def write_segment(cache_dir: Path, prefix: str, delta: IndexDelta, stamp: str | 
     table, names = _clip_table(delta.clips, delta.removed_clips)
     doc = json.dumps(_doc(delta, names), ensure_ascii=False, sort_keys=True, separators=(",", ":"))
     table = table.replace_schema_metadata({META_KEY: doc.encode("utf-8")})
-    path = Path(cache_dir) / f"index.{stamp or _stamp()}.{prefix}.arrow"
+    path = Path(cache_dir) / f"index.{stamp or _stamp(cache_dir)}.{prefix}.arrow"
     with atomic_path(path, needed_bytes=table.nbytes + len(doc)) as tmp:
         with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as w:
             w.write_table(table, max_chunksize=max(1, table.num_rows))
@@ -243,8 +248,17 @@ class Segment:
         vshard = _np(lists["var_shard"].flatten())
         if vshard.size and (vshard.min() < 0 or vshard.max() >= n):
             raise _Bad(f"a variant refers to shard number {int(vshard.max())}, the segment names {n}")
-        if lists["var_fp"].flatten().null_count:
-            raise _Bad("a variant lacks its fingerprint")
+        for c in VAR_COLUMNS:
+            if lists[c].flatten().null_count:
+                raise _Bad(f"column {c} has missing values")
+        variants = _np(lists["var_variant"].flatten())
+        if len(variants) > 1:        # each clip's variants in order, each once (variant 0 first when stored)
+            rising = variants[1:] > variants[:-1]
+            starts = offsets[1:-1]
+            starts = starts[(starts > 0) & (starts < len(variants))]
+            rising[starts - 1] = True
+            if not rising.all():
+                raise _Bad("a clip's variants are not in order, each once")
         numbers = ("src_size", "src_mtime_ns", "lab_row", "var_row") if self.numbers else ()
         negative = [c for c in (*numbers, "var_variant")
                     if len(arr := (lists[c].flatten() if c in lists else _one(t.column(c)))) and _np(arr).min() < 0]
@@ -333,7 +347,7 @@ def read_segments(cache_dir: Path, numbers: bool = True) -> list[Segment]:
                     seg = Segment(path, table, doc, shards, numbers)
                 except FileNotFoundError:
                     raise
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError, pa.ArrowException, _Bad) as err:
+                except (OSError, UnicodeDecodeError, ValueError, RecursionError, pa.ArrowException, _Bad) as err:
                     raise CacheError(f"{path} is not a usable feature cache index segment ({first_line(err)}); "
                                      f"{rebuild_hint(cache_dir)}") from None
                 shards.update(seg.shards)
@@ -395,7 +409,7 @@ def segment_metas(cache_dir: Path) -> dict[str, IndexMeta]:
         try:
             table, doc = _open_table(path)
             out[path.name] = _meta(_get_map(doc, "meta"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, pa.ArrowException, _Bad):
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError, pa.ArrowException, _Bad):
             continue
     return out
 
@@ -447,6 +461,11 @@ class IndexView:
             for cid in seg.unskipped:
                 skipped.pop(cid, None)
             skipped.update(seg.skipped)
+            if skipped and seg.table.num_rows:       # a live row, readable or not, ends a skip (as merging does)
+                ids = _one(seg.table.column("clip_id")).filter(_one(seg.table.column("live")))
+                names = pa.array(list(skipped), pa.string())
+                for cid in names.filter(pc.is_in(names, value_set=ids)).to_pylist():
+                    del skipped[cid]
             for rid in seg.removed_recordings:
                 recordings.pop(rid, None)
             recordings.update(seg.recordings)
@@ -472,6 +491,11 @@ class IndexView:
         self.split_codes = _np(encoded.indices).astype(np.int16)
         self.skipped = {c: e for c, e in skipped.items() if self.ids.find(c) < 0}
         self.referenced = self._referenced(visible)
+        gone = sorted(r for r, e in recordings.items() if e.features is not None and e.features.shard not in shards)
+        if gone:
+            raise CacheError(f"the index of {self.cache_dir} refers recording {gone[0]!r} to shard "
+                             f"{recordings[gone[0]].features.shard}, which it does not list; "  # type: ignore[union-attr]
+                             f"{rebuild_hint(self.cache_dir)}")
         missing = sorted(self.referenced - set(shards))
         if missing:
             raise CacheError(f"the index of {self.cache_dir} refers clips to shard {missing[0]}, which it does not "
@@ -585,11 +609,57 @@ def view_of_index(index: CacheIndex, cache_dir: Path) -> IndexView:
 
 
 def remove_files(paths: Iterable[Path]) -> None:
+    """Delete files (one already gone, or a folder of that name, is left as it is)."""
     for path in paths:
         try:
             os.unlink(path)
-        except FileNotFoundError:
-            pass
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            if Path(path).is_file() and not Path(path).is_symlink():
+                raise
+
+
+def fold_segments(cache_dir: Path, prefix: str, paths: Sequence[Path]) -> Path:
+    """Segments of one writer (in order) as one segment saying the same, written after them; they are removed.
+    -> the new segment's path."""
+    shards: dict[str, ShardInfo] = {}
+    acc = IndexDelta()
+    for path in paths:
+        table, doc = _open_table(path)
+        seg = Segment(path, table, doc, shards)
+        shards.update(seg.shards)
+        acc.meta = acc.meta.merged(seg.meta)
+        for name in seg.dropped_shards:
+            acc.shards.pop(name, None)
+            acc.dropped_shards.add(name)
+        for name, info in seg.shards.items():
+            acc.shards[name] = info
+            acc.dropped_shards.discard(name)
+        live, removed = seg.clip_entries()
+        for cid in removed:
+            acc.clips.pop(cid, None)
+            acc.removed_clips.add(cid)
+        for cid in seg.unskipped:
+            acc.skipped.pop(cid, None)
+            acc.unskipped.add(cid)
+        for cid, entry in seg.skipped.items():      # a skip removes the clip (as merging does)
+            acc.skipped[cid] = entry
+            acc.unskipped.discard(cid)
+            if acc.clips.pop(cid, None) is not None:
+                acc.removed_clips.add(cid)
+        for cid, entry in live.items():             # a live row ends a skip (as merging does)
+            acc.clips[cid] = entry
+            acc.removed_clips.discard(cid)
+            if acc.skipped.pop(cid, None) is not None:
+                acc.unskipped.add(cid)
+        for rid in seg.removed_recordings:
+            acc.recordings.pop(rid, None)
+            acc.removed_recordings.add(rid)
+        for rid, entry in seg.recordings.items():
+            acc.recordings[rid] = entry
+            acc.removed_recordings.discard(rid)
+    out = write_segment(cache_dir, prefix, acc)
+    remove_files(paths)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from collections import Counter
-from typing import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -33,7 +33,8 @@ from whisper_tune.pipeline.core.errors import CacheError
 from whisper_tune.pipeline.core.hashing import stable_hex
 from whisper_tune.pipeline.cache.index import (CacheIndex, ClipEntry, IndexMeta, RecordingEntry, RowRef, SkipEntry,
                                                index_files, load_legacy_index, part_index_name)
-from whisper_tune.pipeline.cache.segments import (COMPACT_SEGMENTS, IndexDelta, is_segment_name, load_merged_index,
+from whisper_tune.pipeline.cache.segments import (COMPACT_SEGMENTS, FIRST_STAMP, IndexDelta, fold_segments,
+                                                  is_segment_name, load_merged_index,
                                                   merge_segments,
                                                   read_segments, remove_files, segment_files, segment_prefix,
                                                   write_segment)
@@ -143,6 +144,8 @@ class CacheWriter:
         self._own_segments: list[Path] = []  # segments this run wrote
         self._legacy: list[Path] = []        # old JSON index files read, to convert
         self._discard = False                # the index on disk is unusable: its segments go at start
+        self._owns_clip: Callable[[str], bool] = lambda cid: self.part is None
+        self._still_used: set[str] = set()
 
     # -- before the run
     @contextmanager
@@ -232,26 +235,34 @@ class CacheWriter:
 
     # -- during the run
     def start(self, meta: IndexMeta, shards: Mapping[str, ShardInfo], clips: Mapping[str, ClipEntry],
-              skipped: Mapping[str, SkipEntry]) -> None:
+              skipped: Mapping[str, SkipEntry], owns: Callable[[str], bool] | None = None) -> None:
         """The run's first state of the index. What differs from the index on disk is appended as a segment; an
-        old JSON index is converted to a segment first (once), an unusable index is removed."""
+        old JSON index is converted to a segment first (once), an unusable index is removed. owns: for a part
+        run, whether a clip id is this part's (a clip of the part gone from `clips` is removed; without it a
+        part removes no clip)."""
         if self._discard:
             remove_files(p for p in segment_files(self.cache_dir) if self._owns(p.name))
             remove_files(p for p in index_files(self.cache_dir) if self.part is None or p.name == self._legacy_name())
         elif self._legacy:
-            write_segment(self.cache_dir, shard_prefix(None), IndexDelta.whole(self._previous))
-            remove_files(self._legacy)
+            # the lowest stamp: the converted index applies before any segment, so parts converting at once agree
+            write_segment(self.cache_dir, shard_prefix(None), IndexDelta.whole(self._previous), stamp=FIRST_STAMP)
+            if self.part is None:     # parts leave the JSON files (ignored once segments exist) to a whole run
+                remove_files(self._legacy)
             log.info(f"features: converted the old JSON index of {self.cache_dir} ({len(self._previous.clips)} "
                      f"clips) to index segments (index.*.arrow); older whisper-tune versions cannot read it")
         previous = self._previous
+        self._owns_clip = (lambda cid: True) if self.part is None else (owns or (lambda cid: False))
         self._saved = replace(previous, clips={})
         self.meta, self.shards, self.skipped = meta, dict(shards), dict(skipped)
         self.recordings = dict(self.recordings)
         self.clips = _Tracked(clips)
         changed = {cid for cid, e in clips.items() if (p := previous.clips.get(cid)) is not e and p != e}
-        if self.part is None:         # a whole run's clips are the whole index; a part adds to the others'
-            changed |= set(previous.clips) - set(clips)
+        changed |= {cid for cid in previous.clips if cid not in clips and self._owns_clip(cid)}
         self.clips.changed = changed
+        # shards that clips the run keeps listed (another part's, or not removable here) still need
+        self._still_used = set() if self.part is None else {
+            ref.shard for cid, e in previous.clips.items() if cid not in clips and cid not in changed
+            for ref in e.refs()}
         self.save(force=True)
 
     def _legacy_name(self) -> str:
@@ -313,36 +324,45 @@ class CacheWriter:
         return CacheIndex(meta=self.meta, shards=dict(self.shards), clips=dict(self.clips), skipped=dict(self.skipped),
                           recordings=dict(self.recordings))
 
-    def _delta(self, since: CacheIndex, clip_keys: Collection[str]) -> IndexDelta:
+    def _delta(self, since: CacheIndex, clip_keys: Collection[str], final: bool = True) -> IndexDelta:
+        """What changed from `since` (clips: of clip_keys). Not final: recordings are not removed yet (a run
+        lists the recordings it keeps after its first save)."""
         shards, dropped = _diff(self.shards, since.shards)
         skipped, unskipped = _diff(self.skipped, since.skipped)
         recordings, removed_recordings = _diff(self.recordings, since.recordings)
         if self.part is not None:     # a part removes only its own: the other parts' shards, skips, recordings stay
-            dropped = {name for name in dropped if self._owns(name)}
-            unskipped, removed_recordings = set(), set()
+            dropped = {name for name in dropped if self._owns(name) and name not in self._still_used}
+            unskipped = {cid for cid in unskipped if self._owns_clip(cid)}
+            removed_recordings = {rid for rid in removed_recordings if self._owns_recording(since.recordings[rid])}
+        if not final:
+            removed_recordings = set()
         clips = {cid: self.clips[cid] for cid in clip_keys if cid in self.clips}
         return IndexDelta(meta=self.meta, shards=shards, dropped_shards=dropped, clips=clips,
                           removed_clips=set(clip_keys) - set(clips), skipped=skipped, unskipped=unskipped,
                           recordings=recordings, removed_recordings=removed_recordings)
 
-    def _mark_saved(self) -> None:
+    def _owns_recording(self, entry: RecordingEntry) -> bool:
+        return entry.features is not None and self._owns(entry.features.shard)
+
+    def _mark_saved(self, final: bool) -> None:
+        recordings = dict(self.recordings) if final else {**self._saved.recordings, **self.recordings}
         self._saved = CacheIndex(meta=self.meta, shards=dict(self.shards), skipped=dict(self.skipped),
-                                 recordings=dict(self.recordings))
+                                 recordings=recordings)
         self._run_changed |= self.clips.changed
         self.clips.changed = set()
 
-    def save(self, force: bool = False) -> None:
+    def save(self, force: bool = False, final: bool = False) -> None:
         """Append what changed since the last save as a segment (atomically), at most every second and never
         spending over ~10 % of the time on it; shards written since the last save are adopted by the next run
         after a kill."""
         now = time.perf_counter()
         if not (force or now - self._last_save >= max(INDEX_SAVE_INTERVAL_S, 10 * self._save_cost)):
             return
-        delta = self._delta(self._saved, self.clips.changed)
-        if not delta.empty() or self.meta != self._saved.meta:
+        delta = self._delta(self._saved, self.clips.changed, final)
+        if not delta.empty() or replace(self.meta, part="") != replace(self._saved.meta, part=""):
             self._own_segments.append(write_segment(self.cache_dir, self.prefix, delta))
             self.segments_written += 1
-        self._mark_saved()
+        self._mark_saved(final)
         if len(self._own_segments) > RUN_SEGMENTS:
             self._fold_own_segments()
         self._last_save = time.perf_counter()
@@ -353,7 +373,8 @@ class CacheWriter:
         if len(self._own_segments) < 2:
             return
         self._run_changed |= self.clips.changed
-        folded = write_segment(self.cache_dir, self.prefix, self._delta(self._previous, self._run_changed))
+        folded = write_segment(self.cache_dir, self.prefix, self._delta(self._previous, self._run_changed,
+                                                                        final=False))
         remove_files(self._own_segments)
         self._own_segments = [folded]
 
@@ -366,12 +387,20 @@ class CacheWriter:
         self.recordings = {rid: e for rid, e in self.recordings.items() if e.features is not None}
         used = {ref.shard for e in [*self.clips.values(), *self.recordings.values()] for ref in e.refs()}
         self.shards = {n: s for n, s in self.shards.items() if n in used}
-        self.save(force=True)
-        self._fold_own_segments()
+        self.save(force=True, final=True)
+        self._run_changed |= self.clips.changed
+        if len(self._own_segments) > 1:
+            folded = write_segment(self.cache_dir, self.prefix, self._delta(self._previous, self._run_changed))
+            remove_files(self._own_segments)
+            self._own_segments = [folded]
+        segments = segment_files(self.cache_dir)
         if self.part is None:         # many segments, or the parts' segments: one whole segment
-            segments = segment_files(self.cache_dir)
             if len(segments) > COMPACT_SEGMENTS or any(segment_prefix(p.name) != self.prefix for p in segments):
                 self.compact()
+        else:                         # a part's segments of many runs: folded into one
+            own = [p for p in segments if segment_prefix(p.name) == self.prefix]
+            if len(own) > COMPACT_SEGMENTS:
+                self._own_segments = [fold_segments(self.cache_dir, self.prefix, own)]
         self._remove_unreferenced_shards()
         (self.cache_dir / VERIFY_MARKER).unlink(missing_ok=True)
         return self.snapshot()

@@ -278,7 +278,10 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             check_parts_agree(meta, index_metas(writer.cache_dir), writer.prefix)
         shards, dropped = writer.trusted_shards(previous)
         plan = make_plan(rows, previous, fps, shards, writer.orphan_rows(previous))
-        writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries)
+        share = set(rows["id"].to_list())  # clips gone from the manifest count for the part their id falls in
+        owns = None if part is None else \
+            (lambda c: c in share or (c not in usable_ids and part_of(c, part[1]) == part[0]))  # type: ignore[index]
+        writer.start(meta, {**shards, **plan.adopted}, plan.clips, plan.skip_entries, owns=owns)
         recordings = store_recordings(writer, test_recordings(rows), previous, tools, cfg)
         labels = LabelWork(tools, plan.labels_todo, fps, meta.tokenizer_fingerprint)
         settings = worker_settings(cfg, tools, fps, writer) if plan.jobs else None
@@ -295,9 +298,7 @@ def run_features(*, work_dir: Path, cfg: Config, part: tuple[int, int] | None = 
             pool_note = refresh_pool(writer.cache_dir, rows, final, feature_fp=meta.feature_fingerprint,
                                      audio_fp=fps.audio, logmel=tools.logmel, top_db=float(cfg.audio.trim_top_db),
                                      normalize=bool(cfg.audio.peak_normalize))
-    share = set(rows["id"].to_list())      # clips gone from the manifest count for the part their id falls in
-    own_before = {c for c in previous.clips if part is None or c in share
-                  or (c not in usable_ids and part_of(c, part[1]) == part[0])}
+    own_before = {c for c in previous.clips if owns is None or owns(c)}
     result = FeaturesResult(
         clips_total=rows.height, clips_cached=sum(1 for c in final.clips if c not in plan.audio_skip_fps),
         clips_decoded=counts.decoded, variants_computed=counts.computed, variants_aliased=counts.aliased,
