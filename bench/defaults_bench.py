@@ -199,11 +199,13 @@ def table(done: dict[str, dict[str, Any]]) -> str:
     lines = [f"{'setting':84}{'test WER':>10}{'everyday':>10}{'val WER':>9}{'ns words':>9}{'ns win':>7}"
              f"{'steps':>7}{'train s':>9}"]
     num = lambda r, k, f: f.format(r[k]) if r.get(k) is not None else "-"  # noqa: E731
+    base_words = next((r["base_nonspeech_words_per_clip"] for r in done.values()
+                       if r.get("base_nonspeech_words_per_clip") is not None), None)
     for name in order(done):
         r = done[name]
-        words = r.get("nonspeech_words_per_clip", r.get("base_nonspeech_words_per_clip"))
+        words = base_words if name == "base" else r.get("nonspeech_words_per_clip")
         lines.append(f"{label(name, r):84}{r['test_wer']:>9.1f}%{r['everyday_wer']:>9.1f}%"
-                     f"{num(r, 'validation_wer', '{:.1f}%'):>9}{'-' if words is None else f'{words:.2f}':>9}"
+                     f"{num(r, 'validation_wer', '{:.1f}%'):>9}{'-' if words is None else f'{words:.3f}':>9}"
                      f"{num(r, 'non_speech_windows', '{}'):>7}{num(r, 'steps', '{}'):>7}"
                      f"{num(r, 'train_seconds', '{:.0f}'):>9}")
     lines.append("(val WER and ns words: the picked epoch's validation WER and words per held-out non-speech clip in "

@@ -9,7 +9,9 @@ The label of audio without speech is an empty transcript: the prefix every other
 then <|endoftext|> (what the tokenizer gives for ""). Whisper's own training marked such audio with <|nospeech|>
 (<|nocaptions|> in the older vocabularies) right after <|startoftranscript|>, which is where generation reads the
 no-speech probability; but decoding forces the prefix tokens, so what makes the decoded text empty is <|endoftext|>
-right after them, and that is what these windows teach.
+right after them, and that is what these windows teach. Greedy decoding with Whisper's generation config cannot
+give it, though: `begin_suppress_tokens` (Whisper's suppress_blank) forbids <|endoftext|> and a space as the first
+token, so a model that learned these windows writes its next choice, "." on the demo, and stops (0 words).
 
 The share counts examples the way the batch counts them (`unit`). Each non-speech window is one pool clip on its
 own (packed or not), so with the share s an epoch of C speech examples gets round(C * s / (1 - s)) non-speech
