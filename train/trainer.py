@@ -45,7 +45,7 @@ from whisper_tune.train.checkpoints import complete_marker_callback, plan_start
 from whisper_tune.train.data import Collator, EvalDataset, training_dataset
 from whisper_tune.train.loop import compute_metrics_fn, training_classes
 from whisper_tune.train.model import Precision, SpecAugment, choose_precision, load_model
-from whisper_tune.train.nonspeech import empty_labels, with_non_speech
+from whisper_tune.train.nonspeech import empty_labels, share_unit, with_non_speech
 from whisper_tune.train.packing import planned_epochs
 from whisper_tune.train.release import FINAL_SAVE_ADVICE, training_session
 from whisper_tune.train.suspects import skip_suspects
@@ -201,7 +201,7 @@ def run_train(*, work_dir: Path, output_dir: Path, cfg: Config, resume: bool = F
     pool = read_pool(work_dir / CACHE_DIRNAME)
     empty = empty_labels(tokenizer) if pool is not None else None
     train_set, non_speech_note = with_non_speech(train_set, pool, share=cfg.augment.no_speech_share, labels=empty,
-                                                 seed=t.seed)
+                                                 seed=t.seed, unit=share_unit(t.pack, t.batch_unit))
     extra_sets, check_notes = extra_eval_sets(
         work_dir, cfg, pool, empty, lambda c, where: _check_cache_fits(c, model.config, tokenizer, cfg.model.name, where))
     model = lora.add_adapters(model, lora.lora_settings(t))      # unchanged when training.lora_rank = 0
@@ -272,10 +272,12 @@ def _checks_callback(base: dict[str, float], threshold: float):
 
 def _batch_in_windows(t, train_set) -> tuple[Any, ClipCount | None]:
     """The batch settings the device plans with: as given, or, for a packed run counting clips
-    (training.batch_unit = "clips"), translated into windows (train/batching.py count_in_clips)."""
+    (training.batch_unit = "clips"), translated into windows (train/batching.py count_in_clips). The clips
+    counted include the non-speech windows (one clip each), as an unpacked run counts them."""
     if not (t.pack and t.batch_unit == "clips"):
         return t, None
-    return count_in_clips(t, len(train_set.clip_ids), len(train_set), world_size())
+    clips = getattr(train_set, "clips_per_epoch", len(train_set.clip_ids))
+    return count_in_clips(t, clips, len(train_set), world_size())
 
 
 def _check_not_the_base(model: str, output_dir: Path) -> None:

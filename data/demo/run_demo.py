@@ -64,7 +64,7 @@ FLAGS: dict[str, tuple[tuple[str, ...], str]] = {
     "--pack": (("training.pack",), "pack several clips into each 30 s training window"),
     "--batch-unit": (("training.batch_unit",), "what a packed --batch-size counts: windows or clips"),
     "--timestamp-prob": (("training.timestamp_prob",), "share of training windows labelled with timestamps"),
-    "--no-speech-share": (("augment.no_speech_share",), "share of training windows without speech (empty transcript)"),
+    "--no-speech-share": (("augment.no_speech_share",), "share of training examples without speech (empty transcript; clips when the batch counts clips)"),
 }
 
 

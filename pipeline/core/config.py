@@ -71,7 +71,7 @@ class AugmentConfig:
     seed: int = 42                     # base seed; each variant's seed derives from (seed, clip id, variant)
     # audiomentations transforms, applied in order: {"name": <class name>, "p": prob, **kwargs}
     transforms: tuple[dict[str, Any], ...] = field(default_factory=_default_transforms)
-    no_speech_share: float = 0.05      # share of training windows that are non-speech with an empty transcript
+    no_speech_share: float = 0.3       # share of training examples (in the batch's unit) that are non-speech, empty transcript
 
 
 @dataclass(frozen=True)
@@ -381,7 +381,7 @@ def _range_problems(cfg: Config) -> list[tuple[str, Any, str]]:
          "0 (load in the training process) or more worker processes (--dataloader-workers)"),
         ("training.eval_max_clips", t.eval_max_clips, t.eval_max_clips >= 0, "0 (all) or more clips (--eval-max-clips)"),
         ("augment.no_speech_share", g.no_speech_share, 0 <= g.no_speech_share <= 0.5,
-         "0 (no non-speech windows) up to 0.5, e.g. 0.05 (--no-speech-share)"),
+         "0 (no non-speech windows) up to 0.5, e.g. 0.3 (--no-speech-share)"),
         ("training.forgetting_warn", t.forgetting_warn, t.forgetting_warn >= 0,
          "0 or more WER points, e.g. 2.0 (--forgetting-warn)"),
     ]

@@ -1,4 +1,4 @@
-"""Audio without speech, for the cache's non-speech pool (train draws `augment.no_speech_share` of its windows
+"""Audio without speech, for the cache's non-speech pool (train draws `augment.no_speech_share` of its examples
 from it; evaluate and each epoch's evaluation count the words a model emits on its held-out part).
 
     clips = non_speech_clips()                     # ten generated kinds: silence, room tone, hum, clicks, ...

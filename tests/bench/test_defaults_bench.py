@@ -33,3 +33,15 @@ def test_full_and_specaug_rows_start_from_the_winner():
     assert bench.settings_of("specaug", done) == {**full, "training.spec_augment": True}
     assert bench.label("full", done["full"]) == "packed, 2 windows/step, full fine-tuning"
     assert "SpecAugment" in bench.label("specaug", {"settings": bench.settings_of("specaug", done)})
+
+
+def test_share_rows_and_full_without_trained_rows():
+    """ns-S rows are demo.toml's settings (the `clips` row) with that non-speech share; `full` with no row of the
+    three trained starts from `clips`."""
+    assert bench.settings_of("ns-0.2", {}) == {**bench.BASE_ROWS["clips"], "augment.no_speech_share": 0.2}
+    assert bench.share_row("ns-0.05") == 0.05 and bench.share_row("full") is None
+    done = {"base": {"test_wer": 100.0, "everyday_wer": 27.0}}
+    assert bench.settings_of("full", done) == {**bench.BASE_ROWS["clips"], "training.freeze_encoder": False}
+    done["ns-0.3"] = {"settings": bench.settings_of("ns-0.3", done), "test_wer": 20.0, "everyday_wer": 25.0}
+    assert bench.order(done) == ["base", "ns-0.3"]
+    assert bench.label("ns-0.3", done["ns-0.3"]).endswith("decoder only, no_speech_share 0.3")

@@ -43,7 +43,8 @@ FLAGS = (
     Flag("training.spec_augment", "SpecAugment: mask spans of the encoder input while training (never in evaluation)."),
     Flag("training.mask_time_prob", "With --spec-augment: share of frames masked, in spans of 10 frames."),
     Flag("training.mask_feature_prob", "With --spec-augment: share of mel bins masked, in spans of 10 bins."),
-    Flag("augment.no_speech_share", "Share of training windows without speech (empty transcript), from the cache's pool."),
+    Flag("augment.no_speech_share", "Share of training examples without speech (empty transcript), from the cache's "
+                                     "pool; counted in clips when a packed batch counts clips."),
     Flag("training.general_csv", "Everyday sentences scored each epoch beside the domain (featurized by `features` "
                                  "into WORK/general/; \"\" = the demo's everyday.csv, none = off)."),
     Flag("training.forgetting_warn", "Warn when the general set's WER rises more than this many points over the base model's."),
