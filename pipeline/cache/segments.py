@@ -368,37 +368,46 @@ def _agree(meta: IndexMeta, seg: Segment, cache_dir: Path) -> IndexMeta:
     return meta.merged(seg.meta)
 
 
+def _apply_small(seg: Segment, shards: dict, skipped: dict, recordings: dict) -> None:
+    """A segment's shards, skips and recordings over those merged so far (merging and the view share this)."""
+    shards.update(seg.shards)
+    for name in seg.dropped_shards:
+        shards.pop(name, None)
+    for cid in seg.unskipped:
+        skipped.pop(cid, None)
+    skipped.update(seg.skipped)
+    for rid in seg.removed_recordings:
+        recordings.pop(rid, None)
+    recordings.update(seg.recordings)
+
+
+def _check_recordings(recordings: Mapping[str, RecordingEntry], shards: Mapping[str, ShardInfo],
+                      cache_dir: Path) -> None:
+    gone = sorted(r for r, e in recordings.items() if e.features is not None and e.features.shard not in shards)
+    if gone:
+        raise CacheError(f"the index of {cache_dir} refers recording {gone[0]!r} to shard "
+                         f"{recordings[gone[0]].features.shard}, which it does not list; "  # type: ignore[union-attr]
+                         f"{rebuild_hint(cache_dir)}")
+
+
 def merge_segments(segments: Sequence[Segment], cache_dir: Path) -> CacheIndex:
     """The segments applied in order, as Python objects (the `features` run's view)."""
     meta, shards, clips, skipped, recordings = IndexMeta(), {}, {}, {}, {}
     for seg in segments:
         meta = _agree(meta, seg, cache_dir)
-        shards.update(seg.shards)
-        for name in seg.dropped_shards:
-            shards.pop(name, None)
+        _apply_small(seg, shards, skipped, recordings)
         live, removed = seg.clip_entries()
-        for cid in removed:
-            clips.pop(cid, None)
-        for cid in seg.unskipped:
-            skipped.pop(cid, None)
-        for cid, entry in seg.skipped.items():
-            skipped[cid] = entry
+        for cid in [*removed, *seg.skipped]:     # a skip removes the clip
             clips.pop(cid, None)
         clips.update(live)
-        for cid in live:
+        for cid in live:                         # a live row ends a skip
             skipped.pop(cid, None)
-        for rid in seg.removed_recordings:
-            recordings.pop(rid, None)
-        recordings.update(seg.recordings)
     for cid, entry in clips.items():
         for ref in entry.refs():
             if ref.shard not in shards:
                 raise CacheError(f"the index of {cache_dir} refers clip {cid!r} to shard {ref.shard}, which it does "
                                  f"not list; {rebuild_hint(cache_dir)}")
-    for rid, rec in list(recordings.items()):
-        if rec.features is not None and rec.features.shard not in shards:
-            raise CacheError(f"the index of {cache_dir} refers recording {rid!r} to shard {rec.features.shard}, "
-                             f"which it does not list; {rebuild_hint(cache_dir)}")
+    _check_recordings(recordings, shards, cache_dir)
     return CacheIndex(meta=meta, shards=shards, clips=clips, skipped=skipped, recordings=recordings)
 
 
@@ -455,20 +464,12 @@ class IndexView:
         meta, shards, skipped, recordings = IndexMeta(), {}, {}, {}
         for seg in self.segments:
             meta = _agree(meta, seg, self.cache_dir)
-            shards.update(seg.shards)
-            for name in seg.dropped_shards:
-                shards.pop(name, None)
-            for cid in seg.unskipped:
-                skipped.pop(cid, None)
-            skipped.update(seg.skipped)
+            _apply_small(seg, shards, skipped, recordings)
             if skipped and seg.table.num_rows:       # a live row, readable or not, ends a skip (as merging does)
                 ids = _one(seg.table.column("clip_id")).filter(_one(seg.table.column("live")))
                 names = pa.array(list(skipped), pa.string())
                 for cid in names.filter(pc.is_in(names, value_set=ids)).to_pylist():
                     del skipped[cid]
-            for rid in seg.removed_recordings:
-                recordings.pop(rid, None)
-            recordings.update(seg.recordings)
         self.meta, self.shards, self.recordings = meta, shards, recordings
         visible = self._visible()
         ids, splits, seg_no, row_no = [], [], [], []
@@ -491,11 +492,7 @@ class IndexView:
         self.split_codes = _np(encoded.indices).astype(np.int16)
         self.skipped = {c: e for c, e in skipped.items() if self.ids.find(c) < 0}
         self.referenced = self._referenced(visible)
-        gone = sorted(r for r, e in recordings.items() if e.features is not None and e.features.shard not in shards)
-        if gone:
-            raise CacheError(f"the index of {self.cache_dir} refers recording {gone[0]!r} to shard "
-                             f"{recordings[gone[0]].features.shard}, which it does not list; "  # type: ignore[union-attr]
-                             f"{rebuild_hint(self.cache_dir)}")
+        _check_recordings(recordings, shards, self.cache_dir)
         missing = sorted(self.referenced - set(shards))
         if missing:
             raise CacheError(f"the index of {self.cache_dir} refers clips to shard {missing[0]}, which it does not "
@@ -618,6 +615,16 @@ def remove_files(paths: Iterable[Path]) -> None:
                 raise
 
 
+def _fold(kept: dict, gone: set, upserts: Mapping, removals: Iterable) -> None:
+    """One segment's removals, then its upserts, over a delta being folded (`gone`: what the delta removes)."""
+    for key in removals:
+        kept.pop(key, None)
+        gone.add(key)
+    for key, value in upserts.items():
+        kept[key] = value
+        gone.discard(key)
+
+
 def fold_segments(cache_dir: Path, prefix: str, paths: Sequence[Path]) -> Path:
     """Segments of one writer (in order) as one segment saying the same, written after them; they are removed.
     -> the new segment's path."""
@@ -628,35 +635,15 @@ def fold_segments(cache_dir: Path, prefix: str, paths: Sequence[Path]) -> Path:
         seg = Segment(path, table, doc, shards)
         shards.update(seg.shards)
         acc.meta = acc.meta.merged(seg.meta)
-        for name in seg.dropped_shards:
-            acc.shards.pop(name, None)
-            acc.dropped_shards.add(name)
-        for name, info in seg.shards.items():
-            acc.shards[name] = info
-            acc.dropped_shards.discard(name)
+        _fold(acc.shards, acc.dropped_shards, seg.shards, ())            # the order merging applies them in
+        _fold(acc.shards, acc.dropped_shards, {}, seg.dropped_shards)
         live, removed = seg.clip_entries()
-        for cid in removed:
-            acc.clips.pop(cid, None)
-            acc.removed_clips.add(cid)
-        for cid in seg.unskipped:
-            acc.skipped.pop(cid, None)
-            acc.unskipped.add(cid)
-        for cid, entry in seg.skipped.items():      # a skip removes the clip (as merging does)
-            acc.skipped[cid] = entry
-            acc.unskipped.discard(cid)
-            if acc.clips.pop(cid, None) is not None:
-                acc.removed_clips.add(cid)
-        for cid, entry in live.items():             # a live row ends a skip (as merging does)
-            acc.clips[cid] = entry
-            acc.removed_clips.discard(cid)
-            if acc.skipped.pop(cid, None) is not None:
-                acc.unskipped.add(cid)
-        for rid in seg.removed_recordings:
-            acc.recordings.pop(rid, None)
-            acc.removed_recordings.add(rid)
-        for rid, entry in seg.recordings.items():
-            acc.recordings[rid] = entry
-            acc.removed_recordings.discard(rid)
+        _fold(acc.clips, acc.removed_clips, {}, removed)
+        _fold(acc.skipped, acc.unskipped, seg.skipped, seg.unskipped)
+        _fold(acc.clips, acc.removed_clips, {}, [c for c in seg.skipped if c in acc.clips])   # a skip removes the clip
+        _fold(acc.skipped, acc.unskipped, {}, [c for c in live if c in acc.skipped])          # a live row ends a skip
+        _fold(acc.clips, acc.removed_clips, live, ())
+        _fold(acc.recordings, acc.removed_recordings, seg.recordings, seg.removed_recordings)
     out = write_segment(cache_dir, prefix, acc)
     remove_files(paths)
     return out

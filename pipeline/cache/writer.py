@@ -254,7 +254,6 @@ class CacheWriter:
         self._owns_clip = (lambda cid: True) if self.part is None else (owns or (lambda cid: False))
         self._saved = replace(previous, clips={})
         self.meta, self.shards, self.skipped = meta, dict(shards), dict(skipped)
-        self.recordings = dict(self.recordings)
         self.clips = _Tracked(clips)
         changed = {cid for cid, e in clips.items() if (p := previous.clips.get(cid)) is not e and p != e}
         changed |= {cid for cid in previous.clips if cid not in clips and self._owns_clip(cid)}
@@ -368,13 +367,12 @@ class CacheWriter:
         self._last_save = time.perf_counter()
         self._save_cost = self._last_save - now
 
-    def _fold_own_segments(self) -> None:
-        """This run's segments as one (what the run changed since it began), the others removed."""
+    def _fold_own_segments(self, final: bool = False) -> None:
+        """This run's segments as one (what the run changed since it began, as of its last save), the others
+        removed."""
         if len(self._own_segments) < 2:
             return
-        self._run_changed |= self.clips.changed
-        folded = write_segment(self.cache_dir, self.prefix, self._delta(self._previous, self._run_changed,
-                                                                        final=False))
+        folded = write_segment(self.cache_dir, self.prefix, self._delta(self._previous, self._run_changed, final))
         remove_files(self._own_segments)
         self._own_segments = [folded]
 
@@ -388,11 +386,7 @@ class CacheWriter:
         used = {ref.shard for e in [*self.clips.values(), *self.recordings.values()] for ref in e.refs()}
         self.shards = {n: s for n, s in self.shards.items() if n in used}
         self.save(force=True, final=True)
-        self._run_changed |= self.clips.changed
-        if len(self._own_segments) > 1:
-            folded = write_segment(self.cache_dir, self.prefix, self._delta(self._previous, self._run_changed))
-            remove_files(self._own_segments)
-            self._own_segments = [folded]
+        self._fold_own_segments(final=True)
         segments = segment_files(self.cache_dir)
         if self.part is None:         # many segments, or the parts' segments: one whole segment
             if len(segments) > COMPACT_SEGMENTS or any(segment_prefix(p.name) != self.prefix for p in segments):
